@@ -1,0 +1,49 @@
+# minicaffe's two set-up commands (README): `make demo` and `make test`.
+# Both create .venv on first use; nothing is installed outside it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The `test` extra pulls in every optional dependency the suite exercises.
+TEST_STAMP := $(VENV)/.installed-test
+BASE_STAMP := $(VENV)/.installed-base
+DEV_STAMP  := $(VENV)/.installed-dev
+
+.PHONY: demo test proto check-proto clean help
+
+help:
+	@echo "make demo   - create .venv, install minicaffe, run the example job"
+	@echo "make test   - create .venv, install minicaffe[test], run the test suite"
+	@echo "make proto  - regenerate minicaffe/proto/caffe_pb2.py from caffe.proto"
+	@echo "make clean  - remove .venv and build debris"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@ $(BASE_STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	@touch $@ $(TEST_STAMP) $(BASE_STAMP)
+
+demo: $(BASE_STAMP)
+	$(BIN)/minicaffe check examples/lenet/lenet_train_test.prototxt
+	$(BIN)/minicaffe check examples/lenet/lenet_train_test.prototxt --phase TEST
+
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest
+
+proto: $(DEV_STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=minicaffe/proto caffe.proto
+	$(BIN)/python -c "import hashlib,pathlib; pathlib.Path('minicaffe/proto/caffe_proto.sha256').write_text(hashlib.sha256(pathlib.Path('caffe.proto').read_bytes()).hexdigest() + '\n')"
+	@echo "regenerated minicaffe/proto/caffe_pb2.py and its caffe.proto hash"
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

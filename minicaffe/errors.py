@@ -1,0 +1,82 @@
+"""minicaffe's one exception family.
+
+Every error minicaffe raises on bad input derives from :class:`MinicaffeError`,
+so callers (and the CLI, which prints one line per error) can catch them all.
+Each subclass carries the context a user needs to find the mistake: a
+file:line:column for text, a layer and blob for graph problems, both shapes for
+shape problems, a path for files.
+"""
+
+from __future__ import annotations
+
+
+class MinicaffeError(Exception):
+    """Base class of every error minicaffe raises on bad input."""
+
+
+class PrototxtError(MinicaffeError):
+    """A .prototxt that does not parse: names file:line:column and the text there."""
+
+    def __init__(self, path, line, column, message, snippet=None):
+        self.path = str(path)
+        self.line = line
+        self.column = column
+        self.reason = message
+        self.snippet = snippet
+        where = self.path
+        if line is not None:
+            where += f":{line}"
+            if column is not None:
+                where += f":{column}"
+        text = f"{where}: {message}"
+        if snippet:
+            text += f" (at: {snippet!r})"
+        super().__init__(text)
+
+
+class GraphError(MinicaffeError):
+    """A net whose wiring is wrong: names the layer and, where there is one, the blob."""
+
+    def __init__(self, message, layer=None, blob=None):
+        self.layer = layer
+        self.blob = blob
+        prefix = ""
+        if layer is not None:
+            prefix = f"layer '{layer}'"
+            if blob is not None:
+                prefix += f", blob '{blob}'"
+            prefix += ": "
+        elif blob is not None:
+            prefix = f"blob '{blob}': "
+        super().__init__(prefix + message)
+
+
+class ShapeError(MinicaffeError):
+    """Shapes that do not fit: names the layer and shows both shapes."""
+
+    def __init__(self, message, layer=None, expected=None, actual=None):
+        self.layer = layer
+        self.expected = expected
+        self.actual = actual
+        text = f"layer '{layer}': {message}" if layer is not None else message
+        if expected is not None or actual is not None:
+            text += f" (expected {_fmt_shape(expected)}, got {_fmt_shape(actual)})"
+        super().__init__(text)
+
+
+class WeightsError(MinicaffeError):
+    """A .caffemodel, .binaryproto or .solverstate that cannot be read or does not fit."""
+
+    def __init__(self, path, message):
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class UpgradeError(MinicaffeError):
+    """A legacy (V0/V1) net or solver that cannot be upgraded to the current format."""
+
+
+def _fmt_shape(shape):
+    if shape is None:
+        return "?"
+    return "(" + ", ".join(str(d) for d in shape) + ")"
