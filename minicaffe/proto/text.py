@@ -8,6 +8,7 @@ names ``file:line:column`` and the text found there, instead of aborting.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 
@@ -20,6 +21,7 @@ from .upgrade import upgrade_net, upgrade_solver
 # protobuf prefixes its messages with "LINE:COLUMN : "; we report the position
 # ourselves, with the file name in front.
 _POSITION_PREFIX = re.compile(r"^\s*\d+:\d+\s*:\s*")
+_UNKNOWN_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
 
 
 def parse_text(text: str, message, source: str = "<string>"):
@@ -31,9 +33,26 @@ def parse_text(text: str, message, source: str = "<string>"):
         text_format.Parse(text, message)
     except text_format.ParseError as exc:
         line, column = exc.GetLine(), exc.GetColumn()
-        reason = _POSITION_PREFIX.sub("", str(exc))
-        raise PrototxtError(source, line, column, reason, _line_at(text, line)) from None
+        reason = _POSITION_PREFIX.sub("", str(exc)) + _field_suggestion(str(exc))
+        snippet = _line_at(text, line)
+        if snippet and snippet in reason:
+            snippet = None  # protobuf already quoted the line
+        raise PrototxtError(source, line, column, reason, snippet) from None
     return message
+
+
+def _field_suggestion(message: str) -> str:
+    """For an unknown field, name the closest fields the message does have."""
+    match = _UNKNOWN_FIELD.search(message)
+    if not match:
+        return ""
+    type_name, field_name = match.groups()
+    try:
+        descriptor = caffe_pb2.DESCRIPTOR.pool.FindMessageTypeByName(type_name)
+    except KeyError:
+        return ""
+    close = difflib.get_close_matches(field_name, [f.name for f in descriptor.fields], n=3, cutoff=0.6)
+    return (" Did you mean " + " or ".join(f'"{name}"' for name in close) + "?") if close else ""
 
 
 def read_text_file(path, message):
