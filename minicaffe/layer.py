@@ -1,0 +1,130 @@
+"""The Layer base: Caffe's fixed lifecycle, which layers fill in but never override.
+
+Lifecycle (``set_up``, as Caffe's ``Layer::SetUp``): check the bottom and top
+counts the class declares, ``setup`` (one-time work: parameter blobs, options),
+``reshape`` (top shapes from bottom shapes), then store each top's loss weight in
+its diff. After that the Net calls ``forward`` and ``backward`` through
+:meth:`Layer.run_forward` and :meth:`Layer.run_backward`.
+
+To write a layer: subclass, decorate with ``@register("TypeName")``, declare the
+blob counts, and implement ``reshape``, ``forward`` and, when it has one,
+``backward``. The method names and signatures are pycaffe's Python-layer API.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import GraphError, MinicaffeError, ShapeError
+from .graph import TRAIN
+
+
+class Layer:
+    """Base of every layer. Subclasses declare the class attributes below."""
+
+    type = ""
+    # Blob counts; None means "any". Caffe's ExactNum*/Min*/Max* declarations.
+    exact_bottoms = None
+    min_bottoms = None
+    max_bottoms = None
+    exact_tops = None
+    min_tops = None
+    max_tops = None
+    equal_bottoms_and_tops = False
+    # Bottom indices that can never take a gradient, even under force_backward
+    # (labels): Caffe's AllowForceBackward returning false.
+    never_backward_bottoms = ()
+    # False for layers Caffe gives no Backward (Accuracy, ArgMax, Threshold...).
+    has_backward = True
+
+    def __init__(self, layer_param, phase=TRAIN, dtype=np.float32):
+        self.layer_param = layer_param
+        self.name = layer_param.name
+        self.phase = phase
+        self.dtype = np.dtype(dtype)
+        self.blobs = []                   # learnable parameter Blobs, in Caffe's order
+        self.param_propagate_down = []    # per parameter blob: compute its gradient?
+        self.loss_weights = list(layer_param.loss_weight)
+
+    # ---------------------------------------------------------------- to implement
+    def setup(self, bottom, top):
+        """One-time setup: read parameters, create ``self.blobs``."""
+
+    def reshape(self, bottom, top):
+        """Shape the tops (and internal buffers) from the bottoms' shapes."""
+        raise MinicaffeError(f"layer '{self.name}' ({self.type}) defines no reshape")
+
+    def forward(self, bottom, top):
+        """Compute the tops' data from the bottoms' data."""
+        raise MinicaffeError(f"layer '{self.name}' ({self.type}) defines no forward")
+
+    def backward(self, top, propagate_down, bottom):
+        """Compute bottom diffs (where ``propagate_down[i]``) and parameter diffs (accumulated)."""
+        raise GraphError(f"{self.type} has no Backward, but a gradient was asked of it "
+                         "(force_backward, or a loss behind it)", layer=self.name)
+
+    # ---------------------------------------------------------------- fixed lifecycle
+    def set_up(self, bottom, top):
+        self._check_blob_counts(bottom, top)
+        self.setup(bottom, top)
+        if len(self.param_propagate_down) < len(self.blobs):
+            self.param_propagate_down += [True] * (len(self.blobs) - len(self.param_propagate_down))
+        self.reshape(bottom, top)
+        self.seed_loss_weights(top)
+
+    def seed_loss_weights(self, top):
+        """Store each top's loss weight in its diff (every element), as Caffe does.
+
+        Loss layers scale their gradient by ``top[0].diff.flat[0]``, and the
+        reported loss is the dot product of a top's data with its diff.
+        """
+        for blob, weight in zip(top, self.loss_weights):
+            if weight:
+                blob.diff[...] = weight
+
+    def loss(self, top_index: int) -> float:
+        return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
+
+    def run_forward(self, bottom, top) -> float:
+        """Forward, then this layer's contribution to the net's loss."""
+        self.forward(bottom, top)
+        total = 0.0
+        for index, blob in enumerate(top):
+            if self.loss(index):
+                total += float(np.dot(blob.data.ravel(), blob.diff.ravel()))
+        return total
+
+    def run_backward(self, top, propagate_down, bottom):
+        if not self.has_backward and any(propagate_down):
+            needed = [i for i, flag in enumerate(propagate_down) if flag]
+            raise GraphError(f"{self.type} has no Backward, but a gradient to bottom(s) {needed} was asked "
+                             "(force_backward, or propagate_down: true)", layer=self.name)
+        self.backward(top, propagate_down, bottom)
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index not in self.never_backward_bottoms
+
+    # ---------------------------------------------------------------- helpers for subclasses
+    def _check_blob_counts(self, bottom, top):
+        def check(what, count, exact, low, high):
+            if exact is not None and count != exact:
+                raise GraphError(f"{self.type} takes {exact} {what} blob(s), got {count}", layer=self.name)
+            if low is not None and count < low:
+                raise GraphError(f"{self.type} takes at least {low} {what} blob(s), got {count}", layer=self.name)
+            if high is not None and count > high:
+                raise GraphError(f"{self.type} takes at most {high} {what} blob(s), got {count}", layer=self.name)
+        check("bottom", len(bottom), self.exact_bottoms, self.min_bottoms, self.max_bottoms)
+        check("top", len(top), self.exact_tops, self.min_tops, self.max_tops)
+        if self.equal_bottoms_and_tops and len(bottom) != len(top):
+            raise GraphError(f"{self.type} takes as many tops as bottoms, got {len(bottom)} bottoms "
+                             f"and {len(top)} tops", layer=self.name)
+
+    def new_param_blob(self, shape):
+        from .blob import Blob
+        return Blob(shape, dtype=self.dtype, name=f"{self.name} param {len(self.blobs)}")
+
+    def shape_error(self, message, expected=None, actual=None):
+        return ShapeError(message, layer=self.name, expected=expected, actual=actual)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} '{self.name}' ({self.type})>"

@@ -1,0 +1,68 @@
+"""InnerProduct (fully connected): ``y = x W^T + b`` over the axes from ``axis`` on.
+
+The bottom is viewed as M x K with M the product of the axes before ``axis`` and
+K the product of the rest; the weight is N x K (``transpose: true`` stores K x N,
+as Caffe). Gradients: ``dW += dy^T x`` (or ``x^T dy`` transposed), ``db += sum dy``,
+``dx = dy W``. Parameter diffs accumulate, as all of Caffe's.
+"""
+
+import numpy as np
+
+from ..fillers import fill
+from ..layer import Layer
+from ..registry import register
+
+
+@register("InnerProduct")
+class InnerProductLayer(Layer):
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom, top):
+        param = self.layer_param.inner_product_param
+        self.num_output = param.num_output
+        self.bias_term = param.bias_term
+        self.transpose = param.transpose
+        self.axis = bottom[0].canonical_axis(param.axis, layer=self.name)
+        self.k = bottom[0].count_axes(self.axis)
+        if self.num_output <= 0:
+            raise self.shape_error("inner_product_param.num_output must be positive")
+        weight_shape = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
+        self.blobs = [self.new_param_blob(weight_shape)]
+        fill(self.blobs[0], param.weight_filler, self.name)
+        if self.bias_term:
+            self.blobs.append(self.new_param_blob((self.num_output,)))
+            fill(self.blobs[1], param.bias_filler, self.name)
+
+    def reshape(self, bottom, top):
+        axis = bottom[0].canonical_axis(self.layer_param.inner_product_param.axis, layer=self.name)
+        k = bottom[0].count_axes(axis)
+        if k != self.k:
+            raise self.shape_error("input size incompatible with inner product parameters",
+                                   expected=(self.k,), actual=(k,))
+        self.m = bottom[0].count_axes(0, axis)
+        top[0].reshape(bottom[0].shape[:axis] + (self.num_output,))
+
+    def _weight_nk(self):
+        weight = self.blobs[0].data
+        return weight.T if self.transpose else weight
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.m, self.k)
+        y = top[0].data.reshape(self.m, self.num_output)
+        np.matmul(x, self._weight_nk().T, out=y)
+        if self.bias_term:
+            y += self.blobs[1].data
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff.reshape(self.m, self.num_output)
+        x = bottom[0].data.reshape(self.m, self.k)
+        if self.param_propagate_down[0]:
+            if self.transpose:
+                self.blobs[0].diff += x.T @ dy
+            else:
+                self.blobs[0].diff += dy.T @ x
+        if self.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff += dy.sum(axis=0)
+        if propagate_down[0]:
+            np.matmul(dy, self._weight_nk(), out=bottom[0].diff.reshape(self.m, self.k))

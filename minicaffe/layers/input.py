@@ -1,0 +1,27 @@
+"""Input: blobs the user fills (pycaffe's ``net.blobs['data'].data[...] = ...``)."""
+
+from ..layer import Layer
+from ..registry import register
+
+
+@register("Input")
+class InputLayer(Layer):
+    """Tops of the shapes in ``input_param.shape``: one shape for all tops, or one per top."""
+
+    exact_bottoms = 0
+    min_tops = 1
+
+    def setup(self, bottom, top):
+        shapes = self.layer_param.input_param.shape
+        if len(shapes) not in (0, 1, len(top)):
+            raise self.shape_error(f"input_param gives {len(shapes)} shapes for {len(top)} tops: "
+                                   "give one shape, or one per top")
+        for index, blob in enumerate(top):
+            if shapes:
+                blob.reshape(shapes[0] if len(shapes) == 1 else shapes[index])
+
+    def reshape(self, bottom, top):
+        pass  # the user reshapes inputs; they keep their shape otherwise
+
+    def forward(self, bottom, top):
+        pass

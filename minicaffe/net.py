@@ -1,0 +1,380 @@
+"""Net: builds the layers of a planned graph and runs Forward and Backward.
+
+The graph is planned by :mod:`minicaffe.graph` (filtering, splits, loss weights,
+sharing); this module only wires blobs to layers, decides which layers need
+Backward (Caffe's ``Net::Init`` rules), and runs them in order. The Python
+surface follows pycaffe's ``caffe.Net``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from .blob import Blob
+from .errors import GraphError, MinicaffeError, ShapeError, WeightsError
+from .graph import TEST, TRAIN, phase_value, plan_net
+from .proto import caffe_pb2
+from .registry import create_layer
+
+
+class Net:
+    """A net built for one phase (pycaffe's ``caffe.Net``).
+
+    ``Net(model, phase, level=0, stages=None, weights=None, dtype=numpy.float32)``
+    or the legacy ``Net(model, weights, phase)``. ``model`` is a ``.prototxt``
+    path or a NetParameter; ``dtype=numpy.float64`` builds a double net (for
+    gradient checks).
+    """
+
+    def __init__(self, model, *args, phase=None, level=0, stages=None, weights=None, dtype=np.float32):
+        phase, weights = _constructor_args(args, phase, weights)
+        self.dtype = np.dtype(dtype)
+        if isinstance(model, caffe_pb2.NetParameter):
+            from .proto.upgrade import upgrade_net
+            net_param = caffe_pb2.NetParameter()
+            net_param.CopyFrom(model)
+            upgrade_net(net_param, source=net_param.name or "<NetParameter>")
+            self._source = net_param.name or "<NetParameter>"
+        else:
+            from .proto.text import read_net
+            net_param = read_net(model)
+            self._source = os.fspath(model)
+        self.plan = plan_net(net_param, phase=phase, level=level, stages=stages or ())
+        self.phase = self.plan.state.phase
+        self._build()
+        if weights is not None:
+            self.copy_from(weights)
+
+    # ---------------------------------------------------------------- building
+    def _build(self):
+        plan = self.plan
+        self._blobs = OrderedDict()
+        self._layers = []
+        self._bottom_vecs, self._top_vecs = [], []
+        self._bottom_need_backward = []
+        blob_need_backward = {}
+        layer_need_backward = []
+        owners = {}  # (layer name, param index) -> Blob, for sharing by name
+        param_blobs = {}
+        for planned in plan.layers:
+            layer = create_layer(planned.param, phase=self.phase, dtype=self.dtype)
+            bottoms = [self._blobs[name] for name in planned.bottoms]
+            tops = []
+            for name in planned.tops:
+                if name not in self._blobs:
+                    self._blobs[name] = Blob((), dtype=self.dtype, name=name)
+                    blob_need_backward[name] = False
+                tops.append(self._blobs[name])
+            bottom_need = []
+            need_backward = False
+            for j, name in enumerate(planned.bottoms):
+                need = blob_need_backward[name]
+                need_backward |= need
+                if planned.param.propagate_down:
+                    need = bool(planned.param.propagate_down[j])
+                bottom_need.append(need)
+            layer.set_up(bottoms, tops)
+            specs = planned.param.param
+            if len(specs) > len(layer.blobs):
+                raise GraphError(f"{len(specs)} param specs given but {layer.type} has {len(layer.blobs)} "
+                                 "parameter blob(s)", layer=layer.name)
+            for index in range(len(layer.blobs)):
+                lr_mult = specs[index].lr_mult if index < len(specs) else 1.0
+                layer.param_propagate_down[index] = lr_mult != 0
+                need_backward |= lr_mult != 0
+            self._share_params(planned, layer, owners)
+            for index, blob in enumerate(layer.blobs):
+                owners.setdefault((layer.name, index), blob)
+            param_blobs[layer.name] = layer.blobs
+            if need_backward:
+                for name in planned.tops:
+                    blob_need_backward[name] = True
+            self._layers.append(layer)
+            self._bottom_vecs.append(bottoms)
+            self._top_vecs.append(tops)
+            self._bottom_need_backward.append(bottom_need)
+            layer_need_backward.append(need_backward)
+        self._layer_need_backward = _prune_backward(plan, self._layers, layer_need_backward,
+                                                    self._bottom_need_backward)
+        if plan.force_backward:
+            self._force_backward(blob_need_backward)
+        self._blob_need_backward = blob_need_backward
+        self._layer_names = [layer.name for layer in self._layers]
+
+    def _share_params(self, planned, layer, owners):
+        for share in planned.shared_params:
+            if share.index >= len(layer.blobs):
+                raise GraphError(f"param {share.index} ('{share.name}') is named but {layer.type} has only "
+                                 f"{len(layer.blobs)} parameter blob(s)", layer=layer.name)
+            owner = owners[(share.owner_layer, share.owner_index)]
+            mine = layer.blobs[share.index]
+            spec = planned.param.param[share.index]
+            if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+                if owner.count != mine.count:
+                    raise ShapeError(f"cannot share param '{share.name}' owned by layer '{share.owner_layer}': "
+                                     "counts differ", layer=layer.name, expected=owner.shape, actual=mine.shape)
+                view = Blob(mine.shape, dtype=self.dtype, name=mine.name)
+                view.share_data(owner)
+                view.share_diff(owner)
+                layer.blobs[share.index] = view
+            else:
+                if owner.shape != mine.shape:
+                    raise ShapeError(f"cannot share param '{share.name}' owned by layer '{share.owner_layer}': "
+                                     "shapes differ (share_mode: PERMISSIVE compares counts only)",
+                                     layer=layer.name, expected=owner.shape, actual=mine.shape)
+                layer.blobs[share.index] = owner
+
+    def _force_backward(self, blob_need_backward):
+        for i, layer in enumerate(self._layers):
+            self._layer_need_backward[i] = True
+            planned = self.plan.layers[i]
+            for j, name in enumerate(planned.bottoms):
+                need = self._bottom_need_backward[i][j] or layer.allow_force_backward(j)
+                self._bottom_need_backward[i][j] = need
+                blob_need_backward[name] = blob_need_backward[name] or need
+            layer.param_propagate_down = [True] * len(layer.blobs)
+
+    # ---------------------------------------------------------------- running
+    def _layer_index(self, name, default):
+        if name is None:
+            return default
+        try:
+            return self._layer_names.index(name)
+        except ValueError:
+            raise MinicaffeError(f"no layer named '{name}' in this net") from None
+
+    def forward_from_to(self, start: int, end: int) -> float:
+        """Run Forward over layers start..end (inclusive); return their weighted loss."""
+        loss = 0.0
+        for i in range(start, end + 1):
+            loss += self._layers[i].run_forward(self._bottom_vecs[i], self._top_vecs[i])
+        return loss
+
+    def backward_from_to(self, start: int, end: int) -> None:
+        """Run Backward from layer start down to layer end (start >= end)."""
+        for i in range(start, end - 1, -1):
+            if self._layer_need_backward[i]:
+                self._layers[i].run_backward(self._top_vecs[i], self._bottom_need_backward[i], self._bottom_vecs[i])
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """pycaffe's ``forward``: set inputs from ``kwargs``, run Forward, return outputs.
+
+        Returns ``{name: array}`` for the net's outputs (or the ``end`` layer's
+        tops), plus any blob named in ``blobs``.
+        """
+        for name, value in kwargs.items():
+            if name not in self.plan.inputs:
+                raise MinicaffeError(f"'{name}' is not an input of this net (inputs: {', '.join(self.plan.inputs)})")
+            value = np.asarray(value)
+            blob = self._blobs[name]
+            if value.shape != blob.shape:
+                raise ShapeError(f"input '{name}' has the wrong shape; reshape the blob and call net.reshape() first",
+                                 layer=name, expected=blob.shape, actual=value.shape)
+            blob.data[...] = value
+        start_index = self._layer_index(start, 0)
+        end_index = self._layer_index(end, len(self._layers) - 1)
+        self._last_loss = self.forward_from_to(start_index, end_index)
+        names = list(self.plan.outputs) if end is None else list(self.plan.layers[end_index].tops)
+        names += [name for name in (blobs or []) if name not in names]
+        return {name: self._blobs[name].data for name in names}
+
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """pycaffe's ``backward``: set output diffs from ``kwargs``, run Backward, return input diffs."""
+        for name, value in kwargs.items():
+            if name not in self.plan.outputs:
+                raise MinicaffeError(f"'{name}' is not an output of this net (outputs: {', '.join(self.plan.outputs)})")
+            value = np.asarray(value)
+            blob = self._blobs[name]
+            if value.shape != blob.shape:
+                raise ShapeError(f"diff for output '{name}' has the wrong shape", layer=name,
+                                 expected=blob.shape, actual=value.shape)
+            blob.diff[...] = value
+        start_index = self._layer_index(start, len(self._layers) - 1)
+        end_index = self._layer_index(end, 0)
+        self.backward_from_to(start_index, end_index)
+        names = list(self.plan.inputs) if end is None else list(self.plan.layers[end_index].bottoms)
+        names += [name for name in (diffs or []) if name not in names]
+        return {name: self._blobs[name].diff for name in names}
+
+    def forward_backward(self) -> float:
+        """One Forward and one Backward over the whole net; return the loss."""
+        loss = self.forward_from_to(0, len(self._layers) - 1)
+        self.backward_from_to(len(self._layers) - 1, 0)
+        return loss
+
+    def reshape(self):
+        """Propagate changed input shapes through every layer's reshape."""
+        for layer, bottoms, tops in zip(self._layers, self._bottom_vecs, self._top_vecs):
+            layer.reshape(bottoms, tops)
+            layer.seed_loss_weights(tops)
+
+    def clear_param_diffs(self):
+        for blob in self.learnable_params:
+            blob.diff[...] = 0
+
+    # ---------------------------------------------------------------- pycaffe properties
+    @property
+    def blobs(self):
+        return self._blobs
+
+    @property
+    def layers(self):
+        return list(self._layers)
+
+    @property
+    def layer_dict(self):
+        return OrderedDict((layer.name, layer) for layer in self._layers)
+
+    @property
+    def params(self):
+        return OrderedDict((layer.name, layer.blobs) for layer in self._layers if layer.blobs)
+
+    @property
+    def learnable_params(self):
+        """Each distinct parameter blob once (shared ones by their owner)."""
+        seen, unique = set(), []
+        for layer in self._layers:
+            for blob in layer.blobs:
+                key = id(blob.data)
+                if key not in seen:
+                    seen.add(key)
+                    unique.append(blob)
+        return unique
+
+    @property
+    def inputs(self):
+        return list(self.plan.inputs)
+
+    @property
+    def outputs(self):
+        return list(self.plan.outputs)
+
+    @property
+    def blob_loss_weights(self):
+        weights = OrderedDict((name, 0.0) for name in self._blobs)
+        for planned in self.plan.layers:
+            for name, weight in zip(planned.tops, planned.loss_weights):
+                weights[name] = weight
+        return weights
+
+    @property
+    def top_names(self):
+        return OrderedDict((p.name, list(p.tops)) for p in self.plan.layers)
+
+    @property
+    def bottom_names(self):
+        return OrderedDict((p.name, list(p.bottoms)) for p in self.plan.layers)
+
+    @property
+    def layer_need_backward(self):
+        return list(self._layer_need_backward)
+
+    @property
+    def bottom_need_backward(self):
+        return [list(flags) for flags in self._bottom_need_backward]
+
+    # ---------------------------------------------------------------- weights
+    def copy_from(self, weights):
+        """Copy parameters from a ``.caffemodel`` (path) or NetParameter, by layer name.
+
+        Layers in the file but not in the net are skipped, as Caffe does.
+        """
+        from .io import blob_shape, read_caffemodel
+        source = os.fspath(weights) if not isinstance(weights, caffe_pb2.NetParameter) else "<NetParameter>"
+        model = read_caffemodel(weights) if not isinstance(weights, caffe_pb2.NetParameter) else weights
+        by_name = {layer.name: layer for layer in self._layers}
+        for saved in model.layer:
+            layer = by_name.get(saved.name)
+            if layer is None or not saved.blobs:
+                continue
+            if len(saved.blobs) != len(layer.blobs):
+                raise WeightsError(source, f"layer '{saved.name}' has {len(layer.blobs)} parameter blob(s) in the "
+                                   f"net but {len(saved.blobs)} in the file")
+            for index, (blob_proto, blob) in enumerate(zip(saved.blobs, layer.blobs)):
+                if not _shape_matches(blob.shape, blob_proto):
+                    raise WeightsError(
+                        source, f"layer '{saved.name}' param {index}: shape mismatch, file has "
+                        f"{blob_shape(blob_proto)} and the net has {blob.shape}. To learn this layer from scratch "
+                        "instead, rename it in the net")
+                values = blob_proto.double_data if len(blob_proto.double_data) else blob_proto.data
+                blob.data[...] = np.asarray(values, dtype=self.dtype).reshape(blob.shape)
+
+    def to_proto(self, write_diff=False) -> "caffe_pb2.NetParameter":
+        """The net's layers with their parameter blobs, as Caffe's ``Net::ToProto``."""
+        from .io import array_to_blobproto
+        net = caffe_pb2.NetParameter()
+        net.name = self.plan.name
+        for planned, layer in zip(self.plan.layers, self._layers):
+            entry = net.layer.add()
+            entry.CopyFrom(planned.param)
+            del entry.blobs[:]
+            for blob in layer.blobs:
+                entry.blobs.append(array_to_blobproto(blob.data, blob.diff if write_diff else None))
+        return net
+
+    def save(self, path):
+        """Write the parameters as a ``.caffemodel`` (atomically)."""
+        from .io import write_caffemodel
+        write_caffemodel(self.to_proto(), path)
+
+    def __repr__(self):
+        return f"<Net '{self.plan.name}' phase={'TRAIN' if self.phase == TRAIN else 'TEST'} layers={len(self._layers)}>"
+
+
+def _constructor_args(args, phase, weights):
+    """Accept pycaffe's Net(model, phase) and legacy Net(model, weights, phase)."""
+    if len(args) == 1:
+        phase = args[0] if phase is None else phase
+    elif len(args) == 2:
+        weights, phase = args
+    elif len(args) > 2:
+        raise TypeError("Net(model, phase) or Net(model, weights, phase)")
+    if phase is None:
+        raise TypeError("Net needs a phase: minicaffe.TRAIN or minicaffe.TEST")
+    return phase_value(phase), weights
+
+
+def _shape_matches(shape, blob_proto):
+    """Caffe's ShapeEquals: legacy 4-D fields compare against the blob's last four axes, padded with 1s."""
+    if any(blob_proto.HasField(f) for f in ("num", "channels", "height", "width")):
+        if len(shape) > 4:
+            return False
+        legacy = (1,) * (4 - len(shape)) + tuple(shape)
+        return legacy == (blob_proto.num, blob_proto.channels, blob_proto.height, blob_proto.width)
+    return tuple(shape) == tuple(blob_proto.shape.dim)
+
+
+def _prune_backward(plan, layers, layer_need_backward, bottom_need_backward):
+    """Caffe's backward sweep: skip layers that feed no loss, or whose every top skips backprop."""
+    need = list(layer_need_backward)
+    under_loss, skip_backprop = set(), set()
+    for i in range(len(layers) - 1, -1, -1):
+        planned = plan.layers[i]
+        contributes = False
+        skip_propagate = True
+        for j, name in enumerate(planned.tops):
+            if layers[i].loss(j) or name in under_loss:
+                contributes = True
+            if name not in skip_backprop:
+                skip_propagate = False
+            if contributes and not skip_propagate:
+                break
+        if need[i] and skip_propagate:
+            need[i] = False
+            bottom_need_backward[i] = [False] * len(bottom_need_backward[i])
+        if not contributes:
+            need[i] = False
+        for j, name in enumerate(planned.bottoms):
+            if contributes:
+                under_loss.add(name)
+            else:
+                bottom_need_backward[i][j] = False
+            if not bottom_need_backward[i][j]:
+                skip_backprop.add(name)
+    return need
+
+
+__all__ = ["Net", "TRAIN", "TEST"]

@@ -1,0 +1,55 @@
+"""Layer types by their Caffe name.
+
+Each layer module registers its class with ``@register("TypeName")``; the Net
+creates layers with :func:`create_layer`. An unknown type is an error naming the
+layer and the closest known type names.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from .errors import GraphError
+
+_LAYER_CLASSES: dict = {}
+
+
+def register(type_name: str, *aliases: str):
+    """Class decorator: make a Layer subclass the implementation of ``type_name``."""
+    def decorate(cls):
+        cls.type = type_name
+        for name in (type_name,) + aliases:
+            if name in _LAYER_CLASSES and _LAYER_CLASSES[name] is not cls:
+                raise ValueError(f"layer type '{name}' is registered twice")
+            _LAYER_CLASSES[name] = cls
+        return cls
+    return decorate
+
+
+def known_types() -> list:
+    _load_builtin_layers()
+    return sorted(_LAYER_CLASSES)
+
+
+def layer_class(type_name: str, layer_name=None):
+    """The class registered for ``type_name``; a GraphError naming close matches if none is."""
+    _load_builtin_layers()
+    try:
+        return _LAYER_CLASSES[type_name]
+    except KeyError:
+        pass
+    close = difflib.get_close_matches(type_name, list(_LAYER_CLASSES), n=3, cutoff=0.5)
+    hint = ("; did you mean " + " or ".join(f"'{name}'" for name in close) + "?") if close else ""
+    raise GraphError(f"unknown layer type '{type_name}'{hint} "
+                     f"(minicaffe knows {len(_LAYER_CLASSES)} types: see `minicaffe layers`)",
+                     layer=layer_name)
+
+
+def create_layer(layer_param, phase, dtype):
+    """Instantiate the layer ``layer_param`` describes (not yet set up)."""
+    return layer_class(layer_param.type, layer_param.name)(layer_param, phase=phase, dtype=dtype)
+
+
+def _load_builtin_layers():
+    # Importing the package runs every layer module's @register.
+    from . import layers  # noqa: F401
