@@ -25,3 +25,6 @@ class InputLayer(Layer):
 
     def forward(self, bottom, top):
         pass
+
+    def backward(self, top, propagate_down, bottom):
+        pass  # no bottoms: force_backward reaches here, and there is nothing to do
