@@ -3,7 +3,8 @@
 Memory is allocated lazily, on the first read of ``data`` or ``diff``, so a net can
 be set up to learn its shapes without allocating (``minicaffe check``). A blob can
 share its data or diff with another blob (Split, Flatten, Reshape, shared
-parameters): both then hold views of one buffer.
+parameters): it then reads the other blob's buffer, reshaped to its own shape,
+on every access, so the view follows the source even if that is reallocated.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Blob:
         self._shape = ()
         self._data = None
         self._diff = None
+        self._data_source = None   # a Blob whose data this one views
+        self._diff_source = None
         self.reshape(*_as_dims(shape))
 
     # ------------------------------------------------------------ shape
@@ -64,16 +67,15 @@ class Blob:
             raise ShapeError(f"negative dimension in shape {dims}", layer=self.name)
         if dims == self._shape:
             return
-        old_count, self._shape = self.count if self._shape is not None else 0, dims
-        if self._data is not None and self._data.size == self.count:
-            self._data = self._data.reshape(dims)
-        else:
-            self._data = None
-        if self._diff is not None and self._diff.size == self.count:
-            self._diff = self._diff.reshape(dims)
-        else:
-            self._diff = None
-        del old_count
+        self._shape = dims
+        count = self.count
+        # A view stays a view while the counts agree; otherwise it gets memory of its own.
+        if self._data_source is not None and self._data_source.count != count:
+            self._data_source = None
+        if self._diff_source is not None and self._diff_source.count != count:
+            self._diff_source = None
+        self._data = self._data.reshape(dims) if self._data is not None and self._data.size == count else None
+        self._diff = self._diff.reshape(dims) if self._diff is not None and self._diff.size == count else None
 
     def reshape_like(self, other: "Blob"):
         self.reshape(other.shape)
@@ -93,6 +95,8 @@ class Blob:
     # ------------------------------------------------------------ memory
     @property
     def data(self) -> np.ndarray:
+        if self._data_source is not None:
+            return self._data_source.data.reshape(self._shape)
         if self._data is None:
             self._data = np.zeros(self._shape, dtype=self.dtype)
         return self._data
@@ -103,6 +107,8 @@ class Blob:
 
     @property
     def diff(self) -> np.ndarray:
+        if self._diff_source is not None:
+            return self._diff_source.diff.reshape(self._shape)
         if self._diff is None:
             self._diff = np.zeros(self._shape, dtype=self.dtype)
         return self._diff
@@ -121,17 +127,22 @@ class Blob:
 
     @property
     def allocated(self) -> bool:
+        """Whether this blob holds memory of its own (views do not)."""
         return self._data is not None or self._diff is not None
 
     def share_data(self, other: "Blob"):
-        """Make this blob's data a view of ``other``'s (same count required)."""
+        """Make this blob's data a view of ``other``'s (same count required); allocates nothing."""
         self._check_same_count(other, "data")
-        self._data = other.data.reshape(self._shape)
+        if other is not self:
+            self._data_source = other._data_source or other
+            self._data = None
 
     def share_diff(self, other: "Blob"):
-        """Make this blob's diff a view of ``other``'s (same count required)."""
+        """Make this blob's diff a view of ``other``'s (same count required); allocates nothing."""
         self._check_same_count(other, "diff")
-        self._diff = other.diff.reshape(self._shape)
+        if other is not self:
+            self._diff_source = other._diff_source or other
+            self._diff = None
 
     def _check_same_count(self, other, what):
         if other.count != self.count:
