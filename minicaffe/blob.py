@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ShapeError
+from .memory import DataNeeded, allocation_allowed
 
 # Caffe refuses blobs past INT_MAX elements; we keep its 32-axis limit too.
 MAX_AXES = 32
@@ -98,6 +99,7 @@ class Blob:
         if self._data_source is not None:
             return self._data_source.data.reshape(self._shape)
         if self._data is None:
+            self._allocating("data")
             self._data = np.zeros(self._shape, dtype=self.dtype)
         return self._data
 
@@ -110,6 +112,7 @@ class Blob:
         if self._diff_source is not None:
             return self._diff_source.diff.reshape(self._shape)
         if self._diff is None:
+            self._allocating("diff")
             self._diff = np.zeros(self._shape, dtype=self.dtype)
         return self._diff
 
@@ -124,6 +127,10 @@ class Blob:
                              expected=self._shape, actual=values.shape)
         target = getattr(self, which)
         target[...] = values.reshape(self._shape)
+
+    def _allocating(self, which):
+        if not allocation_allowed():
+            raise DataNeeded(f"blob '{self.name}' {which} was read during shape inference")
 
     @property
     def allocated(self) -> bool:

@@ -1,4 +1,5 @@
-"""``minicaffe check``: read a net, plan it for one NetState, describe the plan.
+"""``minicaffe check``: read a net, build it for one NetState without allocating
+blob memory, and describe it: wiring, shapes, parameters, need-backward.
 
 Kept apart from the CLI so notebooks and tests can call :func:`check_net` and
 read the same text the command prints.
@@ -6,43 +7,78 @@ read the same text the command prints.
 
 from __future__ import annotations
 
-from .graph import NetPlan, phase_name, plan_net
+import numpy as np
+
+from .graph import phase_name
+from .net import Net
 from .proto.text import read_net
 
 
-def check_net(path, phase="TRAIN", level=0, stages=()) -> NetPlan:
-    """Read, upgrade and plan the net at ``path``; raise a MinicaffeError if it is invalid."""
-    return plan_net(read_net(path), phase=phase, level=level, stages=stages)
+def check_net(path, phase="TRAIN", level=0, stages=(), input_shapes=None) -> Net:
+    """A shapes-only Net for ``path``: every shape and rule checked, no blob memory allocated.
+
+    Raises a MinicaffeError naming the file, layer or blob if the net is invalid.
+    """
+    return Net(read_net(path), phase, level=level, stages=stages, input_shapes=input_shapes,
+               shape_inference=True)
 
 
-def describe_plan(plan: NetPlan) -> str:
-    """The plan as text: one line per layer (bottoms -> tops), loss weights, sharing."""
+def format_shape(shape) -> str:
+    return "x".join(str(d) for d in shape) if shape else "scalar"
+
+
+def describe(net: Net) -> str:
+    """The checked net as text: one line per layer, then inputs, outputs and totals."""
+    plan = net.plan
     state = plan.state
-    stages = ", ".join(state.stage) or "none"
     split_count = sum(layer.is_split for layer in plan.layers)
     lines = [
         f"net: {plan.name or '(unnamed)'}",
-        f"state: phase {phase_name(state.phase)}, level {state.level}, stages: {stages}",
+        f"state: phase {phase_name(state.phase)}, level {state.level}, stages: {', '.join(state.stage) or 'none'}",
         f"layers: {len(plan.layers)} ({split_count} split{'s' if split_count != 1 else ''} inserted)",
     ]
     name_width = max([len(layer.name) for layer in plan.layers] + [4])
     type_width = max([len(layer.type) for layer in plan.layers] + [4])
-    for layer in plan.layers:
-        wiring = ", ".join(layer.bottoms)
-        wiring = (wiring + " -> " if wiring else "-> ") + ", ".join(_top_label(layer, j) for j in range(len(layer.tops)))
+    for planned, layer, need_backward in zip(plan.layers, net.layers, net.layer_need_backward):
+        tops = ", ".join(f"{name}{' (in place)' if in_place else ''} {_blob_shape(net, name)}"
+                         for name, in_place in zip(planned.tops, planned.in_place))
+        wiring = (", ".join(planned.bottoms) + " -> " if planned.bottoms else "-> ") + tops
         notes = []
-        if layer.is_loss:
-            notes.append("loss_weight " + " ".join(f"{w:g}" for w in layer.loss_weights))
-        for share in layer.shared_params:
+        if layer.blobs:
+            notes.append(f"params {sum(blob.count for blob in layer.blobs)}")
+        elif layer.name in net.skipped_layers:
+            notes.append("params ?")
+        if need_backward:
+            notes.append("backward")
+        if planned.is_loss:
+            notes.append("loss_weight " + " ".join(f"{w:g}" for w in planned.loss_weights))
+        for share in planned.shared_params:
             notes.append(f"param {share.index} '{share.name}' shared with {share.owner_layer}[{share.owner_index}]")
         suffix = ("   [" + "; ".join(notes) + "]") if notes else ""
-        lines.append(f"  {layer.index:3d}  {layer.name:<{name_width}}  {layer.type:<{type_width}}  {wiring}{suffix}")
-    lines.append("inputs: " + (", ".join(plan.inputs) or "none"))
-    lines.append("outputs: " + (", ".join(plan.outputs) or "none"))
+        lines.append(f"  {planned.index:3d}  {planned.name:<{name_width}}  {planned.type:<{type_width}}  {wiring}{suffix}")
+    lines.append("inputs: " + (", ".join(f"{n} {_blob_shape(net, n)}" for n in plan.inputs) or "none"))
+    lines.append("outputs: " + (", ".join(f"{n} {_blob_shape(net, n)}" for n in plan.outputs) or "none"))
+    learnable = net.learnable_params
+    total = sum(blob.count for blob in learnable)
+    known = [blob for name, blob in net.blobs.items() if name not in net.unknown_shapes]
+    data_bytes = sum(blob.count for blob in known) * net.dtype.itemsize
+    lines.append(f"parameters: {total:,} in {len(learnable)} blobs"
+                 + (" (some unknown: ? above)" if net.skipped_layers else ""))
+    lines.append(f"blob data: {format_bytes(data_bytes)} as {np.dtype(net.dtype).name} "
+                 "(twice that with diffs)")
     for warning in plan.warnings:
         lines.append("warning: " + warning)
     return "\n".join(lines)
 
 
-def _top_label(layer, j):
-    return layer.tops[j] + (" (in place)" if layer.in_place[j] else "")
+def format_bytes(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+
+
+def _blob_shape(net, name):
+    if name in net.unknown_shapes:
+        return "?"
+    return "(" + format_shape(net.blobs[name].shape) + ")"

@@ -42,25 +42,85 @@ def main(ctx, debug):
     ctx.obj["debug"] = debug
 
 
+def _parse_input_shapes(ctx, param, values):
+    shapes = {}
+    for value in values:
+        name, sep, dims = value.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = [int(d) for d in dims.split(",") if d.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: use NAME=D1,D2,... (e.g. data=1,3,224,224)") from None
+    return shapes
+
+
 @main.command()
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("--phase", type=_PHASES, default="TRAIN", show_default=True,
-              help="Phase the net is planned for (layers' include/exclude rules).")
+              help="Phase the net is built for (layers' include/exclude rules).")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
 @click.option("--stage", "stages", multiple=True, help="NetState stage (repeat for several).")
-def check(net, phase, level, stages):
-    """Validate NET and print its planned graph.
+@click.option("--input-shape", "input_shapes", multiple=True, callback=_parse_input_shapes,
+              metavar="NAME=D1,D2,...", help="Override an Input top's shape (repeat for several).")
+def check(net, phase, level, stages, input_shapes):
+    """Validate NET and print its graph with shapes.
 
-    Prints each layer kept for the phase, level and stages, in run order, with
-    its bottoms -> tops (including the Split layers Caffe inserts), loss
-    weights and shared parameters. Exits 1 with one line naming the file,
-    layer or blob when the net is invalid.
+    Prints each layer kept for the phase, level and stages, in run order: its
+    bottoms -> tops with their shapes (including the Split layers Caffe
+    inserts), parameter counts, whether it runs Backward, loss weights and
+    shared parameters. No blob memory is allocated. A shape that needs data to
+    be known (a data layer whose source is absent) shows as `?`, as does
+    everything downstream. Exits 1 with one line naming the file, layer or
+    blob when the net is invalid.
     """
-    from .check import check_net, describe_plan
+    from .check import check_net, describe
 
-    plan = check_net(net, phase=phase.upper(), level=level, stages=stages)
-    click.echo(describe_plan(plan))
+    checked = check_net(net, phase=phase.upper(), level=level, stages=stages, input_shapes=input_shapes)
+    click.echo(describe(checked))
     click.echo("OK")
+
+
+@main.command()
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(dir_okay=False), help="A .caffemodel to load (by layer name).")
+@click.option("--phase", type=_PHASES, default="TEST", show_default=True, help="Phase to build the net in.")
+@click.option("--iterations", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of Forward passes (data layers advance each time).")
+@click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
+@click.option("--stage", "stages", multiple=True, help="NetState stage (repeat for several).")
+def forward(net, weights, phase, iterations, level, stages):
+    """Run Forward passes of NET and print its outputs.
+
+    Each output blob is printed per iteration: a scalar as its value, a larger
+    blob as its shape and summary statistics; loss outputs in Caffe's form
+    `NAME = V (* W = W*V loss)`. With several iterations the averages follow.
+    The last line is the total weighted loss, averaged over iterations.
+    """
+    from .run import run_forward
+
+    for line in run_forward(net, weights=weights, phase=phase.upper(), iterations=iterations,
+                            level=level, stages=stages):
+        click.echo(line)
+
+
+@main.command(name="layers")
+def list_layers():
+    """List the layer types minicaffe knows, with a line on each."""
+    import sys
+
+    from .registry import known_types, layer_class
+
+    names = known_types()
+    width = max(len(name) for name in names)
+    for name in names:
+        cls = layer_class(name)
+        # The module docstring opens with the layer's formula; the class's may add to it.
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines()
+        summary = doc[0] if doc else ""
+        if summary.startswith(name + ":"):
+            summary = summary[len(name) + 1:].strip()
+        click.echo(f"{name:<{width}}  {summary}")
 
 
 @main.command()

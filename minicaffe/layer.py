@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import GraphError, MinicaffeError, ShapeError
 from .graph import TRAIN
+from .memory import allocation_allowed
 
 
 class Layer:
@@ -78,6 +79,8 @@ class Layer:
         Loss layers scale their gradient by ``top[0].diff.flat[0]``, and the
         reported loss is the dot product of a top's data with its diff.
         """
+        if not allocation_allowed():
+            return
         for blob, weight in zip(top, self.loss_weights):
             if weight:
                 blob.diff[...] = weight

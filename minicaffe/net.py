@@ -29,8 +29,10 @@ class Net:
     gradient checks).
     """
 
-    def __init__(self, model, *args, phase=None, level=0, stages=None, weights=None, dtype=np.float32):
+    def __init__(self, model, *args, phase=None, level=0, stages=None, weights=None, dtype=np.float32,
+                 input_shapes=None, shape_inference=False):
         phase, weights = _constructor_args(args, phase, weights)
+        self._shape_inference = shape_inference
         self.dtype = np.dtype(dtype)
         if isinstance(model, caffe_pb2.NetParameter):
             from .proto.upgrade import upgrade_net
@@ -42,9 +44,16 @@ class Net:
             from .proto.text import read_net
             net_param = read_net(model)
             self._source = os.fspath(model)
+        if input_shapes:
+            _override_input_shapes(net_param, input_shapes)
         self.plan = plan_net(net_param, phase=phase, level=level, stages=stages or ())
         self.phase = self.plan.state.phase
-        self._build()
+        if shape_inference:
+            from .memory import shapes_only
+            with shapes_only():
+                self._build()
+        else:
+            self._build()
         if weights is not None:
             self.copy_from(weights)
 
@@ -58,7 +67,8 @@ class Net:
         blob_need_backward = {}
         layer_need_backward = []
         owners = {}  # (layer name, param index) -> Blob, for sharing by name
-        param_blobs = {}
+        self.unknown_shapes = set()  # shape inference: blobs whose shape needs data
+        self.skipped_layers = set()
         for planned in plan.layers:
             layer = create_layer(planned.param, phase=self.phase, dtype=self.dtype)
             bottoms = [self._blobs[name] for name in planned.bottoms]
@@ -76,7 +86,13 @@ class Net:
                 if planned.param.propagate_down:
                     need = bool(planned.param.propagate_down[j])
                 bottom_need.append(need)
-            layer.set_up(bottoms, tops)
+            if not self._set_up_layer(layer, planned, bottoms, tops):
+                self._layers.append(layer)
+                self._bottom_vecs.append(bottoms)
+                self._top_vecs.append(tops)
+                self._bottom_need_backward.append(bottom_need)
+                layer_need_backward.append(need_backward)
+                continue
             specs = planned.param.param
             if len(specs) > len(layer.blobs):
                 raise GraphError(f"{len(specs)} param specs given but {layer.type} has {len(layer.blobs)} "
@@ -88,7 +104,6 @@ class Net:
             self._share_params(planned, layer, owners)
             for index, blob in enumerate(layer.blobs):
                 owners.setdefault((layer.name, index), blob)
-            param_blobs[layer.name] = layer.blobs
             if need_backward:
                 for name in planned.tops:
                     blob_need_backward[name] = True
@@ -104,7 +119,28 @@ class Net:
         self._blob_need_backward = blob_need_backward
         self._layer_names = [layer.name for layer in self._layers]
 
+    def _set_up_layer(self, layer, planned, bottoms, tops) -> bool:
+        """Set the layer up; under shape inference, False when its shapes need data."""
+        if not self._shape_inference:
+            layer.set_up(bottoms, tops)
+            return True
+        from .memory import DataNeeded
+        if any(name in self.unknown_shapes for name in planned.bottoms):
+            ready = False
+        else:
+            try:
+                layer.set_up(bottoms, tops)
+                ready = True
+            except DataNeeded:
+                ready = False
+        if not ready:
+            self.unknown_shapes.update(planned.tops)
+            self.skipped_layers.add(layer.name)
+        return ready
+
     def _share_params(self, planned, layer, owners):
+        if layer.name in self.skipped_layers:
+            return
         for share in planned.shared_params:
             if share.index >= len(layer.blobs):
                 raise GraphError(f"param {share.index} ('{share.name}') is named but {layer.type} has only "
@@ -163,7 +199,8 @@ class Net:
         """pycaffe's ``forward``: set inputs from ``kwargs``, run Forward, return outputs.
 
         Returns ``{name: array}`` for the net's outputs (or the ``end`` layer's
-        tops), plus any blob named in ``blobs``.
+        tops), plus any blob named in ``blobs``. The weighted loss of the pass is
+        kept in ``net.last_loss`` (a minicaffe addition).
         """
         for name, value in kwargs.items():
             if name not in self.plan.inputs:
@@ -176,7 +213,7 @@ class Net:
             blob.data[...] = value
         start_index = self._layer_index(start, 0)
         end_index = self._layer_index(end, len(self._layers) - 1)
-        self._last_loss = self.forward_from_to(start_index, end_index)
+        self.last_loss = self.forward_from_to(start_index, end_index)
         names = list(self.plan.outputs) if end is None else list(self.plan.layers[end_index].tops)
         names += [name for name in (blobs or []) if name not in names]
         return {name: self._blobs[name].data for name in names}
@@ -335,6 +372,27 @@ def _constructor_args(args, phase, weights):
     if phase is None:
         raise TypeError("Net needs a phase: minicaffe.TRAIN or minicaffe.TEST")
     return phase_value(phase), weights
+
+
+def _override_input_shapes(net_param, input_shapes):
+    """Give Input tops new shapes: ``{top name: dims}`` (``check --input-shape``)."""
+    remaining = dict(input_shapes)
+    for layer in net_param.layer:
+        if layer.type != "Input":
+            continue
+        shapes = layer.input_param.shape
+        if len(shapes) == 1 and len(layer.top) > 1:
+            for _ in range(len(layer.top) - 1):
+                shapes.add().CopyFrom(shapes[0])
+        for index, top in enumerate(layer.top):
+            if top in remaining:
+                while len(shapes) <= index:
+                    shapes.add()
+                del shapes[index].dim[:]
+                shapes[index].dim.extend(int(d) for d in remaining.pop(top))
+    if remaining:
+        raise GraphError(f"no Input layer produces {', '.join(repr(n) for n in remaining)}; "
+                         "--input-shape names tops of Input layers", blob=next(iter(remaining)))
 
 
 def _shape_matches(shape, blob_proto):

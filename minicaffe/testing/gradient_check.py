@@ -54,12 +54,13 @@ class GradientChecker:
 
         # analytic
         self._forward(layer, bottom, top)
-        for w, blob in zip(top_weights, top):
-            blob.diff[...] = w
+        # Zero first: a top may share its diff with a bottom (Flatten, Reshape).
         for blob in bottom:
             blob.diff[...] = 0
         for blob in layer.blobs:
             blob.diff[...] = 0
+        for w, blob in zip(top_weights, top):
+            blob.diff[...] = w
         propagate_down = [i in check_bottom for i in range(len(bottom))]
         layer.run_backward(top, propagate_down, bottom)
         checked = [(f"bottom {i}", bottom[i], bottom[i].diff.copy()) for i in check_bottom]

@@ -1,0 +1,77 @@
+"""Concat: join several blobs along one axis.
+
+``concat_param.axis`` (default 1, negative counts from the end) names the axis;
+the legacy ``concat_dim`` (non-negative only) does the same, and giving both is
+an error, as in Caffe. Every bottom must have the same number of axes and agree
+on every axis but the concatenation one. Backward hands each bottom its slab of
+the top's diff. With a single bottom the top simply shares its data and diff.
+"""
+
+import numpy as np
+
+from ..errors import GraphError
+from ..layer import Layer
+from ..registry import register
+
+
+@register("Concat")
+class ConcatLayer(Layer):
+    min_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom, top):
+        param = self.layer_param.concat_param
+        if param.HasField("axis") and param.HasField("concat_dim"):
+            raise GraphError("concat_param: give either axis or concat_dim, not both", layer=self.name)
+
+    def _axis(self, blob):
+        param = self.layer_param.concat_param
+        if param.HasField("concat_dim"):
+            axis = int(param.concat_dim)
+            if axis >= blob.ndim:
+                raise GraphError(f"concat_dim {axis} is out of range for a {blob.ndim}-D input "
+                                 f"of shape {blob.shape}", layer=self.name)
+            return axis
+        return blob.canonical_axis(param.axis, layer=self.name)
+
+    def reshape(self, bottom, top):
+        first = bottom[0]
+        self.axis = axis = self._axis(first)
+        top_shape = list(first.shape)
+        for index, blob in enumerate(bottom[1:], start=1):
+            if blob.ndim != first.ndim:
+                raise self.shape_error(f"bottom {index} has {blob.ndim} axes but bottom 0 has {first.ndim}: "
+                                       "all inputs must have the same number of axes",
+                                       expected=first.shape, actual=blob.shape)
+            others_differ = any(blob.shape[j] != first.shape[j] for j in range(first.ndim) if j != axis)
+            if others_differ:
+                raise self.shape_error(f"bottom {index} differs from bottom 0 outside the concat axis {axis}",
+                                       expected=first.shape, actual=blob.shape)
+            top_shape[axis] += blob.shape[axis]
+        top[0].reshape(top_shape)
+        # Where along the axis each bottom's slab starts and ends in the top.
+        sizes = [blob.shape[axis] for blob in bottom]
+        ends = np.cumsum(sizes)
+        self.bounds = [(int(end - size), int(end)) for size, end in zip(sizes, ends)]
+        if len(bottom) == 1:
+            top[0].share_data(bottom[0])
+            top[0].share_diff(bottom[0])
+
+    def _slab(self, index):
+        start, end = self.bounds[index]
+        return (slice(None),) * self.axis + (slice(start, end),)
+
+    def forward(self, bottom, top):
+        if len(bottom) == 1:
+            return  # the top is a view of the bottom
+        out = top[0].data
+        for index, blob in enumerate(bottom):
+            out[self._slab(index)] = blob.data
+
+    def backward(self, top, propagate_down, bottom):
+        if len(bottom) == 1:
+            return  # the bottom's diff is the top's
+        diff = top[0].diff
+        for index, blob in enumerate(bottom):
+            if propagate_down[index]:
+                blob.diff[...] = diff[self._slab(index)]

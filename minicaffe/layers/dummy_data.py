@@ -1,0 +1,78 @@
+"""DummyData: tops of given shapes filled by fillers, for tests and benchmarks.
+
+``dummy_data_param`` gives the shapes as ``shape`` (once for all tops, or once
+per top) or the legacy 4-D ``num``/``channels``/``height``/``width`` (each once
+or once per top; not mixed with ``shape``). ``data_filler`` is given 0 times
+(constant 0), once (for every top) or once per top. As in Caffe, a top with a
+constant filler is filled once at setup; a top with any other filler is refilled
+on every Forward (and left unfilled until the first one).
+"""
+
+from .. import fillers
+from ..errors import GraphError
+from ..fillers import fill
+from ..layer import Layer
+from ..proto import caffe_pb2
+from ..registry import register
+
+
+@register("DummyData")
+class DummyDataLayer(Layer):
+    exact_bottoms = 0
+    min_tops = 1
+
+    def setup(self, bottom, top):
+        param = self.layer_param.dummy_data_param
+        count = len(top)
+        if len(param.data_filler) not in (0, 1, count):
+            raise GraphError(f"dummy_data_param gives {len(param.data_filler)} data_filler(s) for {count} tops: "
+                             "give none, one, or one per top", layer=self.name)
+        legacy = [("num", param.num), ("channels", param.channels),
+                  ("height", param.height), ("width", param.width)]
+        if any(len(values) for _, values in legacy):
+            if len(param.shape):
+                raise GraphError("dummy_data_param: give either shape or num/channels/height/width, not both",
+                                 layer=self.name)
+            for field, values in legacy:
+                if len(values) not in (1, count):
+                    raise GraphError(f"dummy_data_param gives {len(values)} '{field}' value(s) for {count} tops: "
+                                     "give it once, or once per top", layer=self.name)
+            shapes = [tuple(int(values[0] if len(values) == 1 else values[i]) for _, values in legacy)
+                      for i in range(count)]
+        else:
+            if len(param.shape) not in (1, count):
+                raise GraphError(f"dummy_data_param gives {len(param.shape)} shape(s) for {count} tops: "
+                                 "give one shape, or one per top", layer=self.name)
+            shapes = [tuple(param.shape[0 if len(param.shape) == 1 else i].dim) for i in range(count)]
+        for blob, shape in zip(top, shapes):
+            blob.reshape(shape)
+
+        if len(param.data_filler) == 0:
+            default = caffe_pb2.FillerParameter()
+            default.type = "constant"
+            default.value = 0
+            self.fillers = [default] * count
+        elif len(param.data_filler) == 1:
+            self.fillers = [param.data_filler[0]] * count
+        else:
+            self.fillers = list(param.data_filler)
+        known = getattr(fillers, "_FILLERS", None)
+        for filler in self.fillers:
+            if known is not None and filler.type not in known:
+                raise GraphError(f"unknown data_filler type '{filler.type}' (known: {', '.join(sorted(known))})",
+                                 layer=self.name)
+        self.refill = [filler.type != "constant" for filler in self.fillers]
+        for blob, filler, refill in zip(top, self.fillers, self.refill):
+            if not refill:
+                fill(blob, filler, self.name)
+
+    def reshape(self, bottom, top):
+        pass  # shapes are fixed at setup
+
+    def forward(self, bottom, top):
+        for blob, filler, refill in zip(top, self.fillers, self.refill):
+            if refill:
+                fill(blob, filler, self.name)
+
+    def backward(self, top, propagate_down, bottom):
+        pass  # no bottoms
