@@ -137,6 +137,10 @@ class Blob:
         """Whether this blob holds memory of its own (views do not)."""
         return self._data is not None or self._diff is not None
 
+    def data_owner(self) -> "Blob":
+        """The blob whose memory holds this blob's data (itself unless it is a view)."""
+        return self._data_source or self
+
     def share_data(self, other: "Blob"):
         """Make this blob's data a view of ``other``'s (same count required); allocates nothing."""
         self._check_same_count(other, "data")

@@ -122,3 +122,6 @@ _FILLERS = {
     "msra": _msra,
     "bilinear": _bilinear,
 }
+
+#: The filler types Caffe knows, for layers that validate their filler parameters early.
+FILLER_TYPES = frozenset(_FILLERS)

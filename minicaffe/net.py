@@ -275,7 +275,7 @@ class Net:
         seen, unique = set(), []
         for layer in self._layers:
             for blob in layer.blobs:
-                key = id(blob.data)
+                key = id(blob.data_owner())
                 if key not in seen:
                     seen.add(key)
                     unique.append(blob)

@@ -10,36 +10,87 @@ from click.testing import CliRunner
 from minicaffe import io
 from minicaffe.cli import main
 from minicaffe.errors import MinicaffeError
+from minicaffe.layer import Layer
+from minicaffe.registry import register
 from minicaffe.proto import caffe_pb2
 from minicaffe.proto.text import read_net, read_solver
 
 from conftest import EXAMPLES
 
 LENET = os.path.join(EXAMPLES, "lenet", "lenet_train_test.prototxt")
-LENET_V1 = os.path.join(EXAMPLES, "legacy", "lenet_v1.prototxt")
+MLP = os.path.join(EXAMPLES, "mlp", "mlp_regression.prototxt")
+MLP_V1 = os.path.join(EXAMPLES, "legacy", "mlp_v1.prototxt")
 
 
 def run(*args):
     return CliRunner().invoke(main, list(args))
 
 
-def test_check_prints_the_plan_per_phase():
-    train = run("check", LENET)
+@register("MinicaffeTestDataShaped")
+class _DataShaped(Layer):
+    """A layer whose top shape depends on its bottom's values, like a data layer without its source."""
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def reshape(self, bottom, top):
+        top[0].reshape((int(bottom[0].data.max()) + 1, 3))
+
+    def forward(self, bottom, top):
+        top[0].data[...] = 0
+
+
+def test_check_prints_shapes_params_and_backward_per_phase():
+    train = run("check", MLP)
     assert train.exit_code == 0, train.output
     assert "state: phase TRAIN, level 0" in train.output
-    assert "accuracy" not in train.output                  # TEST-only layer
-    assert re.search(r"loss\s+SoftmaxWithLoss\s+ip2, label -> loss\s+\[loss_weight 1\]", train.output)
+    assert re.search(r"data\s+DummyData\s+-> features \(32x16\), targets \(32x8\), zeros \(32x32\)", train.output)
+    assert re.search(r"hidden\s+InnerProduct\s+features -> hidden \(32x32\)\s+\[params 544; backward\]", train.output)
+    assert re.search(r"hidden_relu_0_split\s+Split\s+hidden -> hidden_relu_0_split_0 \(32x32\), "
+                     r"hidden_relu_0_split_1 \(32x32\)", train.output)
+    assert re.search(r"activity\s+EuclideanLoss.*-> activity \(scalar\)\s+\[backward; loss_weight 0.01\]",
+                     train.output)
+    assert "parameters: 808 in 4 blobs" in train.output
     assert train.output.rstrip().endswith("OK")
-    test = run("check", LENET, "--phase", "test")
+    test = run("check", MLP, "--phase", "test")
     assert test.exit_code == 0, test.output
-    assert re.search(r"ip2_ip2_0_split\s+Split", test.output)
-    assert "ip2 -> ip2_ip2_0_split_0, ip2_ip2_0_split_1" in test.output
-    assert "ip1 -> ip1 (in place)" in test.output
-    assert "outputs: accuracy, loss" in test.output
+    assert "activity" not in test.output and "_split" not in test.output  # TRAIN-only loss: no split either
+    assert "hidden -> hidden (in place) (32x32)" in test.output
+    assert "outputs: loss (scalar)" in test.output
+
+
+def test_check_allocates_no_blob_memory(monkeypatch):
+    import numpy
+    allocations = []
+    real_zeros = numpy.zeros
+    monkeypatch.setattr(numpy, "zeros", lambda *a, **k: allocations.append(a) or real_zeros(*a, **k))
+    result = run("check", MLP)
+    assert result.exit_code == 0, result.output
+    assert allocations == []
+
+
+def test_check_input_shape_override(write_file):
+    result = run("check", MLP_V1, "--input-shape", "data=2,1,4,4")
+    assert result.exit_code == 0, result.output
+    assert "inputs: data (2x1x4x4)" in result.output
+    assert re.search(r"ip1\s+InnerProduct\s+data -> ip1 \(2x32\)\s+\[params 544", result.output)
+    bad = run("check", MLP_V1, "--input-shape", "nope=1,2")
+    assert bad.exit_code == 1 and "no Input layer produces 'nope'" in bad.output
+    malformed = run("check", MLP_V1, "--input-shape", "data")
+    assert malformed.exit_code == 2 and "NAME=D1,D2" in malformed.output
+
+
+def test_check_unknown_shape_shows_question_marks(write_file):
+    path = write_file("q.prototxt", 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
+                      'layer { name: "probe" type: "MinicaffeTestDataShaped" bottom: "x" top: "y" }\n'
+                      'layer { name: "ip" type: "InnerProduct" bottom: "y" top: "z" inner_product_param { num_output: 2 } }\n')
+    result = run("check", path)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"probe\s+MinicaffeTestDataShaped\s+x -> y \?", result.output)
+    assert re.search(r"ip\s+InnerProduct\s+y -> z \?\s+\[params \?\]", result.output)
 
 
 def test_check_stage_and_level(write_file):
-    path = write_file("s.prototxt", 'layer { name: "in" type: "Input" top: "x" }\n'
+    path = write_file("s.prototxt", 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
                       'layer { name: "deploy_only" type: "ReLU" bottom: "x" top: "y" include { stage: "deploy" } }\n'
                       'layer { name: "deep" type: "ReLU" bottom: "x" top: "z" include { min_level: 2 } }\n')
     plain = run("check", path)
@@ -50,17 +101,68 @@ def test_check_stage_and_level(write_file):
 
 
 def test_check_reads_legacy_nets():
-    result = run("check", LENET_V1)
+    result = run("check", MLP_V1)
     assert result.exit_code == 0, result.output
-    assert re.search(r"input\s+Input", result.output) and re.search(r"conv1\s+Convolution", result.output)
+    assert re.search(r"input\s+Input\s+-> data \(10x1x8x8\)", result.output)
+    assert re.search(r"prob\s+Softmax\s+ip2 -> prob \(10x10\)", result.output)
+
+
+def test_check_unknown_type_names_the_nearest(write_file):
+    path = write_file("t.prototxt", 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+                      'layer { name: "act" type: "Sigmod" bottom: "x" top: "y" }\n')
+    result = run("check", path)
+    assert result.exit_code == 1
+    assert "layer 'act': unknown layer type 'Sigmod'; did you mean 'Sigmoid'" in result.output
 
 
 def test_check_shows_shared_params(write_file):
-    path = write_file("share.prototxt", 'layer { name: "in" type: "Input" top: "x" }\n'
-                      'layer { name: "a" type: "InnerProduct" bottom: "x" top: "ya" param { name: "w" } }\n'
-                      'layer { name: "b" type: "InnerProduct" bottom: "x" top: "yb" param { name: "w" } }\n')
+    path = write_file("share.prototxt", 'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
+                      'layer { name: "a" type: "InnerProduct" bottom: "x" top: "ya" param { name: "w" } '
+                      'inner_product_param { num_output: 2 } }\n'
+                      'layer { name: "b" type: "InnerProduct" bottom: "x" top: "yb" param { name: "w" } '
+                      'inner_product_param { num_output: 2 } }\n')
     result = run("check", path)
+    assert result.exit_code == 0, result.output
     assert "param 0 'w' shared with a[0]" in result.output
+    assert "parameters: 10 in 3 blobs" in result.output     # w shared: 6 + 2 + 2
+
+
+def test_forward_prints_caffe_style_losses():
+    result = run("forward", MLP, "--phase", "TRAIN", "--iterations", "2")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("Iteration 0, loss = ")
+    activity = re.search(r"activity = ([\d.e+-]+) \(\* 0.01 = ([\d.e+-]+) loss\)", result.output)
+    assert activity and float(activity.group(2)) == pytest.approx(0.01 * float(activity.group(1)), rel=1e-4)
+    assert "Averages over 2 iterations:" in result.output
+    assert lines[-1].startswith("Loss: ")
+
+
+def test_forward_prints_summaries_of_larger_outputs(tmp_path):
+    result = run("forward", MLP_V1)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"prob: shape 10x10, mean 0.1, std", result.output)
+    assert result.output.strip().splitlines()[-1] == "Loss: 0"
+
+
+def test_forward_with_weights(tmp_path):
+    from minicaffe import Net, TEST
+    net = Net(MLP_V1, TEST)
+    for blob in net.params["ip2"]:
+        blob.data[...] = 0                                  # all scores equal: uniform probabilities
+    weights = tmp_path / "w.caffemodel"
+    net.save(weights)
+    result = run("forward", MLP_V1, "--weights", str(weights))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"prob: shape 10x10, mean 0.1, std [0-9.e-]+, min 0.1, max 0.1", result.output)
+    assert float(re.search(r"std ([0-9.e-]+)", result.output).group(1)) < 1e-6
+
+
+def test_layers_lists_known_types():
+    result = run("layers")
+    assert result.exit_code == 0
+    names = [line.split()[0] for line in result.output.strip().splitlines()]
+    assert names == sorted(names) and {"InnerProduct", "ReLU", "Split", "EuclideanLoss"} <= set(names)
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -85,13 +187,13 @@ def test_debug_shows_the_exception(write_file):
 
 def test_upgrade_v1_net(tmp_path):
     target = tmp_path / "lenet.prototxt"
-    result = run("upgrade", LENET_V1, str(target))
+    result = run("upgrade", MLP_V1, str(target))
     assert result.exit_code == 0, result.output
     assert "upgraded net" in result.output
     text = target.read_text()
-    assert "layers {" not in text and "blobs_lr" not in text and 'type: "Convolution"' in text
-    assert "lr_mult: 2" in text and "input_dim" not in text
-    assert read_net(target) == read_net(LENET_V1)
+    assert "layers {" not in text and "blobs_lr" not in text
+    assert "lr_mult: 2" in text and "input_dim" not in text and 'type: "InnerProduct"' in text
+    assert read_net(target) == read_net(MLP_V1)
 
 
 def test_upgrade_current_net_says_so(tmp_path):

@@ -8,9 +8,8 @@ constant filler is filled once at setup; a top with any other filler is refilled
 on every Forward (and left unfilled until the first one).
 """
 
-from .. import fillers
 from ..errors import GraphError
-from ..fillers import fill
+from ..fillers import FILLER_TYPES, fill
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register
@@ -56,11 +55,10 @@ class DummyDataLayer(Layer):
             self.fillers = [param.data_filler[0]] * count
         else:
             self.fillers = list(param.data_filler)
-        known = getattr(fillers, "_FILLERS", None)
         for filler in self.fillers:
-            if known is not None and filler.type not in known:
-                raise GraphError(f"unknown data_filler type '{filler.type}' (known: {', '.join(sorted(known))})",
-                                 layer=self.name)
+            if filler.type not in FILLER_TYPES:
+                raise GraphError(f"unknown data_filler type '{filler.type}' "
+                                 f"(known: {', '.join(sorted(FILLER_TYPES))})", layer=self.name)
         self.refill = [filler.type != "constant" for filler in self.fillers]
         for blob, filler, refill in zip(top, self.fillers, self.refill):
             if not refill:
