@@ -1,9 +1,10 @@
 """minicaffe: a Caffe-compatible deep-learning executor.
 
-The surface follows pycaffe (``import minicaffe as caffe``); what exists so far:
-reading nets and solvers (``minicaffe.proto.text``), Caffe's binary files
-(``minicaffe.io``, pycaffe's ``caffe.io`` helpers), and the graph plan
-(``minicaffe.graph``). The runtime (Net, layers, solvers) builds on these.
+The surface follows pycaffe, so ``import minicaffe as caffe`` runs pycaffe code:
+``Net``, ``TRAIN``/``TEST``, ``Layer`` (for Python layers), ``set_mode_cpu``,
+``set_mode_gpu``, ``set_device``, ``set_random_seed``, ``io`` (pycaffe's
+``caffe.io`` helpers) and ``proto.caffe_pb2``. Beyond pycaffe: ``read_net``,
+``plan_net`` (the graph plan) and ``minicaffe.testing`` (gradient checks).
 """
 
 from . import errors, io
@@ -11,6 +12,7 @@ from .blob import Blob
 from .fillers import set_random_seed
 from .graph import TEST, TRAIN, NetPlan, plan_net
 from .layer import Layer
+from .mode import set_device, set_mode_cpu, set_mode_gpu
 from .net import Net
 from .proto import caffe_pb2
 from .proto.text import parse_net, parse_solver, read_net, read_solver
@@ -20,4 +22,5 @@ __version__ = "0.1.0"
 __all__ = [
     "TRAIN", "TEST", "Blob", "Layer", "Net", "NetPlan", "caffe_pb2", "errors", "io", "set_random_seed",
     "parse_net", "parse_solver", "plan_net", "read_net", "read_solver",
+    "set_device", "set_mode_cpu", "set_mode_gpu",
 ]

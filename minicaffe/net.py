@@ -205,12 +205,7 @@ class Net:
         for name, value in kwargs.items():
             if name not in self.plan.inputs:
                 raise MinicaffeError(f"'{name}' is not an input of this net (inputs: {', '.join(self.plan.inputs)})")
-            value = np.asarray(value)
-            blob = self._blobs[name]
-            if value.shape != blob.shape:
-                raise ShapeError(f"input '{name}' has the wrong shape; reshape the blob and call net.reshape() first",
-                                 layer=name, expected=blob.shape, actual=value.shape)
-            blob.data[...] = value
+            _assign_batch(self._blobs[name], value, "data", name)
         start_index = self._layer_index(start, 0)
         end_index = self._layer_index(end, len(self._layers) - 1)
         self.last_loss = self.forward_from_to(start_index, end_index)
@@ -223,18 +218,75 @@ class Net:
         for name, value in kwargs.items():
             if name not in self.plan.outputs:
                 raise MinicaffeError(f"'{name}' is not an output of this net (outputs: {', '.join(self.plan.outputs)})")
-            value = np.asarray(value)
-            blob = self._blobs[name]
-            if value.shape != blob.shape:
-                raise ShapeError(f"diff for output '{name}' has the wrong shape", layer=name,
-                                 expected=blob.shape, actual=value.shape)
-            blob.diff[...] = value
+            _assign_batch(self._blobs[name], value, "diff", name)
         start_index = self._layer_index(start, len(self._layers) - 1)
         end_index = self._layer_index(end, 0)
         self.backward_from_to(start_index, end_index)
         names = list(self.plan.inputs) if end is None else list(self.plan.layers[end_index].bottoms)
         names += [name for name in (diffs or []) if name not in names]
         return {name: self._blobs[name].diff for name in names}
+
+    def forward_all(self, blobs=None, **kwargs):
+        """pycaffe's ``forward_all``: Forward over inputs of any length, in batches.
+
+        The inputs are cut into batches of the net's batch size (the last one
+        padded with zeros); the outputs (and ``blobs``) are concatenated, with
+        the padding dropped.
+        """
+        outputs = {name: [] for name in list(self.plan.outputs) + [b for b in (blobs or []) if b not in self.plan.outputs]}
+        for batch in self._batches(kwargs):
+            for name, array in self.forward(blobs=blobs, **batch).items():
+                _collect(outputs[name], array)
+        return self._unpad(outputs, kwargs)
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe's ``forward_backward_all``: batched Forward and Backward.
+
+        Keyword arguments name inputs (for Forward) and outputs (their diffs, for
+        Backward). Returns (outputs, input diffs), both concatenated over batches.
+        """
+        forward_args = {k: v for k, v in kwargs.items() if k in self.plan.inputs}
+        backward_args = {k: v for k, v in kwargs.items() if k in self.plan.outputs}
+        unknown = set(kwargs) - set(forward_args) - set(backward_args)
+        if unknown:
+            raise MinicaffeError(f"{', '.join(sorted(unknown))}: neither an input nor an output of this net")
+        outputs = {name: [] for name in list(self.plan.outputs) + [b for b in (blobs or []) if b not in self.plan.outputs]}
+        input_diffs = {name: [] for name in list(self.plan.inputs) + [d for d in (diffs or []) if d not in self.plan.inputs]}
+        for forward_batch, backward_batch in zip(self._batches(forward_args), self._batches(backward_args)):
+            for name, array in self.forward(blobs=blobs, **forward_batch).items():
+                _collect(outputs[name], array)
+            for name, array in self.backward(diffs=diffs, **backward_batch).items():
+                _collect(input_diffs[name], array)
+        reference = forward_args or backward_args
+        return self._unpad(outputs, reference), self._unpad(input_diffs, reference)
+
+    def _batch_size(self):
+        return next(iter(self._blobs.values())).shape[0]
+
+    def _batches(self, arrays):
+        """Batches of the net's batch size over ``arrays`` (one dict per batch, last one zero-padded)."""
+        if not arrays:
+            while True:
+                yield {}
+        batch_size = self._batch_size()
+        total = len(next(iter(arrays.values())))
+        for start in range(0, total, batch_size):
+            batch = {}
+            for name, values in arrays.items():
+                chunk = np.asarray(values[start:start + batch_size])
+                if len(chunk) < batch_size:
+                    padding = np.zeros((batch_size - len(chunk),) + chunk.shape[1:], dtype=chunk.dtype)
+                    chunk = np.concatenate([chunk, padding])
+                batch[name] = chunk
+            yield batch
+
+    @staticmethod
+    def _unpad(collected, reference):
+        result = {name: np.asarray(values) for name, values in collected.items()}
+        if reference:
+            total = len(next(iter(reference.values())))
+            result = {name: values[:total] for name, values in result.items()}
+        return result
 
     def forward_backward(self) -> float:
         """One Forward and one Backward over the whole net; return the loss."""
@@ -247,6 +299,25 @@ class Net:
         for layer, bottoms, tops in zip(self._layers, self._bottom_vecs, self._top_vecs):
             layer.reshape(bottoms, tops)
             layer.seed_loss_weights(tops)
+
+    def share_with(self, other: "Net"):
+        """Share parameter data with ``other`` by layer name (Caffe's ShareTrainedLayersWith).
+
+        The test net of a solver shares its weights with the train net this way.
+        """
+        mine = {layer.name: layer for layer in self._layers}
+        for layer in other._layers:
+            target = mine.get(layer.name)
+            if target is None or not layer.blobs:
+                continue
+            if len(target.blobs) != len(layer.blobs):
+                raise GraphError(f"cannot share: {len(layer.blobs)} parameter blobs in the source net, "
+                                 f"{len(target.blobs)} here", layer=layer.name)
+            for index, (source, blob) in enumerate(zip(layer.blobs, target.blobs)):
+                if source.shape != blob.shape:
+                    raise ShapeError(f"cannot share param {index}: shapes differ", layer=layer.name,
+                                     expected=source.shape, actual=blob.shape)
+                blob.share_data(source)
 
     def clear_param_diffs(self):
         for blob in self.learnable_params:
@@ -280,6 +351,10 @@ class Net:
                     seen.add(key)
                     unique.append(blob)
         return unique
+
+    @property
+    def _blob_names(self):
+        return list(self._blobs)
 
     @property
     def inputs(self):
@@ -372,6 +447,30 @@ def _constructor_args(args, phase, weights):
     if phase is None:
         raise TypeError("Net needs a phase: minicaffe.TRAIN or minicaffe.TEST")
     return phase_value(phase), weights
+
+
+def _collect(collected, array):
+    """Items of a batch's output; a scalar output (a loss) is kept once per batch.
+
+    (pycaffe's forward_all fails on scalar outputs; this keeps one value per batch.)
+    """
+    if array.ndim == 0:
+        collected.append(array.copy())
+    else:
+        collected.extend(array.copy())
+
+
+def _assign_batch(blob, value, which, name):
+    """Copy ``value`` into a blob's data or diff as pycaffe does: batch-sized, numpy broadcasting."""
+    value = np.asarray(value)
+    if value.ndim == 0 or not blob.shape or value.shape[0] != blob.shape[0]:
+        raise ShapeError(f"'{name}' is not batch sized: reshape the blob and call net.reshape() first",
+                         layer=name, expected=blob.shape, actual=value.shape)
+    try:
+        getattr(blob, which)[...] = value
+    except ValueError:
+        raise ShapeError(f"cannot copy into {which} of '{name}'", layer=name,
+                         expected=blob.shape, actual=value.shape) from None
 
 
 def _override_input_shapes(net_param, input_shapes):

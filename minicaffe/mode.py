@@ -1,0 +1,61 @@
+"""CPU/GPU mode and device selection (pycaffe's ``set_mode_cpu``/``set_mode_gpu``/``set_device``).
+
+GPU mode needs a usable CUDA device through numba.cuda (or numba's CUDA
+simulator, ``NUMBA_ENABLE_CUDASIM=1``). In GPU mode, layers that have a
+``numba.cuda`` kernel run it and the others run their CPU kernel; until the
+GPU kernels land, every layer runs its CPU kernel.
+"""
+
+from __future__ import annotations
+
+from .errors import MinicaffeError
+
+_state = {"mode": "cpu", "device": 0}
+
+
+def set_mode_cpu() -> None:
+    _state["mode"] = "cpu"
+
+
+def set_mode_gpu() -> None:
+    """Switch to GPU mode; a clear error if no CUDA device can be used."""
+    cuda = _cuda()
+    if not cuda.is_available():
+        raise MinicaffeError(
+            "GPU mode needs a usable CUDA device, and numba finds none. Install the NVIDIA driver and "
+            "minicaffe's GPU extra (pip install 'minicaffe[gpu]'), or set NUMBA_ENABLE_CUDASIM=1 to run "
+            "the GPU kernels in numba's simulator")
+    _check_device(cuda, _state["device"])
+    _state["mode"] = "gpu"
+
+
+def set_device(device_id: int) -> None:
+    """Choose the GPU used in GPU mode (Caffe's ``--gpu N``)."""
+    device_id = int(device_id)
+    if device_id < 0:
+        raise MinicaffeError(f"device id must be >= 0, got {device_id}")
+    if _state["mode"] == "gpu":
+        _check_device(_cuda(), device_id)
+    _state["device"] = device_id
+
+
+def mode() -> str:
+    return _state["mode"]
+
+
+def device() -> int:
+    return _state["device"]
+
+
+def _cuda():
+    try:
+        from numba import cuda
+    except ImportError as exc:  # pragma: no cover - numba always ships its CUDA module
+        raise MinicaffeError(f"numba.cuda cannot be imported ({exc}); install 'minicaffe[gpu]'") from None
+    return cuda
+
+
+def _check_device(cuda, device_id):
+    count = len(cuda.gpus)
+    if device_id >= count:
+        raise MinicaffeError(f"device {device_id} does not exist: numba sees {count} CUDA device(s)")
