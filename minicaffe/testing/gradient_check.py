@@ -121,7 +121,7 @@ class GradientChecker:
             scale = max(abs(computed), abs(numeric), 1.0)
             if abs(computed - numeric) > self.threshold * scale:
                 raise GradientMismatch(
-                    f"{label}, element {np.unravel_index(index, data.shape)}: analytic {computed:.8g} "
+                    f"{label}, element {tuple(int(i) for i in np.unravel_index(index, data.shape))}: analytic {computed:.8g} "
                     f"vs numeric {numeric:.8g} (value {feature:.6g})")
             checked += 1
         objective()  # leave the tops as they were at the unperturbed point

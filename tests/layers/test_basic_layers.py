@@ -120,3 +120,8 @@ def test_euclidean_loss(loss_weight):
     np.testing.assert_allclose(bottom[1].diff, -loss_weight * (a - b) / 4, rtol=1e-5)
     checker = GradientChecker()
     assert checker.check_layer(layer_from_text(text), make_blobs(a, b), empty_blobs(1)) == 24
+
+
+def test_split_gradient():
+    x = rng.standard_normal((2, 3))
+    assert check_layer_gradient(layer_from_text('name: "s" type: "Split"'), make_blobs(x), empty_blobs(3)) == 6
