@@ -76,6 +76,10 @@ class UpgradeError(MinicaffeError):
     """A legacy (V0/V1) net or solver that cannot be upgraded to the current format."""
 
 
+class MinicaffeWarning(UserWarning):
+    """A net that runs, but not as its author may expect (an option that has no effect)."""
+
+
 def _fmt_shape(shape):
     if shape is None:
         return "?"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import GraphError, MinicaffeError, ShapeError
+from .errors import GraphError, MinicaffeError, MinicaffeWarning, ShapeError
 from .graph import TRAIN
 from .memory import allocation_allowed
 
@@ -131,3 +131,99 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} '{self.name}' ({self.type})>"
+
+
+# ====================================================================== losses
+
+_NORMALIZATION = None  # filled lazily: caffe_pb2.LossParameter enum values by name
+_warned_fixed_divisor = set()
+
+
+def _modes():
+    global _NORMALIZATION
+    if _NORMALIZATION is None:
+        from .proto import caffe_pb2
+        _NORMALIZATION = {name: value for name, value in caffe_pb2.LossParameter.NormalizationMode.items()}
+    return _NORMALIZATION
+
+
+class LossLayer(Layer):
+    """Caffe's loss-layer contract, shared by every ``*Loss`` type.
+
+    - Bottoms: the prediction first, then the label or target; optional extra
+      bottoms (weights, H matrices) come last. The label bottom (index 1) never
+      takes a gradient, not even under ``force_backward`` (Caffe's
+      AllowForceBackward); layers whose second bottom is a regression target
+      (EuclideanLoss) say so with ``never_backward_bottoms = ()``.
+    - One scalar top (shape ``()``) holding the normalized loss.
+    - Backward scales the gradient by ``top[0].diff[0]``: the loss weight the
+      net stores there (seed 004), so ``loss_weight: 0.3`` scales both the
+      reported loss (through the net's sum) and the gradient.
+    - Classification losses (``classification = True``: a class label per
+      location) honour ``loss_param``: ``ignore_label`` and ``normalization``
+      (FULL, VALID, BATCH_SIZE, NONE; legacy ``normalize: false`` = BATCH_SIZE),
+      with ``default_normalization`` when neither is set. The normalizer is
+      never below 1, so a batch whose every label is ignored gives loss 0 and a
+      zero gradient. Other losses keep their fixed divisor and warn once when
+      ``normalization`` is set.
+    """
+
+    exact_bottoms = 2
+    exact_tops = 1
+    never_backward_bottoms = (1,)
+    classification = False
+    default_normalization = "VALID"
+
+    def setup(self, bottom, top):
+        loss_param = self.layer_param.loss_param
+        self.has_ignore_label = loss_param.HasField("ignore_label")
+        self.ignore_label = loss_param.ignore_label
+        if self.classification:
+            self.normalization = self._normalization_mode(loss_param)
+        elif loss_param.HasField("normalization") or loss_param.HasField("normalize"):
+            self._warn_fixed_divisor()
+        self.loss_setup(bottom, top)
+
+    def loss_setup(self, bottom, top):
+        """Layer-specific one-time setup (read parameters)."""
+
+    def reshape(self, bottom, top):
+        if bottom[0].shape[:1] != bottom[1].shape[:1]:
+            raise self.shape_error("the prediction and the label must have the same first dimension",
+                                   expected=bottom[0].shape, actual=bottom[1].shape)
+        top[0].reshape(())
+
+    def loss_weight_scale(self, top, normalizer=1.0):
+        """The factor Backward applies: the stored loss weight over the normalizer."""
+        return float(top[0].diff.reshape(-1)[0]) / normalizer
+
+    def normalizer(self, outer_num, inner_num, valid_count):
+        """Caffe's get_normalizer, never below 1 (``valid_count`` -1 means 'no ignore label')."""
+        mode = self.normalization
+        modes = _modes()
+        if mode == modes["FULL"]:
+            value = outer_num * inner_num
+        elif mode == modes["VALID"]:
+            value = outer_num * inner_num if valid_count < 0 else valid_count
+        elif mode == modes["BATCH_SIZE"]:
+            value = outer_num
+        else:
+            value = 1
+        return float(max(1, value))
+
+    def _normalization_mode(self, loss_param):
+        modes = _modes()
+        if loss_param.HasField("normalization"):
+            return loss_param.normalization
+        if loss_param.HasField("normalize"):
+            return modes["VALID"] if loss_param.normalize else modes["BATCH_SIZE"]
+        return modes[self.default_normalization]
+
+    def _warn_fixed_divisor(self):
+        key = (self.type, self.name)
+        if key in _warned_fixed_divisor:
+            return
+        _warned_fixed_divisor.add(key)
+        import warnings
+        warnings.warn(f"layer '{self.name}': {self.type} has a fixed divisor; loss_param normalization "
+                      "is ignored", MinicaffeWarning, stacklevel=2)

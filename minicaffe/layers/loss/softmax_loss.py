@@ -1,0 +1,188 @@
+"""SoftmaxWithLoss (Mocha's SoftmaxLoss): the multinomial logistic loss of a softmax.
+
+With ``x`` viewed as (outer, C, inner) around ``softmax_param.axis`` (default 1,
+negative counts from the end) and one integer label ``g`` per location
+(outer x inner of them, in any shape with that count)::
+
+    loss(o, i) = log(sum_c exp(x[o, c, i])) - x[o, g, i]          (log-sum-exp, never inf)
+    loss       = sum over non-ignored locations / normalizer
+    dx[o, c, i] = w * (softmax(x)[o, c, i] - [c == g]) / normalizer,   0 where ignored
+
+``w`` is the loss weight stored in ``top[0].diff``. ``loss_param.ignore_label``
+skips locations; ``normalization`` is VALID by default (the count of
+non-ignored labels), FULL (outer * inner), BATCH_SIZE (outer) or NONE; the
+normalizer is at least 1. An optional second top holds the probabilities
+(Caffe aborts on it; minicaffe allows it).
+
+CPU: per location, one pass finds the max, one computes exp and the sum, one
+normalizes; locations are processed in blocks of 256 so every inner loop runs
+over contiguous memory and vectorizes (float32 uses the arithmetic exp of
+:mod:`minicaffe.kernels`; float64 the exact one). Backward is one pass of
+``w/normalizer * prob`` and a subtraction at each label.
+"""
+
+import numpy as np
+from numba import njit
+
+from ... import kernels
+from ...errors import GraphError, MinicaffeError
+from ...layer import LossLayer
+from ...registry import register
+
+_BLOCK = 256
+_FAST = {"reassoc", "contract", "arcp"}   # vectorize reductions; keep NaN/inf semantics
+
+
+@njit(cache=True, fastmath=_FAST)
+def _softmax_rows(x, prob, labels, has_ignore, ignore_label):
+    """inner == 1: each location's C scores are contiguous. Returns (loss sum, valid count, bad index)."""
+    outer, channels = x.shape
+    loss = 0.0
+    valid = 0
+    bad = -1
+    for o in range(outer):
+        row = x[o]
+        top = row[0]
+        for c in range(1, channels):
+            top = max(top, row[c])
+        total = row.dtype.type(0.0)
+        for c in range(channels):
+            e = kernels.exp(row[c] - top)
+            prob[o, c] = e
+            total += e
+        inverse = row.dtype.type(1.0) / total
+        for c in range(channels):
+            prob[o, c] *= inverse
+        label = int(labels[o])
+        if has_ignore and label == ignore_label:
+            continue
+        if label < 0 or label >= channels:
+            if bad < 0:
+                bad = o
+            continue
+        loss += kernels.log(total) - (row[label] - top)
+        valid += 1
+    return loss, valid, bad
+
+
+@njit(cache=True, fastmath=_FAST)
+def _softmax_blocked(x, prob, labels, has_ignore, ignore_label):
+    """inner > 1: blocks of locations, channel by channel. Returns (loss sum, valid count, bad index)."""
+    outer, channels, inner = x.shape
+    maxima = np.empty(_BLOCK, x.dtype)
+    totals = np.empty(_BLOCK, x.dtype)
+    loss = 0.0
+    valid = 0
+    bad = -1
+    for o in range(outer):
+        for start in range(0, inner, _BLOCK):
+            n = min(_BLOCK, inner - start)
+            for j in range(n):
+                maxima[j] = x[o, 0, start + j]
+            for c in range(1, channels):
+                for j in range(n):
+                    maxima[j] = max(maxima[j], x[o, c, start + j])
+            for j in range(n):
+                totals[j] = 0.0
+            for c in range(channels):
+                for j in range(n):
+                    e = kernels.exp(x[o, c, start + j] - maxima[j])
+                    prob[o, c, start + j] = e
+                    totals[j] += e
+            for c in range(channels):
+                for j in range(n):
+                    prob[o, c, start + j] /= totals[j]
+            for j in range(n):
+                label = int(labels[o, start + j])
+                if has_ignore and label == ignore_label:
+                    continue
+                if label < 0 or label >= channels:
+                    if bad < 0:
+                        bad = o * inner + start + j
+                    continue
+                loss += kernels.log(totals[j]) - (x[o, label, start + j] - maxima[j])
+                valid += 1
+    return loss, valid, bad
+
+
+@njit(cache=True, fastmath=_FAST)
+def _softmax_loss_gradient(prob, labels, has_ignore, ignore_label, scale, diff):
+    """diff = scale * (prob - onehot(label)), zero at ignored locations; arrays as (outer, C, inner)."""
+    outer, channels, inner = prob.shape
+    for o in range(outer):
+        for c in range(channels):
+            for i in range(inner):
+                diff[o, c, i] = scale * prob[o, c, i]
+        for i in range(inner):
+            label = int(labels[o, i])
+            if has_ignore and label == ignore_label:
+                for c in range(channels):
+                    diff[o, c, i] = 0.0
+            else:
+                diff[o, label, i] -= scale
+
+
+@register("SoftmaxWithLoss", "SoftmaxLoss")
+class SoftmaxWithLossLayer(LossLayer):
+    exact_tops = None
+    min_tops = 1
+    max_tops = 2
+    classification = True
+    default_normalization = "VALID"
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        scores = bottom[0]
+        self.axis = scores.canonical_axis(self.layer_param.softmax_param.axis, layer=self.name)
+        self.outer = scores.count_axes(0, self.axis)
+        self.channels = scores.shape[self.axis]
+        self.inner = scores.count_axes(self.axis + 1)
+        if self.outer * self.inner != bottom[1].count:
+            raise self.shape_error(
+                f"the label count must equal the number of predictions ({self.outer} x {self.inner} "
+                f"locations for softmax over axis {self.axis} of {scores.shape})",
+                expected=(self.outer * self.inner,), actual=bottom[1].shape)
+        if len(top) > 1:
+            top[1].reshape(scores.shape)
+
+    def _prob(self, bottom, top):
+        """Probabilities: the second top when there is one, else an internal buffer."""
+        if len(top) > 1:
+            return top[1].data
+        buffer = getattr(self, "_prob_buffer", None)
+        if buffer is None or buffer.shape != bottom[0].shape or buffer.dtype != bottom[0].dtype:
+            buffer = self._prob_buffer = np.empty(bottom[0].shape, dtype=bottom[0].dtype)
+        return buffer
+
+    def forward(self, bottom, top):
+        scores = bottom[0].data
+        labels = bottom[1].data.reshape(self.outer, self.inner).astype(scores.dtype, copy=False)
+        prob = self._prob(bottom, top)
+        ignore = int(self.ignore_label)
+        if self.inner == 1:
+            loss, valid, bad = _softmax_rows(scores.reshape(self.outer, self.channels),
+                                             prob.reshape(self.outer, self.channels),
+                                             labels.reshape(-1), self.has_ignore_label, ignore)
+        else:
+            loss, valid, bad = _softmax_blocked(scores.reshape(self.outer, self.channels, self.inner),
+                                                prob.reshape(self.outer, self.channels, self.inner),
+                                                labels, self.has_ignore_label, ignore)
+        if bad >= 0:
+            value = bottom[1].data.reshape(-1)[bad]
+            raise MinicaffeError(f"layer '{self.name}': label {value:g} at position {bad} is outside "
+                                 f"[0, {self.channels}) (the {self.channels} classes of axis {self.axis})")
+        self.probabilities = prob
+        self.valid_count = valid
+        self.loss_normalizer = self.normalizer(self.outer, self.inner, valid)
+        top[0].data[...] = loss / self.loss_normalizer
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise GraphError("SoftmaxWithLoss cannot backpropagate to its label input", layer=self.name)
+        if not propagate_down[0]:
+            return
+        shape = (self.outer, self.channels, self.inner)
+        scale = bottom[0].dtype.type(self.loss_weight_scale(top, self.loss_normalizer))
+        labels = bottom[1].data.reshape(self.outer, self.inner).astype(bottom[0].dtype, copy=False)
+        _softmax_loss_gradient(self.probabilities.reshape(shape), labels, self.has_ignore_label,
+                               int(self.ignore_label), scale, bottom[0].diff.reshape(shape))
