@@ -8,7 +8,8 @@ code. For float64, they are the exact libm calls: float64 is what gradient check
 use, and finite differences need the function itself, not an approximation.
 
 Use them inside ``@njit`` kernels; the float32/float64 choice is made at compile
-time from the argument's type.
+time from the argument's type. :func:`cpu_kernel` is the decorator for the
+kernels themselves.
 """
 
 from __future__ import annotations
@@ -19,6 +20,52 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
+
+#: Fast-math flags for kernels: reassociation (so reductions vectorize), FMA
+#: contraction and reciprocals; not nnan/ninf, so NaN and inf inputs behave.
+FASTMATH = frozenset({"reassoc", "contract", "arcp"})
+
+
+def cpu_kernel(function=None, **options):
+    """``@njit`` as minicaffe's CPU kernels use it: cached, vectorizing fast-math, and
+    numpy's error model, since Python's (a zero check on every float division) keeps
+    LLVM from vectorizing loops that divide (14x slower on a sigmoid)."""
+    settings = {"cache": True, "error_model": "numpy", "fastmath": set(FASTMATH)}
+    settings.update(options)
+    if function is None:
+        return njit(**settings)
+    return njit(**settings)(function)
+
+
+_LANES = 16
+
+
+@njit(cache=True, error_model="numpy")
+def maximum(values):
+    """The largest element of a non-empty 1-D array, vectorized without fast-math's nnan.
+
+    A running max is a reduction LLVM vectorizes only if NaN can be ignored; we
+    keep NaN semantics (a NaN score must give a NaN loss, for the NaN guard), so
+    the max is kept in 16 independent lanes, which vectorizes as is.
+    """
+    n = values.size
+    if n < _LANES:
+        top = values[0]
+        for i in range(1, n):
+            top = max(top, values[i])
+        return top
+    lanes = values[:_LANES].copy()
+    full = n - n % _LANES
+    for start in range(_LANES, full, _LANES):
+        for k in range(_LANES):
+            lanes[k] = max(lanes[k], values[start + k])
+    top = lanes[0]
+    for k in range(1, _LANES):
+        top = max(top, lanes[k])
+    for i in range(full, n):
+        top = max(top, values[i])
+    return top
+
 
 _LOG2E = np.float32(1.44269504088896341)
 _LN2_HIGH = np.float32(0.693359375)          # ln 2 split in two for an exact reduction

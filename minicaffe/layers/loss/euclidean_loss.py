@@ -9,13 +9,13 @@ CPU: one fused pass computes ``a - b`` (kept for Backward) and its squared norm.
 """
 
 import numpy as np
-from numba import njit
 
+from ... import kernels
 from ...layer import LossLayer
 from ...registry import register
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@kernels.cpu_kernel
 def _difference_and_sum_of_squares(a, b, difference):
     total = 0.0
     for i in range(a.size):
@@ -25,7 +25,7 @@ def _difference_and_sum_of_squares(a, b, difference):
     return total
 
 
-@njit(cache=True)
+@kernels.cpu_kernel
 def _scaled_copy(source, alpha, target):
     for i in range(source.size):
         target[i] = alpha * source[i]

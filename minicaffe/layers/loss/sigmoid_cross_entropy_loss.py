@@ -16,41 +16,44 @@ log1p of :mod:`minicaffe.kernels`).
 """
 
 import numpy as np
-from numba import njit
 
 from ... import kernels
 from ...errors import GraphError
 from ...layer import LossLayer
 from ...registry import register
 
-_FAST = {"reassoc", "contract", "arcp"}
 
 
-@njit(cache=True, fastmath=_FAST)
+# Branch-free loops (ignored elements are masked, not skipped) with constants in
+# the array's dtype: LLVM vectorizes them, including the arithmetic exp/log1p.
+
+@kernels.cpu_kernel
 def _sigmoid_cross_entropy(x, target, has_ignore, ignore_label):
+    zero = x.dtype.type(0.0)
     loss = 0.0
     valid = 0
     for i in range(x.size):
         t = target[i]
-        if has_ignore and int(t) == ignore_label:
-            continue
         v = x[i]
-        loss += max(v, 0.0) - v * t + kernels.log1p_unit(kernels.exp(-abs(v)))
-        valid += 1
+        keep = not (has_ignore and int(t) == ignore_label)
+        term = max(v, zero) - v * t + kernels.log1p_unit(kernels.exp(-abs(v)))
+        loss += term if keep else zero
+        valid += 1 if keep else 0
     return loss, valid
 
 
-@njit(cache=True, fastmath=_FAST)
+@kernels.cpu_kernel
 def _sigmoid_cross_entropy_gradient(x, target, has_ignore, ignore_label, scale, diff):
+    zero = x.dtype.type(0.0)
     one = x.dtype.type(1.0)
     for i in range(x.size):
         t = target[i]
         v = x[i]
         e = kernels.exp(-abs(v))
-        sigmoid = one / (one + e) if v >= 0 else e / (one + e)
-        diff[i] = scale * (sigmoid - t)
-        if has_ignore and int(t) == ignore_label:
-            diff[i] = 0.0
+        inverse = one / (one + e)
+        sigmoid = inverse if v >= zero else e * inverse
+        keep = not (has_ignore and int(t) == ignore_label)
+        diff[i] = scale * (sigmoid - t) if keep else zero
 
 
 @register("SigmoidCrossEntropyLoss")

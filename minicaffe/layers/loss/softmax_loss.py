@@ -17,12 +17,13 @@ normalizer is at least 1. An optional second top holds the probabilities
 CPU: per location, one pass finds the max, one computes exp and the sum, one
 normalizes; locations are processed in blocks of 256 so every inner loop runs
 over contiguous memory and vectorizes (float32 uses the arithmetic exp of
-:mod:`minicaffe.kernels`; float64 the exact one). Backward is one pass of
-``w/normalizer * prob`` and a subtraction at each label.
+:mod:`minicaffe.kernels`; float64 the exact one). When each location's scores
+are contiguous (inner == 1, a classifier), rows are processed one by one
+instead. Backward is one pass of ``w/normalizer * prob`` and a subtraction at
+each label.
 """
 
 import numpy as np
-from numba import njit
 
 from ... import kernels
 from ...errors import GraphError, MinicaffeError
@@ -30,10 +31,12 @@ from ...layer import LossLayer
 from ...registry import register
 
 _BLOCK = 256
-_FAST = {"reassoc", "contract", "arcp"}   # vectorize reductions; keep NaN/inf semantics
 
 
-@njit(cache=True, fastmath=_FAST)
+# The kernels index 1-D slices (a channel's run of locations) rather than the 3-D
+# arrays: LLVM vectorizes those loops, and not the 3-D indexing (5x faster).
+
+@kernels.cpu_kernel
 def _softmax_rows(x, prob, labels, has_ignore, ignore_label):
     """inner == 1: each location's C scores are contiguous. Returns (loss sum, valid count, bad index)."""
     outer, channels = x.shape
@@ -42,17 +45,16 @@ def _softmax_rows(x, prob, labels, has_ignore, ignore_label):
     bad = -1
     for o in range(outer):
         row = x[o]
-        top = row[0]
-        for c in range(1, channels):
-            top = max(top, row[c])
+        probs = prob[o]
+        top = kernels.maximum(row)
         total = row.dtype.type(0.0)
         for c in range(channels):
             e = kernels.exp(row[c] - top)
-            prob[o, c] = e
+            probs[c] = e
             total += e
         inverse = row.dtype.type(1.0) / total
         for c in range(channels):
-            prob[o, c] *= inverse
+            probs[c] *= inverse
         label = int(labels[o])
         if has_ignore and label == ignore_label:
             continue
@@ -65,35 +67,45 @@ def _softmax_rows(x, prob, labels, has_ignore, ignore_label):
     return loss, valid, bad
 
 
-@njit(cache=True, fastmath=_FAST)
+@kernels.cpu_kernel
 def _softmax_blocked(x, prob, labels, has_ignore, ignore_label):
     """inner > 1: blocks of locations, channel by channel. Returns (loss sum, valid count, bad index)."""
     outer, channels, inner = x.shape
-    maxima = np.empty(_BLOCK, x.dtype)
-    totals = np.empty(_BLOCK, x.dtype)
+    maxima_buffer = np.empty(_BLOCK, x.dtype)
+    totals_buffer = np.empty(_BLOCK, x.dtype)
+    inverse_buffer = np.empty(_BLOCK, x.dtype)
     loss = 0.0
     valid = 0
     bad = -1
     for o in range(outer):
         for start in range(0, inner, _BLOCK):
             n = min(_BLOCK, inner - start)
-            for j in range(n):
-                maxima[j] = x[o, 0, start + j]
+            stop = start + n
+            maxima = maxima_buffer[:n]
+            totals = totals_buffer[:n]
+            inverse = inverse_buffer[:n]
+            maxima[:] = x[o, 0, start:stop]
             for c in range(1, channels):
+                scores = x[o, c, start:stop]
                 for j in range(n):
-                    maxima[j] = max(maxima[j], x[o, c, start + j])
-            for j in range(n):
-                totals[j] = 0.0
+                    maxima[j] = max(maxima[j], scores[j])
+            totals[:] = 0.0
             for c in range(channels):
+                scores = x[o, c, start:stop]
+                probs = prob[o, c, start:stop]
                 for j in range(n):
-                    e = kernels.exp(x[o, c, start + j] - maxima[j])
-                    prob[o, c, start + j] = e
+                    e = kernels.exp(scores[j] - maxima[j])
+                    probs[j] = e
                     totals[j] += e
-            for c in range(channels):
-                for j in range(n):
-                    prob[o, c, start + j] /= totals[j]
             for j in range(n):
-                label = int(labels[o, start + j])
+                inverse[j] = 1.0 / totals[j]
+            for c in range(channels):
+                probs = prob[o, c, start:stop]
+                for j in range(n):
+                    probs[j] *= inverse[j]
+            block_labels = labels[o, start:stop]
+            for j in range(n):
+                label = int(block_labels[j])
                 if has_ignore and label == ignore_label:
                     continue
                 if label < 0 or label >= channels:
@@ -105,16 +117,35 @@ def _softmax_blocked(x, prob, labels, has_ignore, ignore_label):
     return loss, valid, bad
 
 
-@njit(cache=True, fastmath=_FAST)
+@kernels.cpu_kernel
+def _softmax_rows_gradient(prob, labels, has_ignore, ignore_label, scale, diff):
+    """inner == 1: diff = scale * (prob - onehot(label)) row by row, zero rows where ignored."""
+    outer, channels = prob.shape
+    for o in range(outer):
+        source = prob[o]
+        target = diff[o]
+        label = int(labels[o])
+        if has_ignore and label == ignore_label:
+            target[:] = 0.0
+            continue
+        for c in range(channels):
+            target[c] = scale * source[c]
+        target[label] -= scale
+
+
+@kernels.cpu_kernel
 def _softmax_loss_gradient(prob, labels, has_ignore, ignore_label, scale, diff):
     """diff = scale * (prob - onehot(label)), zero at ignored locations; arrays as (outer, C, inner)."""
     outer, channels, inner = prob.shape
     for o in range(outer):
         for c in range(channels):
+            source = prob[o, c]
+            target = diff[o, c]
             for i in range(inner):
-                diff[o, c, i] = scale * prob[o, c, i]
+                target[i] = scale * source[i]
+        location_labels = labels[o]
         for i in range(inner):
-            label = int(labels[o, i])
+            label = int(location_labels[i])
             if has_ignore and label == ignore_label:
                 for c in range(channels):
                     diff[o, c, i] = 0.0
@@ -181,8 +212,13 @@ class SoftmaxWithLossLayer(LossLayer):
             raise GraphError("SoftmaxWithLoss cannot backpropagate to its label input", layer=self.name)
         if not propagate_down[0]:
             return
-        shape = (self.outer, self.channels, self.inner)
         scale = bottom[0].dtype.type(self.loss_weight_scale(top, self.loss_normalizer))
         labels = bottom[1].data.reshape(self.outer, self.inner).astype(bottom[0].dtype, copy=False)
-        _softmax_loss_gradient(self.probabilities.reshape(shape), labels, self.has_ignore_label,
-                               int(self.ignore_label), scale, bottom[0].diff.reshape(shape))
+        if self.inner == 1:
+            shape = (self.outer, self.channels)
+            _softmax_rows_gradient(self.probabilities.reshape(shape), labels.reshape(-1), self.has_ignore_label,
+                                   int(self.ignore_label), scale, bottom[0].diff.reshape(shape))
+        else:
+            shape = (self.outer, self.channels, self.inner)
+            _softmax_loss_gradient(self.probabilities.reshape(shape), labels, self.has_ignore_label,
+                                   int(self.ignore_label), scale, bottom[0].diff.reshape(shape))
