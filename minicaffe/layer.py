@@ -9,6 +9,10 @@ its diff. After that the Net calls ``forward`` and ``backward`` through
 To write a layer: subclass, decorate with ``@register("TypeName")``, declare the
 blob counts, and implement ``reshape``, ``forward`` and, when it has one,
 ``backward``. The method names and signatures are pycaffe's Python-layer API.
+``forward`` and ``backward`` are the CPU implementations; a layer with GPU
+kernels adds ``forward_gpu`` and ``backward_gpu`` beside them, which run in GPU
+mode (``minicaffe.set_mode_gpu()``). Layers without them run their CPU methods
+in either mode.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from .errors import GraphError, MinicaffeError, MinicaffeWarning, ShapeError
 from .graph import TRAIN
 from .memory import allocation_allowed
+from .mode import mode
 
 
 class Layer:
@@ -88,9 +93,17 @@ class Layer:
     def loss(self, top_index: int) -> float:
         return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
 
+    def _implementation(self, name):
+        """The GPU method in GPU mode when the layer has one, else the CPU method."""
+        if mode() == "gpu":
+            gpu = getattr(self, name + "_gpu", None)
+            if gpu is not None:
+                return gpu
+        return getattr(self, name)
+
     def run_forward(self, bottom, top) -> float:
         """Forward, then this layer's contribution to the net's loss."""
-        self.forward(bottom, top)
+        self._implementation("forward")(bottom, top)
         total = 0.0
         for index, blob in enumerate(top):
             if self.loss(index):
@@ -102,7 +115,7 @@ class Layer:
             needed = [i for i, flag in enumerate(propagate_down) if flag]
             raise GraphError(f"{self.type} has no Backward, but a gradient to bottom(s) {needed} was asked "
                              "(force_backward, or propagate_down: true)", layer=self.name)
-        self.backward(top, propagate_down, bottom)
+        self._implementation("backward")(top, propagate_down, bottom)
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index not in self.never_backward_bottoms

@@ -222,3 +222,37 @@ def test_modes(monkeypatch):
 def test_pycaffe_module_layout():
     from minicaffe.proto import caffe_pb2 as pb
     assert pb.NetParameter and caffe.io.blobproto_to_array and caffe.Layer
+
+
+def test_gpu_mode_runs_gpu_methods_and_falls_back_to_cpu(monkeypatch):
+    from minicaffe.layer import Layer
+    from minicaffe.testing import empty_blobs, layer_from_text, make_blobs
+    calls = []
+
+    class Both(Layer):
+        exact_bottoms = 1
+        exact_tops = 1
+
+        def reshape(self, bottom, top):
+            top[0].reshape(bottom[0].shape)
+
+        def forward(self, bottom, top):
+            calls.append("cpu")
+
+        def forward_gpu(self, bottom, top):
+            calls.append("gpu")
+
+    layer = Both(layer_from_text('name: "relu" type: "ReLU"').layer_param)
+    bottom, top = make_blobs(np.ones(2)), empty_blobs(1)
+    layer.set_up(bottom, top)
+    relu = layer_from_text('name: "relu" type: "ReLU"')
+    relu.set_up(bottom, empty_blobs(1))
+    monkeypatch.setitem(mode._state, "mode", "gpu")
+    layer.run_forward(bottom, top)
+    relu_top = empty_blobs(1)
+    relu.set_up(bottom, relu_top)
+    relu.run_forward(bottom, relu_top)                      # no GPU kernel: the CPU one runs
+    assert relu_top[0].data.tolist() == [1.0, 1.0]
+    monkeypatch.setitem(mode._state, "mode", "cpu")
+    layer.run_forward(bottom, top)
+    assert calls == ["gpu", "cpu"]
