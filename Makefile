@@ -38,8 +38,12 @@ demo: $(BASE_STAMP)
 	$(BIN)/minicaffe check examples/mlp/mlp_regression.prototxt
 	$(BIN)/minicaffe forward examples/mlp/mlp_regression.prototxt --phase TRAIN --iterations 3
 
+# Two processes: numba reads NUMBA_ENABLE_CUDASIM when it is imported, so the
+# GPU kernels run under the simulator in their own run, and the rest of the
+# suite runs without it (where GPU mode must fail clearly and fall back).
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
+	NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} $(BIN)/python -m pytest -m gpu
 
 proto: $(DEV_STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=minicaffe/proto caffe.proto

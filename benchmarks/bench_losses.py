@@ -75,7 +75,8 @@ def euclidean_problem(shape, rng):
 
 # ------------------------------------------------------------------ minicaffe
 
-def minicaffe_runner(text, arrays):
+def minicaffe_runner(text, arrays, on_gpu=False):
+    """Forward + Backward of the layer; on the GPU, inputs stay on the device between runs."""
     layer = layer_from_text(text, dtype=np.float32)
     bottom, top = make_blobs(*arrays, dtype=np.float32), empty_blobs(1, dtype=np.float32)
     layer.set_up(bottom, top)
@@ -84,7 +85,22 @@ def minicaffe_runner(text, arrays):
     def run():
         layer.run_forward(bottom, top)
         layer.run_backward(top, propagate, bottom)
+        if on_gpu:
+            from numba import cuda
+            cuda.synchronize()
     return run
+
+
+def gpu_ms(text, arrays, repeats):
+    """minicaffe's numba.cuda kernels, when a real GPU is present (not the simulator)."""
+    from minicaffe import gpu, mode
+    if not gpu.available() or gpu.simulated():
+        return None
+    mode.set_mode_gpu()
+    try:
+        return median_ms(minicaffe_runner(text, arrays, on_gpu=True), repeats)
+    finally:
+        mode.set_mode_cpu()
 
 
 # ------------------------------------------------------------------ numpy
@@ -187,9 +203,10 @@ def main(argv=None):
             mc = median_ms(minicaffe_runner(text, arrays), args.repeats)
             npy = median_ms(numpy_fn(*numpy_args(kind, arrays)), args.repeats)
             pt = median_ms(torch_runner(kind, arrays), args.repeats) if torch_version else float("nan")
-            rows.append((name, "x".join(map(str, shape)), mc, npy, pt))
-            print(f"{name:24s} {str(shape):18s} minicaffe {mc:8.3f} ms  numpy {npy:8.3f} ms  torch {pt:8.3f} ms",
-                  flush=True)
+            on_gpu = gpu_ms(text, arrays, args.repeats)
+            rows.append((name, "x".join(map(str, shape)), mc, npy, pt, on_gpu))
+            print(f"{name:24s} {str(shape):18s} minicaffe {mc:8.3f} ms  numpy {npy:8.3f} ms  torch {pt:8.3f} ms"
+                  + (f"  minicaffe GPU {on_gpu:8.3f} ms" if on_gpu is not None else ""), flush=True)
     bandwidth = copy_bandwidth_gbs()
     lines = [
         "# Loss layers: forward + backward, float32, CPU",
@@ -201,11 +218,13 @@ def main(argv=None):
         "",
         "Median milliseconds per forward+backward; lower is better. minicaffe runs one thread.",
         "",
-        "| loss | shape | minicaffe | numpy | PyTorch CPU | vs numpy | vs PyTorch |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| loss | shape | minicaffe | numpy | PyTorch CPU | vs numpy | vs PyTorch | minicaffe GPU |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, shape, mc, npy, pt in rows:
-        lines.append(f"| {name} | {shape} | {mc:.3f} | {npy:.3f} | {pt:.3f} | {npy / mc:.1f}x | {pt / mc:.1f}x |")
+    for name, shape, mc, npy, pt, on_gpu in rows:
+        gpu_cell = f"{on_gpu:.3f}" if on_gpu is not None else "no GPU"
+        lines.append(f"| {name} | {shape} | {mc:.3f} | {npy:.3f} | {pt:.3f} | {npy / mc:.1f}x | {pt / mc:.1f}x "
+                     f"| {gpu_cell} |")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -5,6 +5,12 @@ be set up to learn its shapes without allocating (``minicaffe check``). A blob c
 share its data or diff with another blob (Split, Flatten, Reshape, shared
 parameters): it then reads the other blob's buffer, reshaped to its own shape,
 on every access, so the view follows the source even if that is reallocated.
+
+Each buffer is a :class:`SyncedArray` with a host and a device copy, moved
+lazily as Caffe's SyncedMemory moves them: ``data``/``diff`` (numpy, host) are
+always current when read and mark the host copy as the one to trust;
+``gpu_data``/``mutable_gpu_data`` (and the diff ones) do the same for the
+device, so consecutive GPU layers never round-trip through the host.
 """
 
 from __future__ import annotations
@@ -75,8 +81,10 @@ class Blob:
             self._data_source = None
         if self._diff_source is not None and self._diff_source.count != count:
             self._diff_source = None
-        self._data = self._data.reshape(dims) if self._data is not None and self._data.size == count else None
-        self._diff = self._diff.reshape(dims) if self._diff is not None and self._diff.size == count else None
+        if self._data is not None and self._data.count != count:
+            self._data = None
+        if self._diff is not None and self._diff.count != count:
+            self._diff = None
 
     def reshape_like(self, other: "Blob"):
         self.reshape(other.shape)
@@ -94,14 +102,34 @@ class Blob:
     width = property(lambda self: self._legacy_dim(3))
 
     # ------------------------------------------------------------ memory
+    def _synced(self, which) -> "SyncedArray":
+        """The buffer behind data or diff (a view's is its source's), created on first use."""
+        source = self._data_source if which == "data" else self._diff_source
+        if source is not None:
+            return source._synced(which)
+        attribute = "_" + which
+        buffer = getattr(self, attribute)
+        if buffer is None:
+            buffer = SyncedArray(self.count, self.dtype)
+            setattr(self, attribute, buffer)
+        return buffer
+
+    def _host(self, which, readonly=False):
+        buffer = self._synced(which)
+        if not buffer.has_host:
+            self._allocating(which)
+        return buffer.host(readonly=readonly).reshape(self._shape)
+
+    def read_data(self) -> np.ndarray:
+        """The data on the host for reading only: the device copy stays current (no copy back later)."""
+        return self._host("data", readonly=True)
+
+    def read_diff(self) -> np.ndarray:
+        return self._host("diff", readonly=True)
+
     @property
     def data(self) -> np.ndarray:
-        if self._data_source is not None:
-            return self._data_source.data.reshape(self._shape)
-        if self._data is None:
-            self._allocating("data")
-            self._data = np.zeros(self._shape, dtype=self.dtype)
-        return self._data
+        return self._host("data")
 
     @data.setter
     def data(self, values):
@@ -109,12 +137,7 @@ class Blob:
 
     @property
     def diff(self) -> np.ndarray:
-        if self._diff_source is not None:
-            return self._diff_source.diff.reshape(self._shape)
-        if self._diff is None:
-            self._allocating("diff")
-            self._diff = np.zeros(self._shape, dtype=self.dtype)
-        return self._diff
+        return self._host("diff")
 
     @diff.setter
     def diff(self, values):
@@ -128,6 +151,25 @@ class Blob:
         target = getattr(self, which)
         target[...] = values.reshape(self._shape)
 
+    # device side: flat (count,) device arrays, for kernels
+    @property
+    def gpu_data(self):
+        """The data on the device, for reading (copied there only if the host copy is newer)."""
+        return self._synced("data").device(readonly=True)
+
+    @property
+    def mutable_gpu_data(self):
+        """The data on the device, for writing: the device copy becomes the one to trust."""
+        return self._synced("data").device()
+
+    @property
+    def gpu_diff(self):
+        return self._synced("diff").device(readonly=True)
+
+    @property
+    def mutable_gpu_diff(self):
+        return self._synced("diff").device()
+
     def _allocating(self, which):
         if not allocation_allowed():
             raise DataNeeded(f"blob '{self.name}' {which} was read during shape inference")
@@ -135,7 +177,7 @@ class Blob:
     @property
     def allocated(self) -> bool:
         """Whether this blob holds memory of its own (views do not)."""
-        return self._data is not None or self._diff is not None
+        return any(buffer is not None and buffer.allocated for buffer in (self._data, self._diff))
 
     def data_owner(self) -> "Blob":
         """The blob whose memory holds this blob's data (itself unless it is a view)."""
@@ -166,6 +208,57 @@ class Blob:
     def __repr__(self):
         name = f" '{self.name}'" if self.name else ""
         return f"<Blob{name} shape={self._shape} dtype={self.dtype.name}>"
+
+
+class SyncedArray:
+    """A flat buffer with a host copy and a device copy (Caffe's SyncedMemory).
+
+    ``head`` says which copy is current: ``"none"`` (nothing allocated yet),
+    ``"host"``, ``"device"`` or ``"synced"`` (both). A copy happens only when
+    the side asked for is stale; :attr:`copies` counts them for tests.
+    Fresh memory is zero on either side.
+    """
+
+    copies = {"to_device": 0, "to_host": 0}
+
+    def __init__(self, count, dtype):
+        self.count = int(count)
+        self.dtype = np.dtype(dtype)
+        self._host = None
+        self._device = None
+        self.head = "none"
+
+    @property
+    def allocated(self) -> bool:
+        return self._host is not None or self._device is not None
+
+    @property
+    def has_host(self) -> bool:
+        return self._host is not None
+
+    def host(self, readonly=False) -> np.ndarray:
+        if self.head == "none":
+            self._host = np.zeros(self.count, dtype=self.dtype)
+        elif self.head == "device":
+            if self._host is None:
+                self._host = np.empty(self.count, dtype=self.dtype)
+            self._device.copy_to_host(self._host)
+            SyncedArray.copies["to_host"] += 1
+        self.head = "synced" if readonly and self.head in ("device", "synced") else "host"
+        return self._host
+
+    def device(self, readonly=False):
+        from . import gpu
+        if self.head == "none":
+            self._device = gpu.device_zeros(self.count, self.dtype)
+        elif self.head == "host":
+            if self._device is None:
+                self._device = gpu.to_device(self._host)
+            else:
+                self._device.copy_to_device(self._host)
+            SyncedArray.copies["to_device"] += 1
+        self.head = "synced" if readonly and self.head in ("host", "synced") else "device"
+        return self._device
 
 
 def _as_dims(shape) -> tuple:

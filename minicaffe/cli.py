@@ -89,7 +89,9 @@ def check(net, phase, level, stages, input_shapes):
               help="Number of Forward passes (data layers advance each time).")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
 @click.option("--stage", "stages", multiple=True, help="NetState stage (repeat for several).")
-def forward(net, weights, phase, iterations, level, stages):
+@click.option("--gpu", "gpu_id", type=int, default=None, metavar="ID",
+              help="Run in GPU mode on device ID (layers without GPU kernels run on the CPU).")
+def forward(net, weights, phase, iterations, level, stages, gpu_id):
     """Run Forward passes of NET and print its outputs.
 
     Each output blob is printed per iteration: a scalar as its value, a larger
@@ -99,8 +101,28 @@ def forward(net, weights, phase, iterations, level, stages):
     """
     from .run import run_forward
 
+    _select_device(gpu_id)
     for line in run_forward(net, weights=weights, phase=phase.upper(), iterations=iterations,
                             level=level, stages=stages):
+        click.echo(line)
+
+
+def _select_device(gpu_id):
+    from .mode import set_device, set_mode_cpu, set_mode_gpu
+    if gpu_id is None:
+        set_mode_cpu()
+        return
+    set_device(gpu_id)
+    set_mode_gpu()
+
+
+@main.command(name="device-query")
+@click.option("--gpu", "gpu_id", type=int, default=None, metavar="ID", help="Only this device.")
+def device_query(gpu_id):
+    """Print the CUDA devices numba can use (Caffe's device_query)."""
+    from .gpu import describe_devices
+
+    for line in describe_devices(None if gpu_id is None else [gpu_id]):
         click.echo(line)
 
 

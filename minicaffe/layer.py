@@ -107,7 +107,7 @@ class Layer:
         total = 0.0
         for index, blob in enumerate(top):
             if self.loss(index):
-                total += float(np.dot(blob.data.ravel(), blob.diff.ravel()))
+                total += float(np.dot(blob.read_data().ravel(), blob.read_diff().ravel()))
         return total
 
     def run_backward(self, top, propagate_down, bottom):

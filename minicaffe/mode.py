@@ -48,11 +48,8 @@ def device() -> int:
 
 
 def _cuda():
-    try:
-        from numba import cuda
-    except ImportError as exc:  # pragma: no cover - numba always ships its CUDA module
-        raise MinicaffeError(f"numba.cuda cannot be imported ({exc}); install 'minicaffe[gpu]'") from None
-    return cuda
+    from . import gpu
+    return gpu.require()
 
 
 def _check_device(cuda, device_id):

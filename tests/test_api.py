@@ -256,3 +256,20 @@ def test_gpu_mode_runs_gpu_methods_and_falls_back_to_cpu(monkeypatch):
     monkeypatch.setitem(mode._state, "mode", "cpu")
     layer.run_forward(bottom, top)
     assert calls == ["gpu", "cpu"]
+
+
+def test_gpu_mode_without_a_device_fails_clearly():
+    """Runs without NUMBA_ENABLE_CUDASIM: on a machine with no GPU, GPU mode must refuse."""
+    from minicaffe import gpu
+    from click.testing import CliRunner
+    from minicaffe.cli import main
+    if gpu.available():           # a real GPU (or the simulator) is there: GPU mode must work instead
+        caffe.set_mode_gpu()
+        caffe.set_mode_cpu()
+        return
+    with pytest.raises(MinicaffeError, match="GPU mode needs a usable CUDA device"):
+        caffe.set_mode_gpu()
+    result = CliRunner().invoke(main, ["device-query"])
+    assert result.exit_code == 1 and "NUMBA_ENABLE_CUDASIM=1" in result.output
+    result = CliRunner().invoke(main, ["forward", "examples/legacy/mlp_v1.prototxt", "--gpu", "0"])
+    assert result.exit_code == 1 and "GPU mode needs a usable CUDA device" in result.output

@@ -15,7 +15,7 @@ from minicaffe.registry import register
 from minicaffe.proto import caffe_pb2
 from minicaffe.proto.text import read_net, read_solver
 
-from conftest import EXAMPLES
+from tests.conftest import EXAMPLES
 
 LENET = os.path.join(EXAMPLES, "lenet", "lenet_train_test.prototxt")
 MLP = os.path.join(EXAMPLES, "mlp", "mlp_regression.prototxt")

@@ -8,7 +8,7 @@ import pytest
 from minicaffe.graph import plan_net
 from minicaffe.proto.text import read_net, read_solver
 
-from conftest import EXAMPLES
+from tests.conftest import EXAMPLES
 
 NETS = sorted(p for p in glob.glob(os.path.join(EXAMPLES, "**", "*.prototxt"), recursive=True)
               if "solver" not in os.path.basename(p))

@@ -5,7 +5,7 @@ import os
 
 from minicaffe.proto import caffe_pb2
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 
 def test_generated_module_matches_caffe_proto():

@@ -13,11 +13,17 @@ reasons (seed 003); FULL is the element count; VALID the non-ignored count.
 
 CPU: one fused pass over the elements (float32 with the vectorizable exp and
 log1p of :mod:`minicaffe.kernels`).
+
+GPU: one thread per element; the sum and the valid count are reduced on the
+device and normalized into the top there.
 """
+
+import math
 
 import numpy as np
 
-from ... import kernels
+from ... import gpu, kernels
+from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...errors import GraphError
 from ...layer import LossLayer
 from ...registry import register
@@ -56,6 +62,38 @@ def _sigmoid_cross_entropy_gradient(x, target, has_ignore, ignore_label, scale, 
         diff[i] = scale * (sigmoid - t) if keep else zero
 
 
+# ---------------------------------------------------------------- GPU kernels
+
+@gpu.jit
+def _sigmoid_cross_entropy_gpu(x, target, losses, valid, has_ignore, ignore_label):
+    i = cuda.grid(1)
+    if i >= x.size:
+        return
+    t = target[i]
+    if has_ignore and int(t) == ignore_label:
+        losses[i] = 0.0
+        valid[i] = 0.0
+        return
+    v = x[i]
+    losses[i] = max(v, 0.0) - v * t + math.log1p(math.exp(-abs(v)))
+    valid[i] = 1.0
+
+
+@gpu.jit
+def _sigmoid_cross_entropy_gradient_gpu(x, target, totals, top_diff, has_ignore, ignore_label, diff):
+    i = cuda.grid(1)
+    if i >= x.size:
+        return
+    t = target[i]
+    if has_ignore and int(t) == ignore_label:
+        diff[i] = 0.0
+        return
+    v = x[i]
+    e = math.exp(-abs(v))
+    sigmoid = 1.0 / (1.0 + e) if v >= 0 else e / (1.0 + e)
+    diff[i] = top_diff[0] / totals[2] * (sigmoid - t)
+
+
 @register("SigmoidCrossEntropyLoss")
 class SigmoidCrossEntropyLossLayer(LossLayer):
     classification = True
@@ -75,6 +113,24 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
         loss, valid = _sigmoid_cross_entropy(x, target, self.has_ignore_label, int(self.ignore_label))
         self.loss_normalizer = self.normalizer(self.outer, self.inner, valid)
         top[0].data[...] = loss / self.loss_normalizer
+
+    def forward_gpu(self, bottom, top):
+        count = bottom[0].count
+        losses = gpu.device_empty(count, np.float64)
+        valid = gpu.device_empty(count, np.float64)
+        _sigmoid_cross_entropy_gpu[gpu.blocks_for(count), gpu.THREADS](
+            bottom[0].gpu_data, bottom[1].gpu_data, losses, valid, self.has_ignore_label, int(self.ignore_label))
+        self.gpu_totals = gpu.reduce_loss(losses, valid, self.normalization, self.outer, self.inner,
+                                          top[0].mutable_gpu_data)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise GraphError("SigmoidCrossEntropyLoss cannot backpropagate to its target input", layer=self.name)
+        if not propagate_down[0]:
+            return
+        _sigmoid_cross_entropy_gradient_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
+            bottom[0].gpu_data, bottom[1].gpu_data, self.gpu_totals, top[0].gpu_diff, self.has_ignore_label,
+            int(self.ignore_label), bottom[0].mutable_gpu_diff)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[1]:

@@ -21,11 +21,19 @@ over contiguous memory and vectorizes (float32 uses the arithmetic exp of
 are contiguous (inner == 1, a classifier), rows are processed one by one
 instead. Backward is one pass of ``w/normalizer * prob`` and a subtraction at
 each label.
+
+GPU: one thread per location computes its softmax and loss; the losses and the
+valid count are summed on the device, and the normalized loss is written into
+the top there; Backward uses one thread per element and reads the loss weight
+and the normalizer on the device, so only the final scalar reaches the host.
 """
+
+import math
 
 import numpy as np
 
-from ... import kernels
+from ... import gpu, kernels
+from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...errors import GraphError, MinicaffeError
 from ...layer import LossLayer
 from ...registry import register
@@ -153,6 +161,53 @@ def _softmax_loss_gradient(prob, labels, has_ignore, ignore_label, scale, diff):
                 diff[o, label, i] -= scale
 
 
+# ---------------------------------------------------------------- GPU kernels
+
+@gpu.jit
+def _softmax_forward_gpu(x, labels, prob, losses, valid, channels, inner, has_ignore, ignore_label, bad):
+    location = cuda.grid(1)
+    if location >= losses.size:
+        return
+    o = location // inner
+    base = o * channels * inner + location % inner
+    top = x[base]
+    for c in range(1, channels):
+        top = max(top, x[base + c * inner])
+    total = 0.0
+    for c in range(channels):
+        e = math.exp(x[base + c * inner] - top)
+        prob[base + c * inner] = e
+        total += e
+    for c in range(channels):
+        prob[base + c * inner] /= total
+    losses[location] = 0.0
+    valid[location] = 0.0
+    label = int(labels[location])
+    if has_ignore and label == ignore_label:
+        return
+    if label < 0 or label >= channels:
+        cuda.atomic.max(bad, 0, location)
+        return
+    losses[location] = math.log(total) - (x[base + label * inner] - top)
+    valid[location] = 1.0
+
+
+@gpu.jit
+def _softmax_backward_gpu(prob, labels, totals, top_diff, channels, inner, has_ignore, ignore_label, diff):
+    index = cuda.grid(1)
+    if index >= prob.size:
+        return
+    per_outer = channels * inner
+    c = (index % per_outer) // inner
+    location = (index // per_outer) * inner + index % inner
+    label = int(labels[location])
+    if has_ignore and label == ignore_label:
+        diff[index] = 0.0
+        return
+    scale = top_diff[0] / totals[2]
+    diff[index] = scale * (prob[index] - (1.0 if c == label else 0.0))
+
+
 @register("SoftmaxWithLoss", "SoftmaxLoss")
 class SoftmaxWithLossLayer(LossLayer):
     exact_tops = None
@@ -206,6 +261,33 @@ class SoftmaxWithLossLayer(LossLayer):
         self.valid_count = valid
         self.loss_normalizer = self.normalizer(self.outer, self.inner, valid)
         top[0].data[...] = loss / self.loss_normalizer
+
+    def forward_gpu(self, bottom, top):
+        locations = self.outer * self.inner
+        prob = top[1].mutable_gpu_data if len(top) > 1 else gpu.device_empty(bottom[0].count, bottom[0].dtype)
+        losses = gpu.device_empty(locations, np.float64)
+        valid = gpu.device_empty(locations, np.float64)
+        bad = gpu.to_device(np.array([-1], dtype=np.int64))
+        _softmax_forward_gpu[gpu.blocks_for(locations), gpu.THREADS](
+            bottom[0].gpu_data, bottom[1].gpu_data, prob, losses, valid, self.channels, self.inner,
+            self.has_ignore_label, int(self.ignore_label), bad)
+        bad_index = int(bad.copy_to_host()[0])
+        if bad_index >= 0:
+            value = bottom[1].data.reshape(-1)[bad_index]
+            raise MinicaffeError(f"layer '{self.name}': label {value:g} at position {bad_index} is outside "
+                                 f"[0, {self.channels}) (the {self.channels} classes of axis {self.axis})")
+        self.gpu_probabilities = prob
+        self.gpu_totals = gpu.reduce_loss(losses, valid, self.normalization, self.outer, self.inner,
+                                          top[0].mutable_gpu_data)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise GraphError("SoftmaxWithLoss cannot backpropagate to its label input", layer=self.name)
+        if not propagate_down[0]:
+            return
+        _softmax_backward_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
+            self.gpu_probabilities, bottom[1].gpu_data, self.gpu_totals, top[0].gpu_diff, self.channels,
+            self.inner, self.has_ignore_label, int(self.ignore_label), bottom[0].mutable_gpu_diff)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[1]:

@@ -1,0 +1,187 @@
+"""The GPU side: numba.cuda, guarded, plus the device-side pieces loss kernels share.
+
+numba's CUDA target comes from the ``numba-cuda`` package (``minicaffe[gpu]``);
+on machines without a GPU, ``NUMBA_ENABLE_CUDASIM=1`` (set before numba is
+imported) runs the same kernels in numba's simulator. Kernels are declared with
+:func:`jit` (numba's ``cuda.jit``), which compiles on first launch, so importing
+minicaffe never needs a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:
+    from numba import cuda
+except ImportError:  # pragma: no cover - numba ships or delegates its CUDA module
+    cuda = None
+
+from .errors import MinicaffeError
+
+#: Threads per block for the element-wise and reduction kernels.
+THREADS = 128
+
+
+def available() -> bool:
+    return cuda is not None and cuda.is_available()
+
+
+def require():
+    """numba.cuda, or a clear error naming what to install."""
+    if cuda is None:
+        raise MinicaffeError("numba.cuda cannot be imported: install the GPU extra, pip install 'minicaffe[gpu]'")
+    return cuda
+
+
+class _Unavailable:
+    """Stands in for a kernel when numba.cuda is missing: launching it says what to install."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __getitem__(self, launch_configuration):
+        require()
+
+
+def jit(function):
+    """``numba.cuda.jit`` (lazy: compiles at the first launch)."""
+    if cuda is None:
+        return _Unavailable(function.__name__)
+    return cuda.jit(function)
+
+
+def blocks_for(count: int) -> int:
+    return max(1, math.ceil(count / THREADS))
+
+
+def device_empty(count: int, dtype):
+    return require().device_array(count, dtype=dtype)
+
+
+def to_device(array):
+    return require().to_device(np.ascontiguousarray(array))
+
+
+def device_zeros(count: int, dtype):
+    return require().to_device(np.zeros(count, dtype=dtype))
+
+
+# -------------------------------------------------------------- shared kernels
+
+if cuda is not None:  # pragma: no branch
+    @cuda.jit
+    def accumulate(values, valid, totals):
+        """totals[0] += sum(values), totals[1] += sum(valid): a shared-memory tree per block, then atomics."""
+        partial_sum = cuda.shared.array(THREADS, dtype=np.float64)
+        partial_count = cuda.shared.array(THREADS, dtype=np.float64)
+        thread = cuda.threadIdx.x
+        index = cuda.grid(1)
+        partial_sum[thread] = values[index] if index < values.size else 0.0
+        partial_count[thread] = valid[index] if index < valid.size else 0.0
+        cuda.syncthreads()
+        stride = THREADS // 2
+        while stride > 0:
+            if thread < stride:
+                partial_sum[thread] += partial_sum[thread + stride]
+                partial_count[thread] += partial_count[thread + stride]
+            cuda.syncthreads()
+            stride //= 2
+        if thread == 0:
+            cuda.atomic.add(totals, 0, partial_sum[0])
+            cuda.atomic.add(totals, 1, partial_count[0])
+
+    @cuda.jit
+    def finish_loss(totals, mode, outer, inner, top_data):
+        """top = totals[0] / normalizer, with Caffe's normalizer for ``mode``; keep it in totals[2].
+
+        mode: 0 FULL, 1 VALID, 2 BATCH_SIZE, 3 NONE (LossParameter's values), 4 a fixed divisor
+        ``outer`` (EuclideanLoss's 2N is passed as outer).
+        """
+        if cuda.grid(1) == 0:
+            if mode == 0:
+                normalizer = outer * inner
+            elif mode == 1:
+                normalizer = totals[1]
+            elif mode == 2:
+                normalizer = outer
+            elif mode == 3:
+                normalizer = 1.0
+            else:
+                normalizer = outer
+            if mode != 4 and normalizer < 1.0:
+                normalizer = 1.0
+            totals[2] = normalizer
+            top_data[0] = totals[0] / normalizer
+
+
+FIXED_DIVISOR = 4
+
+
+def reduce_loss(values, valid, mode, outer, inner, top_data):
+    """Sum per-element losses on the device and write the normalized loss into ``top_data`` (device).
+
+    Returns the device array ``totals`` = [loss sum, valid count, normalizer]:
+    Backward reads the normalizer from it, so nothing returns to the host.
+    """
+    totals = device_zeros(3, np.float64)
+    accumulate[blocks_for(values.size), THREADS](values, valid, totals)
+    finish_loss[1, 1](totals, mode, float(outer), float(inner), top_data)
+    return totals
+
+
+# -------------------------------------------------------------- device_query
+
+_DEVICE_FIELDS = [
+    ("Major revision number", lambda d: d.compute_capability[0]),
+    ("Minor revision number", lambda d: d.compute_capability[1]),
+    ("Name", lambda d: d.name.decode() if isinstance(d.name, bytes) else d.name),
+    ("Total global memory", lambda d: _total_memory()),
+    ("Total shared memory per block", lambda d: d.MAX_SHARED_MEMORY_PER_BLOCK),
+    ("Total registers per block", lambda d: d.MAX_REGISTERS_PER_BLOCK),
+    ("Warp size", lambda d: d.WARP_SIZE),
+    ("Maximum threads per block", lambda d: d.MAX_THREADS_PER_BLOCK),
+    ("Maximum dimension of block", lambda d: f"{d.MAX_BLOCK_DIM_X}, {d.MAX_BLOCK_DIM_Y}, {d.MAX_BLOCK_DIM_Z}"),
+    ("Maximum dimension of grid", lambda d: f"{d.MAX_GRID_DIM_X}, {d.MAX_GRID_DIM_Y}, {d.MAX_GRID_DIM_Z}"),
+    ("Clock rate", lambda d: d.CLOCK_RATE),
+    ("Total constant memory", lambda d: d.TOTAL_CONSTANT_MEMORY),
+    ("Number of multiprocessors", lambda d: d.MULTIPROCESSOR_COUNT),
+    ("Kernel execution timeout", lambda d: "Yes" if d.KERNEL_EXEC_TIMEOUT else "No"),
+]
+
+
+def _total_memory():
+    free, total = require().current_context().get_memory_info()
+    return total
+
+
+def simulated() -> bool:
+    from numba import config
+    return bool(getattr(config, "ENABLE_CUDASIM", 0))
+
+
+def describe_devices(device_ids=None) -> list:
+    """Lines describing each CUDA device, as Caffe's ``device_query`` prints them."""
+    cuda_module = require()
+    if not cuda_module.is_available():
+        raise MinicaffeError("no CUDA device found: install the NVIDIA driver and 'minicaffe[gpu]', "
+                             "or set NUMBA_ENABLE_CUDASIM=1 to use numba's simulator")
+    count = len(cuda_module.gpus)
+    ids = list(range(count)) if device_ids is None else list(device_ids)
+    lines = []
+    if simulated():
+        lines.append("(numba's CUDA simulator: NUMBA_ENABLE_CUDASIM=1)")
+    for device_id in ids:
+        if not 0 <= device_id < count:
+            raise MinicaffeError(f"device {device_id} does not exist: numba sees {count} CUDA device(s)")
+        with cuda_module.gpus[device_id]:
+            device = cuda_module.get_current_device()
+            lines.append(f"Device id:                     {device_id}")
+            for label, read in _DEVICE_FIELDS:
+                try:
+                    value = read(device)
+                except Exception:  # the simulator and old drivers lack some attributes
+                    continue
+                lines.append(f"{label + ':':<31}{value}")
+    return lines
