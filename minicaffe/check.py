@@ -66,6 +66,8 @@ def describe(net: Net) -> str:
                  + (" (some unknown: ? above)" if net.skipped_layers else ""))
     lines.append(f"blob data: {format_bytes(data_bytes)} as {np.dtype(net.dtype).name} "
                  "(twice that with diffs)")
+    for layer_name, reason in net.unknown_reasons.items():
+        lines.append(f"note: shapes from layer '{layer_name}' on are unknown (?): {reason}")
     for warning in plan.warnings:
         lines.append("warning: " + warning)
     return "\n".join(lines)

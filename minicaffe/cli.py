@@ -168,5 +168,8 @@ def upgrade(source, target, kind):
         click.echo(f"{source} is already in the current {detected} format; copied to {target}")
 
 
+# New commands go above this line: one small decorated function each, calling the library.
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -4,6 +4,12 @@ Inside :func:`shapes_only`, nets are set up to learn every blob's shape, but no
 blob memory is allocated: fillers and loss-weight seeding are skipped, and a
 layer that reads ``data``/``diff`` during setup raises :class:`DataNeeded`, so
 the caller can report that layer's shapes as unknown.
+
+Layers raise :class:`ShapeUnknown` themselves when they cannot know their top
+shapes without something that is absent (a data source, a Python module): the
+net then reports ``?`` for their tops and everything downstream, with the
+reason, while the rest of the structure is still checked. Outside shape
+inference the same situation is a plain error, since the net cannot run.
 """
 
 from __future__ import annotations
@@ -16,8 +22,17 @@ from .errors import MinicaffeError
 _state = threading.local()
 
 
-class DataNeeded(MinicaffeError):
+class ShapeUnknown(MinicaffeError):
+    """A layer cannot know its top shapes here; the message says why (shown by ``check``)."""
+
+
+class DataNeeded(ShapeUnknown):
     """A layer needed blob values to know its shapes (during shape inference)."""
+
+
+def shape_inference_active() -> bool:
+    """True inside :func:`shapes_only` (``minicaffe check``): layers may then raise ShapeUnknown."""
+    return not allocation_allowed()
 
 
 def allocation_allowed() -> bool:

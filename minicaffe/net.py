@@ -16,6 +16,7 @@ import numpy as np
 from .blob import Blob
 from .errors import GraphError, MinicaffeError, ShapeError, WeightsError
 from .graph import TEST, TRAIN, phase_value, plan_net
+from .layer import Layer
 from .proto import caffe_pb2
 from .registry import create_layer
 
@@ -69,8 +70,9 @@ class Net:
         owners = {}  # (layer name, param index) -> Blob, for sharing by name
         self.unknown_shapes = set()  # shape inference: blobs whose shape needs data
         self.skipped_layers = set()
+        self.unknown_reasons = {}   # layer name -> why its shapes are unknown
         for planned in plan.layers:
-            layer = create_layer(planned.param, phase=self.phase, dtype=self.dtype)
+            layer = self._create_layer(planned)
             bottoms = [self._blobs[name] for name in planned.bottoms]
             tops = []
             for name in planned.tops:
@@ -119,20 +121,32 @@ class Net:
         self._blob_need_backward = blob_need_backward
         self._layer_names = [layer.name for layer in self._layers]
 
+    def _create_layer(self, planned):
+        """The layer object; under shape inference, a placeholder when it cannot be created here."""
+        from .memory import ShapeUnknown
+        try:
+            return create_layer(planned.param, phase=self.phase, dtype=self.dtype)
+        except ShapeUnknown as exc:
+            if not self._shape_inference:
+                raise
+            self.unknown_reasons[planned.name] = str(exc)
+            return _Unbuilt(planned.param, phase=self.phase, dtype=self.dtype)
+
     def _set_up_layer(self, layer, planned, bottoms, tops) -> bool:
-        """Set the layer up; under shape inference, False when its shapes need data."""
+        """Set the layer up; under shape inference, False when its shapes cannot be known."""
         if not self._shape_inference:
             layer.set_up(bottoms, tops)
             return True
-        from .memory import DataNeeded
-        if any(name in self.unknown_shapes for name in planned.bottoms):
+        from .memory import ShapeUnknown
+        ready = False
+        if isinstance(layer, _Unbuilt) or any(name in self.unknown_shapes for name in planned.bottoms):
             ready = False
         else:
             try:
                 layer.set_up(bottoms, tops)
                 ready = True
-            except DataNeeded:
-                ready = False
+            except ShapeUnknown as exc:
+                self.unknown_reasons[planned.name] = str(exc)
         if not ready:
             self.unknown_shapes.update(planned.tops)
             self.skipped_layers.add(layer.name)
@@ -447,6 +461,15 @@ def _constructor_args(args, phase, weights):
     if phase is None:
         raise TypeError("Net needs a phase: minicaffe.TRAIN or minicaffe.TEST")
     return phase_value(phase), weights
+
+
+class _Unbuilt(Layer):
+    """Stands in, during shape inference only, for a layer that could not be created."""
+
+    has_backward = False
+
+    def reshape(self, bottom, top):  # pragma: no cover - never set up
+        pass
 
 
 def _collect(collected, array):
