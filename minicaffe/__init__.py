@@ -14,6 +14,8 @@ from .graph import TEST, TRAIN, NetPlan, plan_net
 from .layer import Layer
 from .mode import set_device, set_mode_cpu, set_mode_gpu
 from .net import Net
+from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver, SGDSolver, Solver,
+                      get_solver)
 from .proto import caffe_pb2
 from .proto.text import parse_net, parse_solver, read_net, read_solver
 
@@ -23,4 +25,6 @@ __all__ = [
     "TRAIN", "TEST", "Blob", "Layer", "Net", "NetPlan", "caffe_pb2", "errors", "io", "set_random_seed",
     "parse_net", "parse_solver", "plan_net", "read_net", "read_solver",
     "set_device", "set_mode_cpu", "set_mode_gpu",
+    "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver",
+    "get_solver",
 ]

@@ -125,3 +125,15 @@ _FILLERS = {
 
 #: The filler types Caffe knows, for layers that validate their filler parameters early.
 FILLER_TYPES = frozenset(_FILLERS)
+
+
+def random_state() -> dict:
+    """The generator's full state (for snapshots): restoring it replays the same draws."""
+    return _rng.bit_generator.state
+
+
+def set_random_state(state: dict) -> None:
+    global _rng
+    generator = np.random.default_rng()
+    generator.bit_generator.state = state
+    _rng = generator

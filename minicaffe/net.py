@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,6 +69,8 @@ class Net:
         blob_need_backward = {}
         layer_need_backward = []
         owners = {}  # (layer name, param index) -> Blob, for sharing by name
+        self._learnable = []            # LearnableParam per distinct parameter blob, in Caffe's order
+        self._learnable_by_key = {}
         self.unknown_shapes = set()  # shape inference: blobs whose shape needs data
         self.skipped_layers = set()
         self.unknown_reasons = {}   # layer name -> why its shapes are unknown
@@ -106,6 +109,7 @@ class Net:
             self._share_params(planned, layer, owners)
             for index, blob in enumerate(layer.blobs):
                 owners.setdefault((layer.name, index), blob)
+            self._register_learnable(planned, layer)
             if need_backward:
                 for name in planned.tops:
                     blob_need_backward[name] = True
@@ -151,6 +155,31 @@ class Net:
             self.unknown_shapes.update(planned.tops)
             self.skipped_layers.add(layer.name)
         return ready
+
+    def _register_learnable(self, planned, layer):
+        """Caffe's AppendParam: owned parameters are learnable; sharers may supply a missing lr/decay mult."""
+        if layer.name in self.skipped_layers:
+            return
+        specs = planned.param.param
+        shared = {share.index: share for share in planned.shared_params}
+        for index, blob in enumerate(layer.blobs):
+            spec = specs[index] if index < len(specs) else None
+            share = shared.get(index)
+            if share is None:
+                entry = LearnableParam(
+                    blob=blob, layer=layer.name, index=index,
+                    lr_mult=spec.lr_mult if spec is not None else 1.0,
+                    decay_mult=spec.decay_mult if spec is not None else 1.0,
+                    has_lr=spec is not None and spec.HasField("lr_mult"),
+                    has_decay=spec is not None and spec.HasField("decay_mult"))
+                self._learnable.append(entry)
+                self._learnable_by_key[(layer.name, index)] = entry
+                continue
+            owner = self._learnable_by_key[(share.owner_layer, share.owner_index)]
+            if spec is not None and spec.HasField("lr_mult") and not owner.has_lr:
+                owner.lr_mult, owner.has_lr = spec.lr_mult, True
+            if spec is not None and spec.HasField("decay_mult") and not owner.has_decay:
+                owner.decay_mult, owner.has_decay = spec.decay_mult, True
 
     def _share_params(self, planned, layer, owners):
         if layer.name in self.skipped_layers:
@@ -356,15 +385,26 @@ class Net:
 
     @property
     def learnable_params(self):
-        """Each distinct parameter blob once (shared ones by their owner)."""
-        seen, unique = set(), []
-        for layer in self._layers:
-            for blob in layer.blobs:
-                key = id(blob.data_owner())
-                if key not in seen:
-                    seen.add(key)
-                    unique.append(blob)
-        return unique
+        """Each distinct parameter blob once (shared ones by their owner), in Caffe's order."""
+        return [entry.blob for entry in self._learnable]
+
+    @property
+    def learnable_param_specs(self):
+        """The LearnableParam entries (blob, lr_mult, decay_mult, owner layer and index) solvers use."""
+        return list(self._learnable)
+
+    @property
+    def params_lr(self):
+        return [entry.lr_mult for entry in self._learnable]
+
+    @property
+    def params_weight_decay(self):
+        return [entry.decay_mult for entry in self._learnable]
+
+    def update(self):
+        """Caffe's Net::Update: data -= diff for every learnable parameter (its diff holds the step)."""
+        for entry in self._learnable:
+            entry.blob.data[...] -= entry.blob.diff
 
     @property
     def _blob_names(self):
@@ -404,13 +444,19 @@ class Net:
 
     # ---------------------------------------------------------------- weights
     def copy_from(self, weights):
-        """Copy parameters from a ``.caffemodel`` (path) or NetParameter, by layer name.
+        """Copy parameters from a ``.caffemodel`` or ``.caffemodel.h5`` (path) or NetParameter, by layer name.
 
         Layers in the file but not in the net are skipped, as Caffe does.
         """
         from .io import blob_shape, read_caffemodel
         source = os.fspath(weights) if not isinstance(weights, caffe_pb2.NetParameter) else "<NetParameter>"
-        model = read_caffemodel(weights) if not isinstance(weights, caffe_pb2.NetParameter) else weights
+        if isinstance(weights, caffe_pb2.NetParameter):
+            model = weights
+        elif source.endswith(".h5"):
+            from .solvers.hdf5 import read_net_hdf5
+            model = read_net_hdf5(source)
+        else:
+            model = read_caffemodel(source)
         by_name = {layer.name: layer for layer in self._layers}
         for saved in model.layer:
             layer = by_name.get(saved.name)
@@ -461,6 +507,18 @@ def _constructor_args(args, phase, weights):
     if phase is None:
         raise TypeError("Net needs a phase: minicaffe.TRAIN or minicaffe.TEST")
     return phase_value(phase), weights
+
+
+@dataclass
+class LearnableParam:
+    """A parameter blob the solver updates, with the multipliers its ParamSpecs give it."""
+    blob: Blob
+    layer: str
+    index: int
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+    has_lr: bool = False
+    has_decay: bool = False
 
 
 class _Unbuilt(Layer):

@@ -1,0 +1,437 @@
+"""The Solver: Caffe's training loop (Solver::Step, Test, Snapshot, Restore).
+
+One iteration, as BVLC Caffe runs it: clear parameter diffs; test when
+``iter % test_interval == 0`` (and ``iter > 0`` or ``test_initialization``);
+``iter_size`` forward/backward passes accumulating gradients; display; then the
+update (:meth:`apply_update`): learning rate from the policy, clip by the global
+L2 norm (``clip_gradients``), scale by 1/``iter_size``, weight decay (L2 or L1,
+times each parameter's ``decay_mult``), the type's rule with ``rate * lr_mult``,
+and ``data -= diff``; ``iter += 1``; snapshot every ``snapshot`` iterations.
+
+Snapshots are ``PREFIX_iter_N.caffemodel`` + ``.solverstate`` (or ``.h5`` files
+with ``snapshot_format: HDF5``), each written to a temporary file and renamed.
+Resuming is exact: the solverstate also keeps the random generator's state and
+each data layer's reading position (minicaffe fields; Caffe's own solverstates
+still load).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from .. import fillers
+from ..errors import MinicaffeError
+from ..graph import TEST, TRAIN
+from ..io import atomic_write_bytes, blobproto_to_array, array_to_blobproto, read_caffemodel, write_caffemodel
+from ..net import Net
+from ..proto import caffe_pb2
+from ..proto.text import read_solver
+from .lr_policy import learning_rate
+
+log = logging.getLogger("minicaffe")
+
+
+class Solver:
+    """Base of the six solver types. ``Solver(path)`` builds the type the file names (pycaffe style)."""
+
+    type_name = None
+    history_sets = 1
+
+    def __new__(cls, solver=None, *args, **kwargs):
+        if cls is Solver:
+            from .updates import SOLVER_TYPES
+            param = _read_param(solver)
+            try:
+                cls = SOLVER_TYPES[param.type]
+            except KeyError:
+                raise MinicaffeError(f"unknown solver type '{param.type}' "
+                                     f"(known: {', '.join(SOLVER_TYPES)})") from None
+        return super().__new__(cls)
+
+    def __init__(self, solver, dtype=np.float32):
+        self.param = _read_param(solver)
+        self.source = solver if isinstance(solver, (str, os.PathLike)) else None
+        if self.type_name is not None and self.param.type != self.type_name:
+            log.info("solver file names type %s; building %s as asked", self.param.type, self.type_name)
+        _fill_snapshot_prefix(self.param, self.source)
+        self.check_parameters()
+        if self.param.random_seed >= 0:
+            fillers.set_random_seed(self.param.random_seed)
+        self._choose_mode()
+        self.dtype = np.dtype(dtype)
+        self.net = self._train_net()
+        self.test_nets = self._test_nets()
+        self.params = self.net.learnable_param_specs
+        # One array per parameter (two sets for AdaDelta and Adam), in SolverState's order.
+        self.history = [np.zeros_like(entry.blob.data) for _ in range(self.history_sets) for entry in self.params]
+        self.iter = 0
+        self.current_step = 0
+        self.losses = []
+        self.smoothed_loss = 0.0
+        self._callbacks = []
+        self.requested_action = None   # "stop" or "snapshot", set by signal handlers
+        self.requested_early_exit = False
+
+    # ------------------------------------------------------------ construction
+    def check_parameters(self):
+        """Type-specific checks of the solver parameters (Caffe's PreSolve checks)."""
+
+    def fail(self, message):
+        raise MinicaffeError(f"{self.source or 'solver'}: {message}")
+
+    def _choose_mode(self):
+        from .. import gpu, mode
+        # Only an explicit solver_mode counts (the schema's default is GPU), as in `caffe train`.
+        explicit_gpu = self.param.HasField("solver_mode") and self.param.solver_mode == caffe_pb2.SolverParameter.GPU
+        if explicit_gpu and mode.mode() == "cpu":
+            if gpu.available():
+                mode.set_device(self.param.device_id)
+                mode.set_mode_gpu()
+            else:
+                import warnings
+                from ..errors import MinicaffeWarning
+                warnings.warn("solver_mode: GPU, but no CUDA device is usable: training on the CPU",
+                              MinicaffeWarning, stacklevel=3)
+
+    def _net_param(self, path=None, message=None):
+        if message is not None:
+            net = caffe_pb2.NetParameter()
+            net.CopyFrom(message)
+            from ..proto.upgrade import upgrade_net
+            upgrade_net(net, source="net_param")
+            return net
+        from ..proto.text import read_net
+        return read_net(_resolve(path, self.source))
+
+    def _train_net(self):
+        param = self.param
+        sources = [param.HasField("net"), param.HasField("net_param"),
+                   param.HasField("train_net"), param.HasField("train_net_param")]
+        if sum(sources) != 1:
+            self.fail("give exactly one of net, net_param, train_net, train_net_param")
+        if param.HasField("train_net_param"):
+            net_param = self._net_param(message=param.train_net_param)
+        elif param.HasField("train_net"):
+            net_param = self._net_param(param.train_net)
+        elif param.HasField("net_param"):
+            net_param = self._net_param(message=param.net_param)
+        else:
+            net_param = self._net_param(param.net)
+        state = caffe_pb2.NetState(phase=TRAIN)
+        state.MergeFrom(net_param.state)
+        state.MergeFrom(param.train_state)
+        net_param.state.CopyFrom(state)
+        log.info("Creating training net")
+        return Net(net_param, phase=state.phase, level=state.level, dtype=self.dtype)
+
+    def _test_nets(self):
+        param = self.param
+        specified = [message for message in param.test_net_param] + [path for path in param.test_net]
+        generic = param.HasField("net") or param.HasField("net_param")
+        if generic and len(param.test_iter) < len(specified) or not generic and len(param.test_iter) != len(specified):
+            self.fail("test_iter must be given once per test net")
+        sources = [self._net_param(message=m) for m in param.test_net_param]
+        sources += [self._net_param(p) for p in param.test_net]
+        for _ in range(len(param.test_iter) - len(specified)):
+            sources.append(self._net_param(message=param.net_param) if param.HasField("net_param")
+                           else self._net_param(param.net))
+        if param.test_state and len(param.test_state) != len(sources):
+            self.fail("test_state must be unspecified or given once per test net")
+        if sources and param.test_interval <= 0:
+            self.fail("test nets need a positive test_interval")
+        nets = []
+        for index, net_param in enumerate(sources):
+            state = caffe_pb2.NetState(phase=TEST)
+            state.MergeFrom(net_param.state)
+            if param.test_state:
+                state.MergeFrom(param.test_state[index])
+            net_param.state.CopyFrom(state)
+            log.info("Creating test net (#%d)", index)
+            nets.append(Net(net_param, phase=state.phase, level=state.level, dtype=self.dtype))
+        return nets
+
+    # ------------------------------------------------------------ pycaffe API
+    def add_callback(self, on_start=None, on_gradients_ready=None):
+        """Call ``on_start()`` before each iteration and ``on_gradients_ready()`` before each update."""
+        self._callbacks.append((on_start, on_gradients_ready))
+
+    def share_weights(self, net):
+        net.share_with(self.net)
+
+    def step(self, iterations: int):
+        """Run ``iterations`` training iterations (Caffe's Solver::Step)."""
+        start_iter = self.iter
+        stop_iter = self.iter + int(iterations)
+        self.losses = []
+        self.smoothed_loss = 0.0
+        last_display_iter, timer = self.iter, time.perf_counter()
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if (self.param.test_interval and self.iter % self.param.test_interval == 0
+                    and (self.iter > 0 or self.param.test_initialization)):
+                self.test_all()
+                if self.requested_early_exit:
+                    break
+            for on_start, _ in self._callbacks:
+                if on_start:
+                    on_start()
+            display = self.param.display and self.iter % self.param.display == 0
+            loss = 0.0
+            for _ in range(max(1, self.param.iter_size)):
+                loss += self.net.forward_backward()
+            loss /= max(1, self.param.iter_size)
+            self._update_smoothed_loss(loss, start_iter)
+            if display:
+                lapse = time.perf_counter() - timer
+                per_second = (self.iter - last_display_iter) / lapse if lapse else 0.0
+                log.info("Iteration %d (%.6g iter/s, %.4gs/%d iters), loss = %.6g", self.iter, per_second, lapse,
+                         self.param.display, self.smoothed_loss)
+                timer, last_display_iter = time.perf_counter(), self.iter
+                self._log_outputs("Train", self.net, {name: self.net.blobs[name].read_data()
+                                                       for name in self.net.outputs})
+            for _, on_gradients_ready in self._callbacks:
+                if on_gradients_ready:
+                    on_gradients_ready()
+            self.apply_update()
+            self.iter += 1
+            request = self.requested_action
+            self.requested_action = None
+            if (self.param.snapshot and self.iter % self.param.snapshot == 0) or request == "snapshot":
+                self.snapshot()
+            if request == "stop":
+                self.requested_early_exit = True
+                break
+
+    def solve(self, resume=None):
+        """Train to max_iter (restoring from ``resume`` first), snapshot, and run a final test."""
+        log.info("Solving %s", self.net.plan.name)
+        log.info("Learning Rate Policy: %s", self.param.lr_policy)
+        self.requested_early_exit = False
+        if resume:
+            log.info("Restoring previous solver status from %s", resume)
+            self.restore(resume)
+        start_iter = self.iter
+        self.step(self.param.max_iter - self.iter)
+        if self.param.snapshot_after_train and (not self.param.snapshot or self.iter % self.param.snapshot != 0):
+            self.snapshot()
+        if self.requested_early_exit:
+            log.info("Optimization stopped early.")
+            return
+        if self.param.display and self.iter % self.param.display == 0:
+            loss = self.net.forward_from_to(0, len(self.net.layers) - 1)
+            self._update_smoothed_loss(loss, start_iter)
+            log.info("Iteration %d, loss = %.6g", self.iter, self.smoothed_loss)
+        if self.param.test_interval and self.iter % self.param.test_interval == 0:
+            self.test_all()
+        log.info("Optimization Done.")
+
+    def _update_smoothed_loss(self, loss, start_iter):
+        average = max(1, self.param.average_loss)
+        if len(self.losses) < average:
+            self.losses.append(loss)
+            self.smoothed_loss = (self.smoothed_loss * (len(self.losses) - 1) + loss) / len(self.losses)
+        else:
+            index = (self.iter - start_iter) % average
+            self.smoothed_loss += (loss - self.losses[index]) / average
+            self.losses[index] = loss
+
+    # ------------------------------------------------------------ testing
+    def test_all(self):
+        """Test every test net; returns a list of {output name: mean score} per test net."""
+        return [self.test(index) for index in range(len(self.test_nets))]
+
+    def test(self, index=0):
+        log.info("Iteration %d, Testing net (#%d)", self.iter, index)
+        net = self.test_nets[index]
+        net.share_with(self.net)
+        iterations = self.param.test_iter[index]
+        totals, loss = {}, 0.0
+        for _ in range(iterations):
+            net.forward()
+            loss += net.last_loss
+            for name in net.outputs:
+                values = net.blobs[name].read_data().astype(np.float64).reshape(-1)
+                totals[name] = totals.get(name, 0.0) + values
+        if self.param.test_compute_loss:
+            log.info("Test loss: %.6g", loss / iterations)
+        means = {name: total / iterations for name, total in totals.items()}
+        self._log_outputs("Test", net, means)
+        return {name: (float(value[0]) if value.size == 1 else value) for name, value in means.items()}
+
+    def _log_outputs(self, kind, net, values):
+        weights = net.blob_loss_weights
+        number = 0
+        for name, array in values.items():
+            for value in np.asarray(array, dtype=np.float64).reshape(-1):
+                extra = ""
+                if weights[name]:
+                    extra = f" (* {weights[name]:g} = {weights[name] * value:.6g} loss)"
+                log.info("    %s net output #%d: %s = %.6g%s", kind, number, name, value, extra)
+                number += 1
+
+    # ------------------------------------------------------------ the update
+    def apply_update(self):
+        """Turn the accumulated gradients into a step and apply it (Caffe's ApplyUpdate)."""
+        rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        if self.param.display and self.iter % self.param.display == 0:
+            log.info("Iteration %d, lr = %.6g", self.iter, rate)
+        self.clip_gradients()
+        for index, entry in enumerate(self.params):
+            self.normalize(index)
+            self.regularize(index)
+            self.compute_update_value(index, rate * entry.lr_mult)
+        self.net.update()
+
+    def clip_gradients(self):
+        threshold = self.param.clip_gradients
+        if threshold < 0:
+            return
+        norm = float(np.sqrt(sum(float(np.sum(np.square(entry.blob.diff, dtype=np.float64)))
+                                 for entry in self.params)))
+        if norm > threshold:
+            factor = threshold / norm
+            log.info("Gradient clipping: scaling down gradients (L2 norm %.6g > %.6g) by scale factor %.6g",
+                     norm, threshold, factor)
+            for entry in self.params:
+                entry.blob.diff[...] *= factor
+
+    def normalize(self, index):
+        if self.param.iter_size > 1:
+            self.params[index].blob.diff[...] *= 1.0 / self.param.iter_size
+
+    def regularize(self, index):
+        entry = self.params[index]
+        decay = self.param.weight_decay * entry.decay_mult
+        if not decay:
+            return
+        kind = self.param.regularization_type
+        if kind == "L2":
+            entry.blob.diff[...] += decay * entry.blob.data
+        elif kind == "L1":
+            entry.blob.diff[...] += decay * np.sign(entry.blob.data)
+        else:
+            self.fail(f"unknown regularization_type '{kind}' (L2 or L1)")
+
+    def compute_update_value(self, index, local_rate):
+        raise MinicaffeError(f"{type(self).__name__} defines no update rule")
+
+    # ------------------------------------------------------------ snapshots
+    def snapshot_filename(self, extension):
+        return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
+
+    def snapshot(self):
+        """Write the weights and the solver state (each through a temporary file and a rename)."""
+        hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
+        model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
+        state_file = self.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
+        kind = "HDF5" if hdf5 else "binary proto"
+        log.info("Snapshotting to %s file %s", kind, model)
+        if hdf5:
+            from .hdf5 import write_net_hdf5
+            write_net_hdf5(self.net, model, write_diff=self.param.snapshot_diff)
+        else:
+            write_caffemodel(self.net.to_proto(write_diff=self.param.snapshot_diff), model)
+        log.info("Snapshotting solver state to %s file %s", kind, state_file)
+        state = self.solver_state(model)
+        if hdf5:
+            from .hdf5 import write_state_hdf5
+            write_state_hdf5(state, state_file)
+        else:
+            atomic_write_bytes(state_file, state.SerializeToString(deterministic=True))
+        return model, state_file
+
+    def solver_state(self, model_filename) -> "caffe_pb2.SolverState":
+        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_filename, current_step=self.current_step)
+        for array in self.history:
+            state.history.append(array_to_blobproto(array))
+        state.rng_state = json.dumps(fillers.random_state())
+        state.smoothed_loss = self.smoothed_loss
+        for net_name, net in self._nets_by_name():
+            for layer in net.layers:
+                cursor = getattr(layer, "cursor_state", None)
+                if cursor is not None:
+                    state.data_cursor.add(net=net_name, layer=layer.name, state=json.dumps(cursor()))
+        return state
+
+    def restore(self, path):
+        """Resume from a ``.solverstate`` (or ``.solverstate.h5``): weights, history, iteration, RNG, cursors."""
+        path = os.fspath(path)
+        if path.endswith(".h5"):
+            from .hdf5 import read_state_hdf5
+            state = read_state_hdf5(path)
+        else:
+            state = caffe_pb2.SolverState()
+            try:
+                with open(path, "rb") as handle:
+                    state.ParseFromString(handle.read())
+            except OSError as exc:
+                raise MinicaffeError(f"{path}: cannot read solver state: {exc.strerror or exc}") from None
+            except Exception as exc:
+                raise MinicaffeError(f"{path}: not a valid SolverState (corrupt or truncated?): {exc}") from None
+        self.iter = state.iter
+        if state.learned_net:
+            self.net.copy_from(_resolve(state.learned_net, path))
+        self.current_step = state.current_step
+        if len(state.history) != len(self.history):
+            raise MinicaffeError(f"{path}: {len(state.history)} history blobs, but this solver keeps "
+                                 f"{len(self.history)} (another net or solver type?)")
+        for index, blob in enumerate(state.history):
+            values = blobproto_to_array(blob)
+            if values.size != self.history[index].size:
+                raise MinicaffeError(f"{path}: history blob {index} holds {values.size} values, the parameter "
+                                     f"has {self.history[index].size}")
+            self.history[index][...] = values.reshape(self.history[index].shape)
+        if state.rng_state:
+            fillers.set_random_state(json.loads(state.rng_state))
+        cursors = {(cursor.net, cursor.layer): json.loads(cursor.state) for cursor in state.data_cursor}
+        for net_name, net in self._nets_by_name():
+            for layer in net.layers:
+                if (net_name, layer.name) in cursors and hasattr(layer, "restore_cursor"):
+                    layer.restore_cursor(cursors[(net_name, layer.name)])
+        if state.HasField("smoothed_loss"):
+            self.smoothed_loss = state.smoothed_loss
+
+    def _nets_by_name(self):
+        yield "train", self.net
+        for index, net in enumerate(self.test_nets):
+            yield f"test/{index}", net
+
+    def __repr__(self):
+        return f"<{type(self).__name__} iter={self.iter}>"
+
+
+def _read_param(solver) -> "caffe_pb2.SolverParameter":
+    if isinstance(solver, caffe_pb2.SolverParameter):
+        param = caffe_pb2.SolverParameter()
+        param.CopyFrom(solver)
+        from ..proto.upgrade import upgrade_solver
+        upgrade_solver(param)
+        return param
+    if solver is None:
+        raise TypeError("a solver needs a solver .prototxt path or a SolverParameter")
+    return read_solver(solver)
+
+
+def _resolve(path, relative_to):
+    """A path as given if it exists (Caffe resolves against the working directory), else next to ``relative_to``."""
+    path = os.fspath(path)
+    if os.path.isabs(path) or os.path.exists(path) or relative_to is None:
+        return path
+    candidate = os.path.join(os.path.dirname(os.fspath(relative_to)), path)
+    return candidate if os.path.exists(candidate) else path
+
+
+def _fill_snapshot_prefix(param, source):
+    """Caffe's rule: no prefix means the solver file's name; a directory gets the file's stem appended."""
+    if source is None:
+        return
+    stem = os.path.splitext(os.fspath(source))[0]
+    if not param.HasField("snapshot_prefix"):
+        param.snapshot_prefix = stem
+    elif os.path.isdir(param.snapshot_prefix):
+        param.snapshot_prefix = os.path.join(param.snapshot_prefix, os.path.basename(stem))

@@ -1,0 +1,124 @@
+"""The update rules of Caffe's six solver types (ComputeUpdateValue), one class each.
+
+Every rule receives the parameter's diff after clipping, 1/iter_size scaling and
+weight decay, and the local rate ``lr = rate * lr_mult``; it leaves in the diff
+the step that ``Net.update`` subtracts from the data. ``history`` holds the
+per-parameter state that snapshots save (one array per parameter, two for
+AdaDelta and Adam: the second set follows the first, as in Caffe's
+SolverState).
+
+- SGD:      h = lr g + momentum h;                     step = h
+- Nesterov: h' = lr g + momentum h;                    step = (1 + momentum) h' - momentum h
+- AdaGrad:  h += g^2;                                  step = lr g / (sqrt(h) + delta)
+- RMSProp:  h = rms_decay h + (1 - rms_decay) g^2;     step = lr g / (sqrt(h) + delta)
+- AdaDelta: h = m h + (1-m) g^2;  u = g sqrt((hu + delta) / (h + delta));  hu = m hu + (1-m) u^2;  step = lr u
+- Adam:     m1 = b1 m1 + (1-b1) g;  v = b2 v + (1-b2) g^2;
+            step = lr sqrt(1 - b2^t) / (1 - b1^t) * m1 / (sqrt(v) + delta),  t = iter + 1
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .solver import Solver
+
+
+class SGDSolver(Solver):
+    type_name = "SGD"
+    history_sets = 1
+
+    def compute_update_value(self, index, local_rate):
+        diff = self.params[index].blob.diff
+        history = self.history[index]
+        history *= self.param.momentum
+        history += local_rate * diff
+        diff[...] = history
+
+
+class NesterovSolver(Solver):
+    type_name = "Nesterov"
+    history_sets = 1
+
+    def compute_update_value(self, index, local_rate):
+        momentum = self.param.momentum
+        diff = self.params[index].blob.diff
+        history = self.history[index]
+        previous = history.copy()
+        history *= momentum
+        history += local_rate * diff
+        diff[...] = (1.0 + momentum) * history - momentum * previous
+
+
+class AdaGradSolver(Solver):
+    type_name = "AdaGrad"
+    history_sets = 1
+
+    def check_parameters(self):
+        if self.param.momentum != 0:
+            self.fail("AdaGrad does not use momentum; set momentum: 0")
+
+    def compute_update_value(self, index, local_rate):
+        diff = self.params[index].blob.diff
+        history = self.history[index]
+        history += diff * diff
+        diff[...] = local_rate * diff / (np.sqrt(history) + self.param.delta)
+
+
+class RMSPropSolver(Solver):
+    type_name = "RMSProp"
+    history_sets = 1
+
+    def check_parameters(self):
+        if self.param.momentum != 0:
+            self.fail("RMSProp does not use momentum; set momentum: 0")
+        if not 0 <= self.param.rms_decay <= 1:
+            self.fail("rms_decay must be in [0, 1]")
+
+    def compute_update_value(self, index, local_rate):
+        decay = self.param.rms_decay
+        diff = self.params[index].blob.diff
+        history = self.history[index]
+        history *= decay
+        history += (1.0 - decay) * diff * diff
+        diff[...] = local_rate * diff / (np.sqrt(history) + self.param.delta)
+
+
+class AdaDeltaSolver(Solver):
+    type_name = "AdaDelta"
+    history_sets = 2
+
+    def compute_update_value(self, index, local_rate):
+        momentum, delta = self.param.momentum, self.param.delta
+        diff = self.params[index].blob.diff
+        gradient_history = self.history[index]
+        update_history = self.history[index + len(self.params)]
+        gradient_history *= momentum
+        gradient_history += (1.0 - momentum) * diff * diff
+        diff *= np.sqrt((update_history + delta) / (gradient_history + delta))
+        update_history *= momentum
+        update_history += (1.0 - momentum) * diff * diff
+        diff *= local_rate
+
+
+class AdamSolver(Solver):
+    type_name = "Adam"
+    history_sets = 2
+
+    def compute_update_value(self, index, local_rate):
+        beta1, beta2 = self.param.momentum, self.param.momentum2
+        diff = self.params[index].blob.diff
+        first = self.history[index]
+        second = self.history[index + len(self.params)]
+        step = self.iter + 1
+        correction = math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+        first *= beta1
+        first += (1.0 - beta1) * diff
+        second *= beta2
+        second += (1.0 - beta2) * diff * diff
+        diff[...] = local_rate * correction * first / (np.sqrt(second) + self.param.delta)
+
+
+SOLVER_TYPES = {cls.type_name: cls for cls in
+                (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver, AdaDeltaSolver, AdamSolver)}
