@@ -66,9 +66,9 @@ class Solver:
         self.dtype = np.dtype(dtype)
         self.net = self._train_net()
         self.test_nets = self._test_nets()
-        self.params = self.net.learnable_param_specs
+        self.learnable = self.net.learnable_param_specs
         # One array per parameter (two sets for AdaDelta and Adam), in SolverState's order.
-        self.history = [np.zeros_like(entry.blob.data) for _ in range(self.history_sets) for entry in self.params]
+        self.history = [np.zeros_like(entry.blob.data) for _ in range(self.history_sets) for entry in self.learnable]
         self.iter = 0
         self.current_step = 0
         self.losses = []
@@ -281,7 +281,7 @@ class Solver:
         if self.param.display and self.iter % self.param.display == 0:
             log.info("Iteration %d, lr = %.6g", self.iter, rate)
         self.clip_gradients()
-        for index, entry in enumerate(self.params):
+        for index, entry in enumerate(self.learnable):
             self.normalize(index)
             self.regularize(index)
             self.compute_update_value(index, rate * entry.lr_mult)
@@ -292,20 +292,20 @@ class Solver:
         if threshold < 0:
             return
         norm = float(np.sqrt(sum(float(np.sum(np.square(entry.blob.diff, dtype=np.float64)))
-                                 for entry in self.params)))
+                                 for entry in self.learnable)))
         if norm > threshold:
             factor = threshold / norm
             log.info("Gradient clipping: scaling down gradients (L2 norm %.6g > %.6g) by scale factor %.6g",
                      norm, threshold, factor)
-            for entry in self.params:
+            for entry in self.learnable:
                 entry.blob.diff[...] *= factor
 
     def normalize(self, index):
         if self.param.iter_size > 1:
-            self.params[index].blob.diff[...] *= 1.0 / self.param.iter_size
+            self.learnable[index].blob.diff[...] *= 1.0 / self.param.iter_size
 
     def regularize(self, index):
-        entry = self.params[index]
+        entry = self.learnable[index]
         decay = self.param.weight_decay * entry.decay_mult
         if not decay:
             return

@@ -30,7 +30,7 @@ class SGDSolver(Solver):
     history_sets = 1
 
     def compute_update_value(self, index, local_rate):
-        diff = self.params[index].blob.diff
+        diff = self.learnable[index].blob.diff
         history = self.history[index]
         history *= self.param.momentum
         history += local_rate * diff
@@ -43,7 +43,7 @@ class NesterovSolver(Solver):
 
     def compute_update_value(self, index, local_rate):
         momentum = self.param.momentum
-        diff = self.params[index].blob.diff
+        diff = self.learnable[index].blob.diff
         history = self.history[index]
         previous = history.copy()
         history *= momentum
@@ -60,7 +60,7 @@ class AdaGradSolver(Solver):
             self.fail("AdaGrad does not use momentum; set momentum: 0")
 
     def compute_update_value(self, index, local_rate):
-        diff = self.params[index].blob.diff
+        diff = self.learnable[index].blob.diff
         history = self.history[index]
         history += diff * diff
         diff[...] = local_rate * diff / (np.sqrt(history) + self.param.delta)
@@ -78,7 +78,7 @@ class RMSPropSolver(Solver):
 
     def compute_update_value(self, index, local_rate):
         decay = self.param.rms_decay
-        diff = self.params[index].blob.diff
+        diff = self.learnable[index].blob.diff
         history = self.history[index]
         history *= decay
         history += (1.0 - decay) * diff * diff
@@ -91,9 +91,9 @@ class AdaDeltaSolver(Solver):
 
     def compute_update_value(self, index, local_rate):
         momentum, delta = self.param.momentum, self.param.delta
-        diff = self.params[index].blob.diff
+        diff = self.learnable[index].blob.diff
         gradient_history = self.history[index]
-        update_history = self.history[index + len(self.params)]
+        update_history = self.history[index + len(self.learnable)]
         gradient_history *= momentum
         gradient_history += (1.0 - momentum) * diff * diff
         diff *= np.sqrt((update_history + delta) / (gradient_history + delta))
@@ -108,9 +108,9 @@ class AdamSolver(Solver):
 
     def compute_update_value(self, index, local_rate):
         beta1, beta2 = self.param.momentum, self.param.momentum2
-        diff = self.params[index].blob.diff
+        diff = self.learnable[index].blob.diff
         first = self.history[index]
-        second = self.history[index + len(self.params)]
+        second = self.history[index + len(self.learnable)]
         step = self.iter + 1
         correction = math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
         first *= beta1
