@@ -320,3 +320,22 @@ def test_solver_mode_gpu_without_a_device_falls_back_with_a_warning():
         solver = caffe.Solver(solver_param('type: "SGD" solver_mode: GPU'))
     assert caffe.mode.mode() == "cpu"
     solver.step(1)
+
+
+def test_shared_parameters_update_once_with_the_summed_gradient():
+    text = REGRESSION.replace("PARAMS", 'param { name: "w" } param { name: "b" }') + '''
+layer { name: "ip_twin" type: "InnerProduct" bottom: "x" top: "y2" param { name: "w" } param { name: "b" }
+  inner_product_param { num_output: 2 } }
+layer { name: "loss2" type: "EuclideanLoss" bottom: "y2" bottom: "t" top: "loss2" }
+'''
+    param = with_overrides('base_lr: 0.1 lr_policy: "fixed" display: 0 type: "SGD"', "")
+    parse_text(text, param.net_param)
+    solver = caffe.Solver(param)
+    solver.net.blobs["x"].data[...] = X
+    solver.net.blobs["t"].data[...] = T
+    assert len(solver.learnable) == 2                     # the twin's blobs are the owner's
+    weight, bias = (blob.data.astype(np.float64) for blob in solver.net.params["ip"])
+    solver.step(1)
+    grad_w, grad_b = gradients(weight, bias)
+    np.testing.assert_allclose(solver.net.params["ip"][0].data, weight - 0.1 * 2 * grad_w, rtol=1e-5, atol=1e-7)
+    assert solver.net.params["ip_twin"][0] is solver.net.params["ip"][0]
