@@ -168,6 +168,107 @@ def upgrade(source, target, kind):
         click.echo(f"{source} is already in the current {detected} format; copied to {target}")
 
 
+@main.command()
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--layer", "layers", multiple=True, metavar="NAME", help="Check only this layer (repeat for several).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="A .caffemodel to load (by layer name).")
+@click.option("--phase", type=_PHASES, default="TRAIN", show_default=True, help="Phase to build the net in.")
+@click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
+@click.option("--stage", "stages", multiple=True, help="NetState stage (repeat for several).")
+@click.option("--stepsize", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Finite-difference step.")
+@click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True,
+              help="Largest error that passes: |analytic - numeric| / max(|analytic|, |numeric|, 1).")
+@click.option("--seed", type=int, default=1701, show_default=True, help="Seed of fillers, inputs and top weights.")
+@click.pass_context
+def gradcheck(ctx, net, layers, weights, phase, level, stages, stepsize, threshold, seed):
+    """Check the gradients of NET's layers (Python layers included) by finite differences.
+
+    The net runs in float64 with seeded random inputs. For each layer (or each
+    --layer), every bottom that takes a gradient and every parameter that
+    learns is compared with central differences; one line each gives the
+    largest error and pass/FAIL. Exits 1 if any check fails.
+    """
+    from .gradcheck import gradcheck_net, report_lines
+
+    results = gradcheck_net(net, layers=layers, weights=weights, phase=phase.upper(), level=level,
+                            stages=stages, stepsize=stepsize, threshold=threshold, seed=seed)
+    for line in report_lines(results, threshold):
+        click.echo(line)
+    if not all(result.passed for result in results):
+        ctx.exit(1)
+
+
+_EFFECTS = click.Choice(["stop", "snapshot", "none"])
+
+
+@main.command(name="train")
+@click.argument("solver_file", required=False, type=click.Path(dir_okay=False))
+@click.option("--solver", "solver_option", type=click.Path(dir_okay=False), help="The solver .prototxt.")
+@click.option("--weights", help="Pretrained .caffemodel(s), comma-separated, copied by layer name (fine-tuning).")
+@click.option("--snapshot", type=click.Path(dir_okay=False), help="A .solverstate to resume from.")
+@click.option("--gpu", help="GPU id to train on ('all' takes the first); CPU when absent.")
+@click.option("--level", type=int, default=0, show_default=True, help="Train net state level.")
+@click.option("--stage", "stages", multiple=True, help="Train net state stage (repeat for several).")
+@click.option("--sigint-effect", type=_EFFECTS, default="stop", show_default=True, help="What Ctrl-C does.")
+@click.option("--sighup-effect", type=_EFFECTS, default="snapshot", show_default=True, help="What SIGHUP does.")
+@click.option("--no-nan-check", is_flag=True, help="Keep training through NaN/Inf (Caffe's behaviour).")
+def train_command(solver_file, solver_option, weights, snapshot, gpu, level, stages, sigint_effect, sighup_effect,
+                  no_nan_check):
+    """Train with a solver, as `caffe train`: SOLVER_FILE or --solver.
+
+    Logs Caffe's lines with glog's prefix on stderr (parse_log.py reads them),
+    with a progress line on a terminal. SIGINT stops (snapshotting if
+    snapshot_after_train), SIGHUP snapshots and goes on, unless the
+    --sig*-effect flags say otherwise. A NaN or Inf stops training with an
+    error naming the first layer where it appeared.
+    """
+    from .logs import setup_logging
+    from .train import train
+
+    path = solver_option or solver_file
+    if not path:
+        raise click.UsageError("give the solver: minicaffe train SOLVER or --solver SOLVER")
+    setup_logging()
+    train(path, weights=weights, snapshot=snapshot, gpu=gpu, level=level, stages=stages,
+          sigint_effect=sigint_effect, sighup_effect=sighup_effect, nan_check=not no_nan_check)
+
+
+@main.command(name="test")
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="The net .prototxt (TEST phase).")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="Trained .caffemodel(.h5).")
+@click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="Batches to score.")
+@click.option("--gpu", help="GPU id; CPU when absent.")
+@click.option("--level", type=int, default=0, show_default=True)
+@click.option("--stage", "stages", multiple=True)
+def test_command(model, weights, iterations, gpu, level, stages):
+    """Score a trained model, as `caffe test`: `Batch i, NAME = V` lines, then the averages."""
+    from .logs import setup_logging
+    from .train import test
+
+    setup_logging()
+    test(model, weights, iterations=iterations, gpu=gpu, level=level, stages=stages)
+
+
+@main.command(name="time")
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Timed Forward-Backward passes (after one untimed pass).")
+@click.option("--phase", type=_PHASES, default="TRAIN", show_default=True, help="Phase to build the net in.")
+@click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
+@click.option("--stage", "stages", multiple=True, help="NetState stage (repeat for several).")
+@click.option("--gpu", "gpu_id", type=int, default=None, metavar="ID",
+              help="Run in GPU mode on device ID (layers without GPU kernels run on the CPU).")
+def time_command(net, iterations, phase, level, stages, gpu_id):
+    """Time NET's layers, as `caffe time`: average forward and backward per layer,
+    then the average Forward pass, Backward pass, Forward-Backward, and the total."""
+    from .timing import run_time
+
+    _select_device(gpu_id)
+    for line in run_time(net, iterations=iterations, phase=phase.upper(), level=level, stages=stages):
+        click.echo(line)
+
+
 # New commands go above this line: one small decorated function each, calling the library.
 
 

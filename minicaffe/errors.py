@@ -76,6 +76,15 @@ class UpgradeError(MinicaffeError):
     """A legacy (V0/V1) net or solver that cannot be upgraded to the current format."""
 
 
+class NonFiniteError(MinicaffeError):
+    """Training produced a NaN or Inf: names the first layer and blob where it appeared, and the iteration."""
+
+    def __init__(self, message, layer=None, iteration=None):
+        self.layer = layer
+        self.iteration = iteration
+        super().__init__(message)
+
+
 class MinicaffeWarning(UserWarning):
     """A net that runs, but not as its author may expect (an option that has no effect)."""
 

@@ -35,6 +35,7 @@ class Net:
                  input_shapes=None, shape_inference=False):
         phase, weights = _constructor_args(args, phase, weights)
         self._shape_inference = shape_inference
+        self.debug_info = False     # Caffe's debug_info: log per-layer magnitudes in Forward and Backward
         self.dtype = np.dtype(dtype)
         if isinstance(model, caffe_pb2.NetParameter):
             from .proto.upgrade import upgrade_net
@@ -46,6 +47,9 @@ class Net:
             from .proto.text import read_net
             net_param = read_net(model)
             self._source = os.fspath(model)
+        # Python layers also look for their module in the prototxt's folder (None: no file).
+        self._model_dir = (None if isinstance(model, caffe_pb2.NetParameter)
+                           else os.path.dirname(os.path.abspath(self._source)))
         if input_shapes:
             _override_input_shapes(net_param, input_shapes)
         self.plan = plan_net(net_param, phase=phase, level=level, stages=stages or ())
@@ -127,9 +131,11 @@ class Net:
 
     def _create_layer(self, planned):
         """The layer object; under shape inference, a placeholder when it cannot be created here."""
+        from .layers.python_layer import model_folder
         from .memory import ShapeUnknown
         try:
-            return create_layer(planned.param, phase=self.phase, dtype=self.dtype)
+            with model_folder(self._model_dir):
+                return create_layer(planned.param, phase=self.phase, dtype=self.dtype)
         except ShapeUnknown as exc:
             if not self._shape_inference:
                 raise
@@ -230,6 +236,12 @@ class Net:
         loss = 0.0
         for i in range(start, end + 1):
             loss += self._layers[i].run_forward(self._bottom_vecs[i], self._top_vecs[i])
+            if self.debug_info:
+                self._log_debug("Forward", i)
+            if self._layers[i].top_shapes_from_data:      # Filter: later layers see the new shapes
+                for j in range(i + 1, len(self._layers)):
+                    self._layers[j].reshape(self._bottom_vecs[j], self._top_vecs[j])
+                    self._layers[j].seed_loss_weights(self._top_vecs[j])
         return loss
 
     def backward_from_to(self, start: int, end: int) -> None:
@@ -237,6 +249,30 @@ class Net:
         for i in range(start, end - 1, -1):
             if self._layer_need_backward[i]:
                 self._layers[i].run_backward(self._top_vecs[i], self._bottom_need_backward[i], self._bottom_vecs[i])
+                if self.debug_info:
+                    self._log_debug("Backward", i)
+
+    def _log_debug(self, direction, index):
+        """Caffe's debug_info lines: the mean absolute value of each top (Forward) or bottom diff (Backward)."""
+        import logging
+        log = logging.getLogger("minicaffe")
+        layer, planned = self._layers[index], self.plan.layers[index]
+        if direction == "Forward":
+            for name in planned.tops:
+                values = self._blobs[name].read_data()
+                log.info("    [Forward] Layer %s, top blob %s data: %.6g", layer.name, name, np.abs(values).mean())
+            for param_index, blob in enumerate(layer.blobs):
+                log.info("    [Forward] Layer %s, param blob %d data: %.6g", layer.name, param_index,
+                         np.abs(blob.read_data()).mean())
+            return
+        for name, needed in zip(planned.bottoms, self._bottom_need_backward[index]):
+            if needed:
+                log.info("    [Backward] Layer %s, bottom blob %s diff: %.6g", layer.name, name,
+                         np.abs(self._blobs[name].read_diff()).mean())
+        for param_index, blob in enumerate(layer.blobs):
+            if layer.param_propagate_down[param_index]:
+                log.info("    [Backward] Layer %s, param blob %d diff: %.6g", layer.name, param_index,
+                         np.abs(blob.read_diff()).mean())
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
         """pycaffe's ``forward``: set inputs from ``kwargs``, run Forward, return outputs.

@@ -53,9 +53,9 @@ def test_check_prints_shapes_params_and_backward_per_phase():
     assert train.output.rstrip().endswith("OK")
     test = run("check", MLP, "--phase", "test")
     assert test.exit_code == 0, test.output
-    assert "activity" not in test.output and "_split" not in test.output  # TRAIN-only loss: no split either
+    assert "state: phase TEST" in test.output
     assert "hidden -> hidden (in place) (32x32)" in test.output
-    assert "outputs: loss (scalar)" in test.output
+    assert "outputs: activity (scalar), loss (scalar)" in test.output
 
 
 def test_check_allocates_no_blob_memory(monkeypatch):

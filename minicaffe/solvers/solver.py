@@ -42,7 +42,7 @@ class Solver:
     type_name = None
     history_sets = 1
 
-    def __new__(cls, solver=None, *args, **kwargs):
+    def __new__(cls, solver=None, *args, **kwargs):  # noqa: D102 - picks the subclass
         if cls is Solver:
             from .updates import SOLVER_TYPES
             param = _read_param(solver)
@@ -53,9 +53,11 @@ class Solver:
                                      f"(known: {', '.join(SOLVER_TYPES)})") from None
         return super().__new__(cls)
 
-    def __init__(self, solver, dtype=np.float32):
+    def __init__(self, solver, dtype=np.float32, source=None):
+        """``solver``: a solver .prototxt path or a SolverParameter; ``source`` names the file a
+        SolverParameter came from (relative net paths and the default snapshot prefix use it)."""
         self.param = _read_param(solver)
-        self.source = solver if isinstance(solver, (str, os.PathLike)) else None
+        self.source = solver if isinstance(solver, (str, os.PathLike)) else source
         if self.type_name is not None and self.param.type != self.type_name:
             log.info("solver file names type %s; building %s as asked", self.param.type, self.type_name)
         _fill_snapshot_prefix(self.param, self.source)
@@ -76,6 +78,8 @@ class Solver:
         self._callbacks = []
         self.requested_action = None   # "stop" or "snapshot", set by signal handlers
         self.requested_early_exit = False
+        # Stop at the first NaN/Inf in the loss or a parameter, naming the layer (Caffe trains on silently).
+        self.nan_check = True
 
     # ------------------------------------------------------------ construction
     def check_parameters(self):
@@ -181,10 +185,13 @@ class Solver:
                 if on_start:
                     on_start()
             display = self.param.display and self.iter % self.param.display == 0
+            self.net.debug_info = bool(display and self.param.debug_info)
             loss = 0.0
             for _ in range(max(1, self.param.iter_size)):
                 loss += self.net.forward_backward()
             loss /= max(1, self.param.iter_size)
+            if self.nan_check and not np.isfinite(loss):
+                raise _non_finite(self.net, self.iter, "the loss")
             self._update_smoothed_loss(loss, start_iter)
             if display:
                 lapse = time.perf_counter() - timer
@@ -198,6 +205,8 @@ class Solver:
                 if on_gradients_ready:
                     on_gradients_ready()
             self.apply_update()
+            if self.nan_check:
+                self._check_parameters_finite()
             self.iter += 1
             request = self.requested_action
             self.requested_action = None
@@ -286,6 +295,11 @@ class Solver:
             self.regularize(index)
             self.compute_update_value(index, rate * entry.lr_mult)
         self.net.update()
+
+    def _check_parameters_finite(self):
+        for entry in self.learnable:
+            if not np.isfinite(entry.blob.data).all():
+                raise _non_finite(self.net, self.iter, f"parameter {entry.index} of layer '{entry.layer}'")
 
     def clip_gradients(self):
         threshold = self.param.clip_gradients
@@ -403,6 +417,34 @@ class Solver:
 
     def __repr__(self):
         return f"<{type(self).__name__} iter={self.iter}>"
+
+
+def _non_finite(net, iteration, what):
+    """A NonFiniteError naming the first layer, in Forward then Backward order, whose output went non-finite."""
+    from ..errors import NonFiniteError
+    for planned, layer in zip(net.plan.layers, net.layers):
+        for name in planned.tops:
+            if not np.isfinite(net.blobs[name].read_data()).all():
+                return NonFiniteError(
+                    f"iteration {iteration}: {what} is not finite; the first non-finite value is in top '{name}' "
+                    f"of layer '{layer.name}' ({layer.type}), in Forward", layer=layer.name, iteration=iteration)
+    for index in range(len(net.layers) - 1, -1, -1):
+        layer, planned = net.layers[index], net.plan.layers[index]
+        if not net.layer_need_backward[index]:
+            continue
+        for param_index, blob in enumerate(layer.blobs):
+            if not np.isfinite(blob.read_diff()).all():
+                return NonFiniteError(
+                    f"iteration {iteration}: {what} is not finite; the first non-finite gradient is parameter "
+                    f"{param_index} of layer '{layer.name}' ({layer.type}), in Backward",
+                    layer=layer.name, iteration=iteration)
+        for name, needed in zip(planned.bottoms, net.bottom_need_backward[index]):
+            if needed and not np.isfinite(net.blobs[name].read_diff()).all():
+                return NonFiniteError(
+                    f"iteration {iteration}: {what} is not finite; the first non-finite gradient is bottom '{name}' "
+                    f"of layer '{layer.name}' ({layer.type}), in Backward", layer=layer.name, iteration=iteration)
+    return NonFiniteError(f"iteration {iteration}: {what} is not finite (the learning rate may be too high)",
+                          iteration=iteration)
 
 
 def _read_param(solver) -> "caffe_pb2.SolverParameter":
