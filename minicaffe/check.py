@@ -11,7 +11,6 @@ import numpy as np
 
 from .graph import phase_name
 from .net import Net
-from .proto.text import read_net
 
 
 def check_net(path, phase="TRAIN", level=0, stages=(), input_shapes=None) -> Net:
@@ -19,7 +18,7 @@ def check_net(path, phase="TRAIN", level=0, stages=(), input_shapes=None) -> Net
 
     Raises a MinicaffeError naming the file, layer or blob if the net is invalid.
     """
-    return Net(read_net(path), phase, level=level, stages=stages, input_shapes=input_shapes,
+    return Net(path, phase, level=level, stages=stages, input_shapes=input_shapes,
                shape_inference=True)
 
 

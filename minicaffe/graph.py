@@ -114,10 +114,26 @@ def is_loss_type(layer_type: str) -> bool:
 
 
 def default_loss_weights(layer: "caffe_pb2.LayerParameter") -> list:
-    """Loss weight per top when none is given: 1 on a loss layer's first top, else 0."""
+    """Loss weight per top when none is given: 1 on a loss layer's first top, else 0.
+
+    Loss layers are the ``*Loss`` types and the Python layers whose class name
+    ends in ``Loss`` or ``LossLayer`` (``python_param.layer``, or the CLASS a
+    ``.caffeinit`` registers for the type); BVLC Caffe gives the latter 0. That
+    implicit weight is logged (logger ``minicaffe``, INFO).
+    """
     weights = [0.0] * len(layer.top)
     if weights and is_loss_type(layer.type):
         weights[0] = 1.0
+    elif weights:
+        from .caffeinit import is_python_loss_class, python_class_name
+        class_name = python_class_name(layer)
+        if is_python_loss_class(class_name):
+            weights[0] = 1.0
+            import logging
+            logging.getLogger("minicaffe").info(
+                "layer '%s': Python layer class %s ends in Loss/LossLayer, so its first top '%s' gets the "
+                "implicit loss_weight 1 (BVLC Caffe gives 0; set loss_weight to choose)",
+                layer.name, class_name, layer.top[0])
     return weights
 
 

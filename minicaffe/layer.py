@@ -42,6 +42,9 @@ class Layer:
     never_backward_bottoms = ()
     # False for layers Caffe gives no Backward (Accuracy, ArgMax, Threshold...).
     has_backward = True
+    # True when Forward itself reshapes the tops from bottom values (Filter): the
+    # net then re-runs reshape for the layers after it, as Caffe reshapes before every Forward.
+    top_shapes_from_data = False
 
     def __init__(self, layer_param, phase=TRAIN, dtype=np.float32):
         self.layer_param = layer_param

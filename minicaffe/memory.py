@@ -47,3 +47,18 @@ def shapes_only():
         yield
     finally:
         _state.shapes_only = previous
+
+
+@contextmanager
+def memory_allowed():
+    """Inside :func:`shapes_only`, let one block use blob memory after all (zero-filled).
+
+    For code that expects arrays, not shapes: a Python layer's ``setup`` and
+    ``reshape`` (``np.zeros_like(bottom[0].data)``) run in it under ``check``.
+    """
+    previous = getattr(_state, "shapes_only", False)
+    _state.shapes_only = False
+    try:
+        yield
+    finally:
+        _state.shapes_only = previous

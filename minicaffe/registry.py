@@ -38,6 +38,11 @@ def layer_class(type_name: str, layer_name=None):
         return _LAYER_CLASSES[type_name]
     except KeyError:
         pass
+    # Fallback: a type registered in a .caffeinit (`python_layer NAME CLASS FILE`) is a
+    # Python layer; the "Python" factory finds its module and class from the type name.
+    from .caffeinit import find_python_layer
+    if find_python_layer(type_name) is not None:
+        return _LAYER_CLASSES["Python"]
     close = difflib.get_close_matches(type_name, list(_LAYER_CLASSES), n=3, cutoff=0.5)
     hint = ("; did you mean " + " or ".join(f"'{name}'" for name in close) + "?") if close else ""
     raise GraphError(f"unknown layer type '{type_name}'{hint} "

@@ -10,9 +10,17 @@ An element passes when ``|analytic - numeric| <= threshold * max(|analytic|,
 |numeric|, 1)``. Elements within ``kink_range`` of ``kink`` (e.g. ReLU at 0)
 are skipped, as Caffe does. The random generator is reseeded before every
 Forward, so random layers (Dropout) draw the same mask each time.
+
+By default the first mismatch raises :class:`GradientMismatch`. With
+``raise_on_mismatch=False`` every element is compared and nothing raises;
+either way ``checker.results`` lists, per blob compared by the last
+``check_layer``/``check_net`` call, a :class:`BlobCheck` with the largest
+error (``minicaffe gradcheck`` reports those).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,13 +31,28 @@ class GradientMismatch(AssertionError):
     """An analytic gradient that disagrees with the numeric one."""
 
 
+@dataclass
+class BlobCheck:
+    """One blob's comparison: ``max_error`` is the largest ``|analytic - numeric| / max(|a|, |n|, 1)``."""
+
+    label: str           # e.g. "layer 'ip' bottom 0"
+    part: str            # e.g. "bottom 0", "param 1", "blob 'data'"
+    checked: int         # elements compared (kinks skipped)
+    max_error: float
+    worst: str           # the element with the largest error, as the mismatch message gives it
+    passed: bool
+
+
 class GradientChecker:
-    def __init__(self, stepsize=1e-3, threshold=1e-6, seed=1701, kink=0.0, kink_range=-1.0):
+    def __init__(self, stepsize=1e-3, threshold=1e-6, seed=1701, kink=0.0, kink_range=-1.0,
+                 raise_on_mismatch=True):
         self.stepsize = stepsize
         self.threshold = threshold
         self.seed = seed
         self.kink = kink
         self.kink_range = kink_range
+        self.raise_on_mismatch = raise_on_mismatch
+        self.results = []
 
     # ---------------------------------------------------------------- layers
     def check_layer(self, layer, bottom, top, check_bottom=None, check_params=True, set_up=True):
@@ -38,6 +61,7 @@ class GradientChecker:
         ``check_bottom``: indices of bottoms to check (default: every bottom the
         layer allows a gradient for). Returns the number of elements checked.
         """
+        self.results = []
         if set_up:
             layer.set_up(bottom, top)
         if check_bottom is None:
@@ -69,7 +93,7 @@ class GradientChecker:
                         if layer.param_propagate_down[i]]
         count = 0
         for label, blob, analytic in checked:
-            count += self._compare(f"layer '{layer.name}' {label}", blob, analytic, objective)
+            count += self._compare(f"layer '{layer.name}' {label}", blob, analytic, objective, part=label)
         return count
 
     # ---------------------------------------------------------------- nets
@@ -79,6 +103,8 @@ class GradientChecker:
         ``blobs``: names of blobs to perturb (default: the net's inputs that need
         backward). Parameter diffs are cleared first, since Backward accumulates them.
         """
+        self.results = []
+
         def objective():
             set_random_seed(self.seed)
             return net.forward_from_to(0, len(net.layers) - 1)
@@ -94,7 +120,7 @@ class GradientChecker:
                 checked.append((f"param {blob.name}", blob, blob.diff.copy()))
         count = 0
         for label, blob, analytic in checked:
-            count += self._compare(f"net: {label}", blob, analytic, objective)
+            count += self._compare(f"net: {label}", blob, analytic, objective, part=label)
         return count
 
     # ---------------------------------------------------------------- internals
@@ -102,11 +128,13 @@ class GradientChecker:
         set_random_seed(self.seed)
         layer.run_forward(bottom, top)
 
-    def _compare(self, label, blob, analytic, objective):
+    def _compare(self, label, blob, analytic, objective, part=None):
         data = blob.data
         flat = data.reshape(-1)
         analytic = analytic.reshape(-1)
         checked = 0
+        result = BlobCheck(label, part or label, 0, 0.0, "", True)
+        self.results.append(result)
         for index in range(flat.size):
             feature = float(flat[index])
             if self.kink_range >= 0 and abs(feature - self.kink) <= self.kink_range:
@@ -119,21 +147,34 @@ class GradientChecker:
             numeric = (positive - negative) / (2.0 * self.stepsize)
             computed = float(analytic[index])
             scale = max(abs(computed), abs(numeric), 1.0)
-            if abs(computed - numeric) > self.threshold * scale:
-                raise GradientMismatch(
-                    f"{label}, element {tuple(int(i) for i in np.unravel_index(index, data.shape))}: analytic {computed:.8g} "
-                    f"vs numeric {numeric:.8g} (value {feature:.6g})")
+            error = abs(computed - numeric) / scale
+            # Written so that a NaN gradient (analytic or numeric) fails too.
+            failed = not abs(computed - numeric) <= self.threshold * scale
+            if error != error:
+                error = float("inf")
+            if failed or error > result.max_error or not result.worst:
+                where = (f"element {tuple(int(i) for i in np.unravel_index(index, data.shape))}: analytic "
+                         f"{computed:.8g} vs numeric {numeric:.8g} (value {feature:.6g})")
+                if failed and self.raise_on_mismatch:
+                    result.passed = False
+                    raise GradientMismatch(f"{label}, {where}")
+                if error > result.max_error or not result.worst:
+                    result.max_error, result.worst = error, where
+            result.passed = result.passed and not failed
             checked += 1
+            result.checked = checked
         objective()  # leave the tops as they were at the unperturbed point
         return checked
 
 
 def check_layer_gradient(layer, bottom, top, **kwargs):
     """Shorthand: ``GradientChecker(**options).check_layer(layer, bottom, top)``."""
-    options = {k: kwargs.pop(k) for k in ("stepsize", "threshold", "seed", "kink", "kink_range") if k in kwargs}
+    options = {k: kwargs.pop(k) for k in ("stepsize", "threshold", "seed", "kink", "kink_range", "raise_on_mismatch")
+               if k in kwargs}
     return GradientChecker(**options).check_layer(layer, bottom, top, **kwargs)
 
 
 def check_net_gradient(net, **kwargs):
-    options = {k: kwargs.pop(k) for k in ("stepsize", "threshold", "seed", "kink", "kink_range") if k in kwargs}
+    options = {k: kwargs.pop(k) for k in ("stepsize", "threshold", "seed", "kink", "kink_range", "raise_on_mismatch")
+               if k in kwargs}
     return GradientChecker(**options).check_net(net, **kwargs)
