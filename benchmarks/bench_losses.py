@@ -73,6 +73,32 @@ def euclidean_problem(shape, rng):
     return rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
 
 
+def binary_problem(shape, rng):
+    return rng.standard_normal(shape).astype(np.float32), rng.choice([-1.0, 1.0], size=shape).astype(np.float32)
+
+
+def probability_problem(shape, rng):
+    x, labels = softmax_problem(shape, rng)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32), labels
+
+
+def infogain_problem(shape, rng):
+    x, labels = softmax_problem(shape, rng)
+    return x, labels, rng.uniform(0, 1, size=(shape[1], shape[1])).astype(np.float32)
+
+
+def pair_problem(shape, rng):
+    a, b = euclidean_problem(shape, rng)
+    return a, (a + 0.02 * b).astype(np.float32), rng.integers(0, 2, size=shape[0]).astype(np.float32)
+
+
+def box_problem(shape, rng):
+    a, b = euclidean_problem(shape, rng)
+    inside = rng.integers(0, 2, size=shape).astype(np.float32)
+    return a, b, inside, rng.uniform(0, 1, size=shape).astype(np.float32)
+
+
 # ------------------------------------------------------------------ minicaffe
 
 def minicaffe_runner(text, arrays, on_gpu=False):
@@ -141,6 +167,82 @@ def numpy_euclidean(a, b):
     return run
 
 
+def numpy_hinge(x, labels):
+    def run():
+        rows, picked = np.arange(x.shape[0]), labels.astype(np.int64)
+        signed = x.copy()
+        signed[rows, picked] *= -1
+        t = np.maximum(0, 1 + signed)
+        grad = (t > 0).astype(x.dtype)
+        grad[rows, picked] *= -1
+        return t.sum() / x.shape[0], grad / x.shape[0]
+    return run
+
+
+def numpy_binary_hinge(x, y):
+    def run():
+        t = np.maximum(0, 1 - x * y)
+        return t.sum() / x.shape[0], -y * (t > 0) / x.shape[0]
+    return run
+
+
+def numpy_multinomial(prob, labels):
+    def run():
+        rows, picked = np.arange(prob.shape[0]), labels.astype(np.int64)
+        p = np.maximum(prob[rows, picked], 1e-20)
+        grad = np.zeros_like(prob)
+        grad[rows, picked] = -1 / p / prob.shape[0]
+        return -np.log(p).sum() / prob.shape[0], grad
+    return run
+
+
+def numpy_infogain(x, labels, H):
+    def run():
+        shifted = x - x.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        prob = exp / total
+        log_prob = np.maximum(shifted - np.log(total), np.log(1e-20))
+        flat_labels = labels.astype(np.int64)
+        keep = flat_labels != IGNORE
+        weights = np.moveaxis(H[np.where(keep, flat_labels, 0)], -1, 1) * keep[:, None]   # H[g] per location
+        count = max(1, int(keep.sum()))
+        loss = -(weights * log_prob).sum() / count
+        grad = (prob * weights.sum(axis=1, keepdims=True) - weights) / count
+        return loss, grad
+    return run
+
+
+def numpy_contrastive(a, b, similar):
+    def run():
+        difference = a - b
+        d2 = (difference * difference).sum(axis=1)
+        d = np.sqrt(d2)
+        gap = np.maximum(1 - d, 0)
+        loss = np.where(similar != 0, d2, gap * gap).sum() / a.shape[0] / 2
+        coefficient = np.where(similar != 0, 1, -gap / (d + 1e-4))
+        return loss, coefficient[:, None] * difference / a.shape[0]
+    return run
+
+
+def numpy_l1(a, b):
+    def run():
+        difference = a - b
+        return np.abs(difference).sum() / a.shape[0], np.sign(difference) / a.shape[0]
+    return run
+
+
+def numpy_smooth_l1(a, b, inside, outside, sigma2=9.0):
+    def run():
+        d = inside * (a - b)
+        magnitude = np.abs(d)
+        small = magnitude < 1 / sigma2
+        loss = (outside * np.where(small, 0.5 * sigma2 * d * d, magnitude - 0.5 / sigma2)).sum() / a.shape[0]
+        grad = outside * inside * np.where(small, sigma2 * d, np.sign(d)) / a.shape[0]
+        return loss, grad
+    return run
+
+
 # ------------------------------------------------------------------ PyTorch
 
 def torch_runner(kind, arrays):
@@ -156,6 +258,37 @@ def torch_runner(kind, arrays):
         # BATCH_SIZE normalization, as Caffe's default: sum over elements / N
         loss_fn = lambda: F.binary_cross_entropy_with_logits(  # noqa: E731
             a, t * weight, weight=weight, reduction="sum") / a.shape[0]
+    elif kind == "hinge":
+        signs = torch.ones_like(a).scatter_(1, torch.from_numpy(arrays[1].astype(np.int64))[:, None], -1.0)
+        loss_fn = lambda: torch.relu(1 + signs * a).sum() / a.shape[0]  # noqa: E731
+    elif kind == "binary_hinge":
+        y = torch.from_numpy(arrays[1])
+        loss_fn = lambda: torch.relu(1 - a * y).sum() / a.shape[0]  # noqa: E731
+    elif kind == "multinomial":
+        picked = torch.from_numpy(arrays[1].astype(np.int64))[:, None]
+        loss_fn = lambda: -torch.log(a.gather(1, picked).clamp_min(1e-20)).sum() / a.shape[0]  # noqa: E731
+    elif kind == "infogain":
+        labels = torch.from_numpy(arrays[1].astype(np.int64))
+        keep = labels != IGNORE
+        H = torch.from_numpy(arrays[2])
+        weights = torch.movedim(H[torch.where(keep, labels, 0)], -1, 1) * keep.unsqueeze(1)
+        count = max(1, int(keep.sum()))
+        loss_fn = lambda: -(weights * F.log_softmax(a, dim=1).clamp_min(np.log(1e-20))).sum() / count  # noqa: E731
+    elif kind == "contrastive":
+        b, similar = torch.from_numpy(arrays[1]), torch.from_numpy(arrays[2])
+
+        def loss_fn():
+            d2 = ((a - b) ** 2).sum(dim=1)
+            gap = torch.relu(1 - torch.sqrt(d2))
+            return torch.where(similar != 0, d2, gap * gap).sum() / a.shape[0] / 2
+    elif kind == "l1":
+        b = torch.from_numpy(arrays[1])
+        loss_fn = lambda: (a - b).abs().sum() / a.shape[0]  # noqa: E731
+    elif kind == "smooth_l1":
+        b, inside, outside = (torch.from_numpy(array) for array in arrays[1:])
+        # Fast R-CNN's sigma 3 is PyTorch's beta = 1 / sigma^2
+        loss_fn = lambda: (outside * F.smooth_l1_loss(  # noqa: E731
+            inside * a, inside * b, reduction="none", beta=1 / 9)).sum() / a.shape[0]
     else:
         b = torch.from_numpy(arrays[1])
         loss_fn = lambda: ((a - b) ** 2).sum() / a.shape[0] / 2  # noqa: E731
@@ -172,6 +305,18 @@ LOSSES = [
     ("SigmoidCrossEntropyLoss", "sigmoid", sigmoid_problem, numpy_sigmoid,
      'name: "l" type: "SigmoidCrossEntropyLoss" loss_param { ignore_label: 255 }'),
     ("EuclideanLoss", "euclidean", euclidean_problem, numpy_euclidean, 'name: "l" type: "EuclideanLoss"'),
+    # A sixth element lists the shapes where a loss makes sense (Caffe's class-index losses have no axis).
+    ("HingeLoss", "hinge", softmax_problem, numpy_hinge, 'name: "l" type: "HingeLoss"', [(64, 1000)]),
+    ("HingeLoss (binary)", "binary_hinge", binary_problem, numpy_binary_hinge, 'name: "l" type: "HingeLoss"'),
+    ("MultinomialLogisticLoss", "multinomial", probability_problem, numpy_multinomial,
+     'name: "l" type: "MultinomialLogisticLoss"', [(64, 1000)]),
+    ("InfogainLoss", "infogain", infogain_problem, numpy_infogain,
+     'name: "l" type: "InfogainLoss" loss_param { ignore_label: 255 }'),
+    ("ContrastiveLoss", "contrastive", pair_problem, numpy_contrastive, 'name: "l" type: "ContrastiveLoss"',
+     [(64, 1000)]),
+    ("L1Loss", "l1", euclidean_problem, numpy_l1, 'name: "l" type: "L1Loss"'),
+    ("SmoothL1Loss", "smooth_l1", box_problem, numpy_smooth_l1,
+     'name: "l" type: "SmoothL1Loss" smooth_l1_loss_param { sigma: 3 }'),
 ]
 SHAPES = [(64, 1000), (1, 21, 500, 500)]
 
@@ -197,8 +342,8 @@ def main(argv=None):
         torch_version, threads = None, 0
     rng = np.random.default_rng(0)
     rows = []
-    for name, kind, problem, numpy_fn, text in LOSSES:
-        for shape in SHAPES:
+    for name, kind, problem, numpy_fn, text, *shapes in LOSSES:
+        for shape in (shapes[0] if shapes else SHAPES):
             arrays = problem(shape, rng)
             mc = median_ms(minicaffe_runner(text, arrays), args.repeats)
             npy = median_ms(numpy_fn(*numpy_args(kind, arrays)), args.repeats)

@@ -18,6 +18,7 @@ from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,
                       get_solver)
 from .proto import caffe_pb2
 from .proto.text import parse_net, parse_solver, read_net, read_solver
+from .registry import known_types as layer_type_list  # pycaffe's caffe.layer_type_list()
 
 __version__ = "0.1.0"
 
@@ -26,5 +27,5 @@ __all__ = [
     "parse_net", "parse_solver", "plan_net", "read_net", "read_solver",
     "set_device", "set_mode_cpu", "set_mode_gpu",
     "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver",
-    "get_solver",
+    "get_solver", "layer_type_list",
 ]

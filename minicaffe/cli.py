@@ -269,6 +269,56 @@ def time_command(net, iterations, phase, level, stages, gpu_id):
         click.echo(line)
 
 
+def _progress(iterable, length=None, label=None):
+    return click.progressbar(iterable, length=length, label=label, file=sys.stderr)
+
+
+_BACKENDS = click.Choice(["lmdb", "leveldb"], case_sensitive=False)
+
+
+@main.command(name="convert-imageset")
+@click.argument("root")
+@click.argument("list_file", metavar="LIST", type=click.Path(dir_okay=False))
+@click.argument("db", type=click.Path())
+@click.option("--resize-height", type=click.IntRange(min=0), default=0, help="Resize images to this height (with --resize-width).")
+@click.option("--resize-width", type=click.IntRange(min=0), default=0, help="Resize images to this width (with --resize-height).")
+@click.option("--shuffle", is_flag=True, help="Shuffle the list before writing.")
+@click.option("--gray", is_flag=True, help="Read images as grey (1 channel) instead of colour (BGR).")
+@click.option("--encoded", is_flag=True, help="Store the encoded image files instead of raw pixels.")
+@click.option("--encode-type", default="", help="Encoding for --encoded (jpg, png, ...); default: each file's own.")
+@click.option("--check-size", is_flag=True, help="Fail unless every image has the same size.")
+@click.option("--backend", type=_BACKENDS, default="lmdb", show_default=True, help="Database to write.")
+def convert_imageset(root, list_file, db, resize_height, resize_width, shuffle, gray, encoded, encode_type,
+                     check_size, backend):
+    """Write the images in LIST (`path label` lines) to a new database DB (Caffe's convert_imageset).
+
+    ROOT is prefixed to each path as written (give a trailing slash). Keys are
+    `%08d_path`; images that cannot be read are skipped with a warning.
+    """
+    from .data.tools import convert_imageset as convert
+
+    result = convert(root, list_file, db, resize_height=resize_height, resize_width=resize_width, shuffle=shuffle,
+                     gray=gray, encoded=encoded, encode_type=encode_type, backend=backend.lower(),
+                     check_size=check_size, progress=_progress)
+    for path in result["skipped"]:
+        click.echo(f"minicaffe: warning: could not read image '{path}'; skipped", err=True)
+    click.echo(f"wrote {result['written']} records to {db}")
+
+
+@main.command(name="compute-mean")
+@click.argument("db", type=click.Path())
+@click.argument("mean_file", metavar="MEAN.binaryproto", type=click.Path(dir_okay=False))
+@click.option("--backend", type=_BACKENDS, default="lmdb", show_default=True, help="Database to read.")
+def compute_mean(db, mean_file, backend):
+    """Write the mean image of database DB as a .binaryproto (Caffe's compute_image_mean)."""
+    from .data.tools import compute_image_mean
+
+    mean, per_channel = compute_image_mean(db, mean_file, backend=backend.lower(), progress=_progress)
+    click.echo(f"wrote the {'x'.join(map(str, mean.shape))} mean image to {mean_file}")
+    for channel, value in enumerate(per_channel):
+        click.echo(f"mean_value channel [{channel}]: {value:g}")
+
+
 # New commands go above this line: one small decorated function each, calling the library.
 
 

@@ -233,3 +233,7 @@ def datum_to_array(datum: "caffe_pb2.Datum") -> np.ndarray:
     if len(datum.data):
         return np.frombuffer(datum.data, dtype=np.uint8).reshape(shape).copy()
     return np.array(datum.float_data, dtype=np.float32).reshape(shape)
+
+
+# pycaffe's image helpers (load_image, resize_image, oversample, Transformer) live in io_images.
+from .io_images import Transformer, load_image, oversample, resize_image  # noqa: E402,F401

@@ -379,6 +379,13 @@ class Net:
             layer.reshape(bottoms, tops)
             layer.seed_loss_weights(tops)
 
+    def set_input_arrays(self, data, labels):
+        """pycaffe's ``set_input_arrays``: give the net's first MemoryData layer its arrays."""
+        for layer in self._layers:
+            if layer.type == "MemoryData":
+                return layer.reset(data, labels)
+        raise MinicaffeError("set_input_arrays needs a MemoryData layer, and this net has none")
+
     def share_with(self, other: "Net"):
         """Share parameter data with ``other`` by layer name (Caffe's ShareTrainedLayersWith).
 

@@ -74,11 +74,19 @@ class PythonLayerError(MinicaffeError):
 
 @contextmanager
 def model_folder(folder):
-    """Within this block, Python layers also look for their module in ``folder`` (the prototxt's)."""
+    """Within this block, Python layers also look for their module in ``folder`` (the prototxt's).
+
+    ``None`` (a net given as a NetParameter) keeps the folder of an enclosing
+    block, so code that reads a prototxt and builds the Net from the message
+    (a solver) can name the folder around it.
+    """
+    if not folder:
+        yield
+        return
     stack = getattr(_context, "folders", None)
     if stack is None:
         stack = _context.folders = []
-    stack.append(os.path.abspath(folder) if folder else None)
+    stack.append(os.path.abspath(folder))
     try:
         yield
     finally:
@@ -146,7 +154,10 @@ class PythonLayer(Layer):
 def create_python_layer(layer_param, phase=TRAIN, dtype=np.float32):
     """Import the module, instantiate the class, set pycaffe's attributes, guard the user's methods."""
     user_class = load_layer_class(layer_param)
-    origin = _class_origin(user_class)
+    origin = f"class {user_class.__module__}.{user_class.__qualname__}"
+    where = getattr(sys.modules.get(user_class.__module__), "__file__", None)
+    if where:
+        origin += f" from {where}"
     try:
         layer = user_class(layer_param, phase=phase, dtype=dtype)
     except (PythonLayerError, ShapeUnknown):
@@ -182,13 +193,6 @@ def _guarded(layer, method_name, method, origin):
     call.__doc__ = method.__doc__
     call.__wrapped__ = method
     return call
-
-
-def _class_origin(user_class):
-    module = sys.modules.get(user_class.__module__)
-    where = getattr(module, "__file__", None)
-    text = f"class {user_class.__module__}.{user_class.__qualname__}"
-    return text + (f" from {where}" if where else "")
 
 
 # ---------------------------------------------------------------- finding the class
@@ -286,28 +290,34 @@ def _on_sys_path(folder):
             sys.path.remove(folder)
 
 
-def _load_file(module_name, path):
-    """The module in ``path`` (reloaded when the file changes); under ``module_name`` in sys.modules if free."""
+def _load_file(name, path):
+    """The module in ``path``, loaded once (again when the file changes).
+
+    It is ``sys.modules[name]`` unless that name is taken by another file; it is
+    then ``name__caffeinit`` (with a number if that is taken too), so a
+    registered FILE never replaces a module someone else imported.
+    """
     real = os.path.realpath(path)
     mtime = os.stat(real).st_mtime_ns
     cached = _file_modules.get(real)
     if cached is not None and cached[0] == mtime:
         return cached[1]
+    module_name, counter = name, 0
+    while module_name in sys.modules and getattr(sys.modules[module_name], "__file__", None) != real:
+        counter += 1
+        module_name = f"{name}__caffeinit" + (str(counter) if counter > 1 else "")
+    previous = sys.modules.get(module_name)
     spec = importlib.util.spec_from_file_location(module_name, real)
     module = importlib.util.module_from_spec(spec)
-    previous = sys.modules.get(module_name)
-    claim = previous is None or getattr(previous, "__file__", None) == real
-    if claim:
-        sys.modules[module_name] = module
+    sys.modules[module_name] = module
     try:
         with _on_sys_path(os.path.dirname(real)):
             spec.loader.exec_module(module)
     except BaseException:
-        if claim:
-            if previous is None:
-                sys.modules.pop(module_name, None)
-            else:
-                sys.modules[module_name] = previous
+        if previous is None:
+            sys.modules.pop(module_name, None)
+        else:
+            sys.modules[module_name] = previous
         raise
     _file_modules[real] = (mtime, module)
     return module

@@ -1,0 +1,275 @@
+"""Element-wise "neuron" layers: AbsVal, BNLL, ELU, Exp, Log, Power, Clip, Swish, Threshold.
+
+Each maps every element of one bottom to the same-shaped top, ``y = f(x)``,
+with gradient ``dx = dy * f'(x)``:
+
+- AbsVal: ``y = |x|``; ``f' = sign(x)`` (0 at 0). No in-place use (Caffe refuses it too).
+- BNLL: ``y = log(1 + exp(x))``, evaluated as ``max(x, 0) + log1p(exp(-|x|))``
+  (no overflow); ``f' = sigmoid(x)``.
+- ELU (``alpha``, default 1): ``y = x`` for ``x > 0``, else ``alpha * (exp(x) - 1)``;
+  ``f' = 1`` for ``x > 0``, else ``alpha * exp(x) = y + alpha`` (Caffe's form).
+- Exp (``base`` default -1 = e, ``scale`` 1, ``shift`` 0): ``y = base^(shift + scale * x)``;
+  ``f' = ln(base) * scale * y``.
+- Log (same parameters): ``y = log_base(shift + scale * x)``;
+  ``f' = scale / (ln(base) * (shift + scale * x))``.
+- Power (``power`` 1, ``scale`` 1, ``shift`` 0): ``y = (shift + scale * x)^power``;
+  ``f' = power * scale * (shift + scale * x)^(power - 1)``. When ``power * scale``
+  is 0 the output is the constant ``shift^power`` (1 when ``power`` is 0) and the
+  gradient 0, as in Caffe.
+- Clip (``min``, ``max``, both required): ``y = min(max(x, min), max)``;
+  ``f' = 1`` where ``min <= x <= max``, else 0.
+- Swish (``beta`` default 1): ``y = x * sigmoid(beta * x)``;
+  ``f' = beta * y + sigmoid(beta * x) * (1 - beta * y)``.
+- Threshold (``threshold`` default 0): ``y = 1`` where ``x > threshold``, else 0.
+  Caffe gives it no Backward: a gradient asked of it is an error.
+
+Layers whose gradient needs the input keep a copy of it when run in place.
+
+Deviations from Caffe: Power's gradient is computed as written above, where
+Caffe's ``power * y / x`` form gives NaN at ``x = 0`` (shift 0) although the
+derivative there is 0 for ``power > 1``. BNLL, Log, Power and Clip give the right
+gradient in place (Caffe's read the already overwritten bottom).
+"""
+
+import math
+
+import numpy as np
+
+from ..errors import GraphError
+from ..layer import Layer
+from ..registry import register
+
+
+def _sigmoid(x):
+    """``1 / (1 + exp(-x))`` without overflow, in x's dtype."""
+    z = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1, z) / (1 + z)
+
+
+class NeuronLayer(Layer):
+    """One bottom, one same-shaped top; subclasses give ``compute`` and ``derivative``."""
+
+    exact_bottoms = 1
+    exact_tops = 1
+    # True when the gradient reads the input: a copy is kept when run in place.
+    gradient_needs_input = False
+    allow_in_place = True
+
+    def setup(self, bottom, top):
+        if not self.allow_in_place and bottom[0] is top[0]:
+            raise GraphError(f"{self.type} does not allow in-place computation (its gradient needs the input)",
+                             layer=self.name)
+        self.configure()
+        self._saved_input = None
+
+    def configure(self):
+        """Read the layer's parameters."""
+
+    def reshape(self, bottom, top):
+        top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        if self.gradient_needs_input and bottom[0] is top[0]:
+            self._saved_input = x.copy()
+        top[0].data[...] = self.compute(x)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x = self._saved_input if bottom[0] is top[0] and self.gradient_needs_input else bottom[0].data
+        derivative = self.derivative(x, top[0].data)
+        np.multiply(top[0].diff, derivative, out=bottom[0].diff)
+
+    def const(self, value):
+        return self.dtype.type(value)
+
+
+@register("AbsVal")
+class AbsValLayer(NeuronLayer):
+    allow_in_place = False
+
+    def compute(self, x):
+        return np.abs(x)
+
+    def derivative(self, x, y):
+        return np.sign(x)
+
+
+@register("BNLL")
+class BNLLLayer(NeuronLayer):
+    gradient_needs_input = True
+
+    def compute(self, x):
+        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+    def derivative(self, x, y):
+        return _sigmoid(x)
+
+
+@register("ELU")
+class ELULayer(NeuronLayer):
+    def configure(self):
+        self.alpha = self.const(self.layer_param.elu_param.alpha)
+
+    def compute(self, x):
+        return np.where(x > 0, x, self.alpha * np.expm1(np.minimum(x, 0)))
+
+    def derivative(self, x, y):
+        # From the output alone (in place, x is y): y > 0 exactly where x > 0 (for alpha >= 0).
+        return np.where(y > 0, 1, y + self.alpha)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = self.compute(bottom[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            np.multiply(top[0].diff, self.derivative(None, top[0].data), out=bottom[0].diff)
+
+
+class _BaseParams(NeuronLayer):
+    """Exp and Log: ``base`` (-1 means e, else > 0), ``scale``, ``shift``."""
+
+    def configure(self):
+        param = self.params()
+        base = float(param.base)
+        if base != -1 and not base > 0:
+            raise GraphError(f"{self.type} base must be strictly positive (or -1 for e), got {base:g}",
+                             layer=self.name)
+        self.log_base = 1.0 if base == -1 else math.log(base)
+        self.base = math.e if base == -1 else base
+        self.scale = float(param.scale)
+        self.shift = float(param.shift)
+
+
+@register("Exp")
+class ExpLayer(_BaseParams):
+    def params(self):
+        return self.layer_param.exp_param
+
+    def configure(self):
+        super().configure()
+        self.inner_scale = self.const(self.log_base * self.scale)
+        self.outer_scale = self.const(1.0 if self.shift == 0 else math.exp(self.log_base * self.shift))
+
+    def compute(self, x):
+        y = np.exp(x * self.inner_scale)
+        if self.outer_scale != 1:
+            y *= self.outer_scale
+        return y
+
+    def derivative(self, x, y):
+        return y * self.inner_scale
+
+
+@register("Log")
+class LogLayer(_BaseParams):
+    gradient_needs_input = True
+
+    def params(self):
+        return self.layer_param.log_param
+
+    def configure(self):
+        super().configure()
+        if self.log_base == 0:
+            raise GraphError("Log base 1 has no logarithm (1 / log(base) is infinite)", layer=self.name)
+        self.base_scale = self.const(1.0 / self.log_base)
+
+    def _argument(self, x):
+        if self.scale == 1 and self.shift == 0:
+            return x
+        return x * self.const(self.scale) + self.const(self.shift)
+
+    def compute(self, x):
+        y = np.log(self._argument(x))
+        if self.base_scale != 1:
+            y *= self.base_scale
+        return y
+
+    def derivative(self, x, y):
+        return self.const(self.scale) * self.base_scale / self._argument(x)
+
+
+@register("Power")
+class PowerLayer(NeuronLayer):
+    gradient_needs_input = True
+
+    def configure(self):
+        param = self.layer_param.power_param
+        self.power = float(param.power)
+        self.scale = float(param.scale)
+        self.shift = float(param.shift)
+        self.diff_scale = self.power * self.scale
+
+    def _argument(self, x):
+        return x * self.const(self.scale) + self.const(self.shift)
+
+    def compute(self, x):
+        if self.diff_scale == 0:
+            value = 1.0 if self.power == 0 else self.shift ** self.power
+            return np.full(x.shape, value, dtype=x.dtype)
+        base = self._argument(x)
+        if self.power == 1:
+            return base
+        if self.power == 2:
+            return base * base
+        return np.power(base, self.const(self.power))
+
+    def derivative(self, x, y):
+        if self.diff_scale == 0 or self.power == 1:
+            return np.full(x.shape, self.diff_scale, dtype=x.dtype)
+        base = self._argument(x)
+        if self.power == 2:
+            return base * self.const(self.diff_scale)
+        return np.power(base, self.const(self.power - 1)) * self.const(self.diff_scale)
+
+
+@register("Clip")
+class ClipLayer(NeuronLayer):
+    gradient_needs_input = True
+
+    def configure(self):
+        param = self.layer_param.clip_param
+        missing = [name for name in ("min", "max") if not param.HasField(name)]
+        if missing:
+            raise GraphError(f"clip_param needs both min and max; {' and '.join(missing)} not given",
+                             layer=self.name)
+        if param.min > param.max:
+            raise GraphError(f"clip_param min {param.min:g} is above max {param.max:g}", layer=self.name)
+        self.low = self.const(param.min)
+        self.high = self.const(param.max)
+
+    def compute(self, x):
+        return np.clip(x, self.low, self.high)
+
+    def derivative(self, x, y):
+        return ((x >= self.low) & (x <= self.high)).astype(x.dtype)
+
+
+@register("Swish")
+class SwishLayer(NeuronLayer):
+    def configure(self):
+        self.beta = self.const(self.layer_param.swish_param.beta)
+        self.sigmoid = None
+
+    def compute(self, x):
+        self.sigmoid = _sigmoid(x * self.beta)
+        return x * self.sigmoid
+
+    def derivative(self, x, y):
+        beta_y = self.beta * y
+        return beta_y + self.sigmoid * (1 - beta_y)
+
+
+@register("Threshold")
+class ThresholdLayer(NeuronLayer):
+    has_backward = False
+
+    def configure(self):
+        self.threshold = self.const(self.layer_param.threshold_param.threshold)
+
+    def compute(self, x):
+        return (x > self.threshold).astype(x.dtype)
+
+    def backward(self, top, propagate_down, bottom):
+        pass  # run_backward refuses any gradient request first; with none asked there is nothing to do

@@ -1,0 +1,34 @@
+"""Parameter: a learned blob exposed as a top (no bottoms).
+
+``parameter_param.shape`` gives the blob's shape. The top shares the
+parameter's data and diff, as in Caffe: the gradient that reaches the top is the
+parameter's gradient, so Backward has nothing to do. The blob is not filled
+(zeros until weights are loaded or set).
+"""
+
+from ..layer import Layer
+from ..registry import register
+
+
+@register("Parameter")
+class ParameterLayer(Layer):
+    exact_bottoms = 0
+    exact_tops = 1
+
+    def setup(self, bottom, top):
+        self.blobs = [self.new_param_blob(self.layer_param.parameter_param.shape)]
+
+    def reshape(self, bottom, top):
+        self._share(top)
+
+    def _share(self, top):
+        # Re-shared on every Forward: loading weights or sharing params by name may replace blobs[0].
+        top[0].reshape(self.blobs[0].shape)
+        top[0].share_data(self.blobs[0])
+        top[0].share_diff(self.blobs[0])
+
+    def forward(self, bottom, top):
+        self._share(top)
+
+    def backward(self, top, propagate_down, bottom):
+        pass  # the top's diff is the parameter's diff

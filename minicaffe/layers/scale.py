@@ -1,0 +1,93 @@
+"""Scale: ``y = x * s`` (+ ``b`` with ``bias_term``), ``s`` broadcast as in Bias.
+
+``s`` comes from a second bottom or is a learned parameter blob lined up with
+``x`` from ``scale_param.axis`` (default 1); a learned ``s`` covers
+``num_axes`` axes (default 1; -1 = through the last axis; 0 = a scalar) and is
+filled by ``scale_param.filler`` (default constant 1). ``bias_term: true`` adds
+a learned bias (filled by ``bias_filler``, default constant 0) of the shape
+Caffe's internal Bias layer gives it: ``num_axes`` axes from ``axis``, or, when
+``s`` is a second bottom, as many axes as that bottom has. Parameter blobs, in
+Caffe's order (so ``.caffemodel`` files load): ``[scale, bias]`` with a learned
+scale, ``[bias]`` when the scale is a bottom.
+
+Viewing ``x`` as outer x dim x inner: ``y[o, d, i] = x[o, d, i] * s[d] + b[d]``.
+Gradients: ``dx = dy * s``; ``ds[d] = sum_{o,i} dy * x``; ``db[d] = sum_{o,i} dy``.
+Parameter diffs accumulate; a second bottom's diff is written. In place, the
+input is kept for ``ds``.
+
+Deviation from Caffe: when a learned ``s`` has as many elements as ``x``,
+Caffe overwrites its diff instead of accumulating; here it accumulates as every
+parameter diff does.
+"""
+
+import numpy as np
+
+from ..fillers import fill
+from ..layer import Layer
+from ..proto import caffe_pb2
+from ..registry import register
+from .bias import broadcast_layout, learned_operand_shape
+
+
+@register("Scale")
+class ScaleLayer(Layer):
+    min_bottoms = 1
+    max_bottoms = 2
+    exact_tops = 1
+
+    def setup(self, bottom, top):
+        param = self.layer_param.scale_param
+        self.blobs = []
+        if len(bottom) == 1:
+            shape = learned_operand_shape(self, bottom[0], param.axis, param.num_axes, "scale")
+            self.blobs.append(self.new_param_blob(shape))
+            filler = param.filler
+            if not param.HasField("filler"):
+                filler = caffe_pb2.FillerParameter(type="constant", value=1.0)
+            fill(self.blobs[0], filler, self.name)
+        self.bias_term = param.bias_term
+        if self.bias_term:
+            num_axes = bottom[1].ndim if len(bottom) > 1 else param.num_axes
+            shape = learned_operand_shape(self, bottom[0], param.axis, num_axes, "bias")
+            self.blobs.append(self.new_param_blob(shape))
+            fill(self.blobs[-1], param.bias_filler, self.name)
+        self._saved_input = None
+
+    def _scale(self, bottom):
+        return bottom[1] if len(bottom) > 1 else self.blobs[0]
+
+    def reshape(self, bottom, top):
+        axis = self.layer_param.scale_param.axis
+        self.layout = broadcast_layout(self, bottom[0], self._scale(bottom).shape, axis, "scale")
+        if self.bias_term:
+            self.bias_layout = broadcast_layout(self, bottom[0], self.blobs[-1].shape, axis, "bias")
+        top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom, top):
+        dim = self.layout[1]
+        x = bottom[0].data.reshape(self.layout)
+        if bottom[0] is top[0]:
+            self._saved_input = x.copy()       # ds needs x, which y overwrites
+        y = top[0].data.reshape(self.layout)
+        np.multiply(x, self._scale(bottom).data.reshape(1, dim, 1), out=y)
+        if self.bias_term:
+            y_bias = top[0].data.reshape(self.bias_layout)
+            y_bias += self.blobs[-1].data.reshape(1, self.bias_layout[1], 1)
+
+    def backward(self, top, propagate_down, bottom):
+        # Parameter and scale gradients first: in place, dx overwrites dy.
+        if self.bias_term and self.param_propagate_down[-1]:
+            dy = top[0].diff.reshape(self.bias_layout)
+            self.blobs[-1].diff.reshape(-1)[...] += dy.sum(axis=(0, 2))
+        learned = len(bottom) == 1
+        dy = top[0].diff.reshape(self.layout)
+        if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
+            x = self._saved_input if bottom[0] is top[0] else bottom[0].data.reshape(self.layout)
+            scale_grad = np.einsum("odi,odi->d", dy, x)
+            if learned:
+                self.blobs[0].diff.reshape(-1)[...] += scale_grad
+            else:
+                bottom[1].diff.reshape(-1)[...] = scale_grad
+        if propagate_down[0]:
+            scale = self._scale(bottom).data.reshape(1, self.layout[1], 1)
+            np.multiply(dy, scale, out=bottom[0].diff.reshape(self.layout))

@@ -1,0 +1,108 @@
+"""``minicaffe time``: layer-by-layer Forward and Backward timings of a net (Caffe's ``caffe time``).
+
+As Caffe: the net is built (TRAIN phase unless told otherwise), run Forward
+and Backward once untimed (for minicaffe, that pass also compiles the numba
+kernels), then ``iterations`` times with every layer's Forward and Backward
+timed on its own. The report gives each layer's average forward and backward
+time, then the average Forward pass, Backward pass and Forward-Backward per
+iteration, and the total. Backward runs the layers that need it, in reverse
+order, as ``Net.backward`` does. Parameter gradients accumulate over the
+iterations (no solver clears them), as in Caffe.
+
+In GPU mode each layer is followed by a device synchronization, so the time
+of its kernels is charged to it (Caffe times with CUDA events).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .mode import mode
+from .net import Net
+
+
+@dataclass
+class LayerTime:
+    name: str
+    type: str
+    forward_ms: float = 0.0
+    backward_ms: float = 0.0
+
+
+@dataclass
+class TimingReport:
+    """Average milliseconds per iteration; ``total_ms`` is the whole timed run."""
+
+    iterations: int
+    layers: list = field(default_factory=list)
+    forward_ms: float = 0.0
+    backward_ms: float = 0.0
+    forward_backward_ms: float = 0.0
+    total_ms: float = 0.0
+    initial_loss: float = 0.0
+
+
+def _synchronize():
+    if mode() == "gpu":
+        from numba import cuda
+        cuda.synchronize()
+
+
+def time_net(net, iterations=50) -> TimingReport:
+    """Time ``iterations`` Forward-Backward passes of ``net`` (a built Net), layer by layer."""
+    if iterations < 1:
+        raise ValueError("iterations must be at least 1")
+    count = len(net.layers)
+    # Untimed pass: Caffe's "Performing Forward" / "Performing Backward" (and numba's compilation).
+    initial_loss = net.forward_from_to(0, count - 1)
+    net.backward_from_to(count - 1, 0)
+    _synchronize()
+    forward = [0.0] * count
+    backward = [0.0] * count
+    forward_total = backward_total = 0.0
+    clock = time.perf_counter
+    run_start = clock()
+    for _ in range(iterations):
+        pass_start = clock()
+        for i in range(count):
+            start = clock()
+            net.forward_from_to(i, i)
+            _synchronize()
+            forward[i] += clock() - start
+        middle = clock()
+        forward_total += middle - pass_start
+        for i in range(count - 1, -1, -1):
+            start = clock()
+            net.backward_from_to(i, i)
+            _synchronize()
+            backward[i] += clock() - start
+        backward_total += clock() - middle
+    total = clock() - run_start
+    scale = 1e3 / iterations
+    layers = [LayerTime(layer.name, layer.type, forward[i] * scale, backward[i] * scale)
+              for i, layer in enumerate(net.layers)]
+    return TimingReport(iterations=iterations, layers=layers, forward_ms=forward_total * scale,
+                        backward_ms=backward_total * scale, forward_backward_ms=total * scale,
+                        total_ms=total * 1e3, initial_loss=initial_loss)
+
+
+def report_lines(report: TimingReport):
+    """Caffe's ``caffe time`` report: per-layer averages, then the per-pass averages and the total."""
+    yield f"Initial loss: {report.initial_loss:.6g}"
+    yield f"Average time per layer over {report.iterations} iteration(s):"
+    width = max([len(layer.name) for layer in report.layers] + [1])
+    for layer in report.layers:
+        yield f"{layer.name:>{width}}\tforward: {layer.forward_ms:.4g} ms."
+        yield f"{layer.name:>{width}}\tbackward: {layer.backward_ms:.4g} ms."
+    yield f"Average Forward pass: {report.forward_ms:.4g} ms."
+    yield f"Average Backward pass: {report.backward_ms:.4g} ms."
+    yield f"Average Forward-Backward: {report.forward_backward_ms:.4g} ms."
+    yield f"Total Time: {report.total_ms:.6g} ms."
+    yield "*** Benchmark ends ***"
+
+
+def run_time(path, iterations=50, phase="TRAIN", level=0, stages=()):
+    """Build the net at ``path`` and yield the lines of its timing report."""
+    net = Net(path, phase, level=level, stages=stages)
+    yield from report_lines(time_net(net, iterations))

@@ -1,0 +1,341 @@
+"""Pooling: output-size rule, MAX (mask top), AVE (padded divisor), STOCHASTIC, global, round_mode.
+
+Forward runs in float32 against a plain-numpy reference; gradients are checked
+in float64 by finite differences.
+"""
+
+import numpy as np
+import pytest
+
+from minicaffe.blob import Blob
+from minicaffe.errors import GraphError, ShapeError
+from minicaffe.fillers import set_random_seed
+from minicaffe.graph import TEST, TRAIN
+from minicaffe.memory import shapes_only
+from minicaffe.testing import GradientChecker, empty_blobs, layer_from_text, make_blobs, run_layer
+
+rng = np.random.default_rng(11)
+
+
+# ---------------------------------------------------------------- numpy reference
+
+def reference_extent(size, kernel, stride, pad, floor=False, padded=False):
+    """Caffe's rule, in integers: round the window count up (or down), then drop a last
+    window that would start inside the padding."""
+    span = size + 2 * pad - kernel
+    extent = (span // stride if floor else -(-span // stride)) + 1
+    if padded and (extent - 1) * stride >= size + pad:
+        extent -= 1
+    return extent
+
+
+def pool_reference(x, method, kernel, stride=(1, 1), pad=(0, 0), floor=False):
+    """(top, mask) of MAX / AVE / STOCHASTIC (TEST) pooling; mask holds h * W + w of the first maximum."""
+    num, channels, height, width = x.shape
+    padded = tuple(pad) != (0, 0)
+    pooled_h = reference_extent(height, kernel[0], stride[0], pad[0], floor, padded)
+    pooled_w = reference_extent(width, kernel[1], stride[1], pad[1], floor, padded)
+    top = np.zeros((num, channels, pooled_h, pooled_w))
+    mask = np.full(top.shape, -1)
+    for ph in range(pooled_h):
+        for pw in range(pooled_w):
+            h0, w0 = ph * stride[0] - pad[0], pw * stride[1] - pad[1]
+            h1, w1 = min(h0 + kernel[0], height + pad[0]), min(w0 + kernel[1], width + pad[1])
+            divisor = (h1 - h0) * (w1 - w0)
+            hs, he, ws, we = max(h0, 0), min(h1, height), max(w0, 0), min(w1, width)
+            window = x[:, :, hs:he, ws:we].reshape(num, channels, -1)
+            if method == "MAX":
+                arg = window.argmax(axis=-1)
+                top[:, :, ph, pw] = window.max(axis=-1)
+                mask[:, :, ph, pw] = (hs + arg // (we - ws)) * width + ws + arg % (we - ws)
+            elif method == "STOCHASTIC":             # TEST phase: sum(x^2) / sum(x), 0 unless sum(x) > 0
+                total = window.sum(axis=-1)
+                top[:, :, ph, pw] = np.where(total > 0, (window ** 2).sum(axis=-1) / np.where(total > 0, total, 1), 0)
+            else:
+                top[:, :, ph, pw] = window.sum(axis=-1) / divisor
+    return top, mask
+
+
+def pooling_text(params, name="pool"):
+    return f'name: "{name}" type: "Pooling" pooling_param {{ {params} }}'
+
+
+def distinct(shape, step=0.1):
+    """Values without ties (so MAX's argmax, and its gradient, are unambiguous)."""
+    count = int(np.prod(shape))
+    return (rng.permutation(count) - count / 2).reshape(shape) * step
+
+
+# ---------------------------------------------------------------- output sizes
+
+@pytest.mark.parametrize("params, in_hw, out_hw", [
+    ("pool: AVE kernel_size: 2 stride: 2 pad: 1", (5, 5), (3, 3)),      # ceil gives 4; the last would start in the padding
+    ("kernel_size: 3 stride: 2 pad: 1", (6, 6), (4, 4)),                 # ceil (floor would give 3)
+    ("kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR", (6, 6), (3, 3)),
+    ("kernel_size: 3 stride: 2", (6, 6), (3, 3)),                        # last window partial
+    ("kernel_size: 3 stride: 2 round_mode: FLOOR", (6, 6), (2, 2)),
+    ("kernel_size: 3 stride: 2", (55, 55), (27, 27)),                    # AlexNet pool1
+    ("kernel_size: 3 stride: 2", (13, 13), (6, 6)),                      # AlexNet pool5
+    ("kernel_h: 2 kernel_w: 3 stride_h: 1 stride_w: 2 pad_h: 0 pad_w: 1", (4, 7), (3, 4)),
+    ("pool: AVE global_pooling: true", (5, 4), (1, 1)),
+])
+def test_output_shape(params, in_hw, out_hw):
+    layer = layer_from_text(pooling_text(params), dtype=np.float32)
+    bottom = [Blob((2, 3) + in_hw, dtype=np.float32)]
+    top = empty_blobs(1, dtype=np.float32)
+    with shapes_only():                      # the shape rule `check` uses: no data read, nothing allocated
+        layer.set_up(bottom, top)
+    assert top[0].shape == (2, 3) + out_hw
+    assert not bottom[0].allocated and not top[0].allocated
+
+
+def test_mask_top_shape_and_reshape():
+    layer = layer_from_text(pooling_text("kernel_size: 2 stride: 2"), dtype=np.float32)
+    bottom, top = run_layer(layer, [distinct((1, 2, 4, 6))], num_tops=2)
+    assert top[0].shape == top[1].shape == (1, 2, 2, 3)
+    bottom[0].reshape(3, 2, 6, 6)
+    layer.reshape(bottom, top)
+    assert top[0].shape == top[1].shape == (3, 2, 3, 3)
+
+
+# ---------------------------------------------------------------- hand-written values (Caffe's own tests)
+
+def test_max_square_values_and_mask():
+    plane = np.array([[1, 2, 5, 2, 3], [9, 4, 1, 4, 8], [1, 2, 5, 2, 3]], dtype=np.float32)
+    layer = layer_from_text(pooling_text("pool: MAX kernel_size: 2"), dtype=np.float32)
+    _, top = run_layer(layer, [np.broadcast_to(plane, (2, 2, 3, 5))], num_tops=2)
+    np.testing.assert_array_equal(top[0].data, np.broadcast_to([[9, 5, 5, 8], [9, 5, 5, 8]], (2, 2, 2, 4)))
+    np.testing.assert_array_equal(top[1].data, np.broadcast_to([[5, 2, 2, 9], [5, 12, 12, 9]], (2, 2, 2, 4)))
+
+
+MAGIC6 = np.array([[35, 1, 6, 26, 19, 24], [3, 32, 7, 21, 23, 25], [31, 9, 2, 22, 27, 20],
+                   [8, 28, 33, 17, 10, 15], [30, 5, 34, 12, 14, 16], [4, 36, 29, 13, 18, 11]], dtype=np.float32)
+
+
+def test_max_rectangular_values_and_mask():
+    layer = layer_from_text(pooling_text("pool: MAX kernel_h: 3 kernel_w: 2"), dtype=np.float32)
+    _, top = run_layer(layer, [np.broadcast_to(MAGIC6, (2, 2, 6, 6))], num_tops=2)
+    expected = [[35, 32, 26, 27, 27], [32, 33, 33, 27, 27], [31, 34, 34, 27, 27], [36, 36, 34, 18, 18]]
+    mask = [[0, 7, 3, 16, 16], [7, 20, 20, 16, 16], [12, 26, 26, 16, 16], [31, 31, 26, 34, 34]]
+    np.testing.assert_array_equal(top[0].data[1, 1], expected)
+    np.testing.assert_array_equal(top[1].data[0, 1], mask)
+
+
+def test_ave_padded_divisor_counts_padding():
+    layer = layer_from_text(pooling_text("pool: AVE kernel_size: 3 stride: 1 pad: 1"), dtype=np.float32)
+    _, top = run_layer(layer, [np.full((1, 1, 3, 3), 2.0)])
+    np.testing.assert_allclose(top[0].data[0, 0], [[8 / 9, 4 / 3, 8 / 9], [4 / 3, 2, 4 / 3], [8 / 9, 4 / 3, 8 / 9]],
+                               rtol=1e-6)
+
+
+def test_ave_divisor_clipped_at_padded_bounds():
+    # 6x6, kernel 3, stride 2, pad 1: the last window spans rows 5..7, of which row 7 is past the
+    # padding, so its divisor is 2 (rows) x 3 = 6 for a window summing 4 real cells.
+    layer = layer_from_text(pooling_text("pool: AVE kernel_size: 3 stride: 2 pad: 1"), dtype=np.float32)
+    _, top = run_layer(layer, [np.ones((1, 1, 6, 6))])
+    assert top[0].shape == (1, 1, 4, 4)
+    assert top[0].data[0, 0, 3, 3] == pytest.approx(1 / 4)
+    assert top[0].data[0, 0, 0, 0] == pytest.approx(4 / 9)
+    assert top[0].data[0, 0, 1, 1] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- float32 forward vs the reference
+
+GEOMETRIES = [
+    ("kernel_size: 2 stride: 2", (2,) * 2, (2,) * 2, (0, 0), False),
+    ("kernel_size: 3 stride: 2", (3, 3), (2, 2), (0, 0), False),
+    ("kernel_size: 3 stride: 2 pad: 1", (3, 3), (2, 2), (1, 1), False),
+    ("kernel_size: 2 stride: 2 pad: 1", (2, 2), (2, 2), (1, 1), False),
+    ("kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR", (3, 3), (2, 2), (1, 1), True),
+    ("kernel_h: 2 kernel_w: 3 stride_h: 1 stride_w: 2 pad_h: 0 pad_w: 1", (2, 3), (1, 2), (0, 1), False),
+    ("kernel_size: 3 stride: 1 pad: 2", (3, 3), (1, 1), (2, 2), False),
+]
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("params, kernel, stride, pad, floor", GEOMETRIES)
+def test_forward_matches_reference(method, params, kernel, stride, pad, floor):
+    x = distinct((2, 3, 7, 6))
+    layer = layer_from_text(pooling_text(f"pool: {method} {params}"), dtype=np.float32)
+    _, top = run_layer(layer, [x], num_tops=2 if method == "MAX" else 1)
+    expected, mask = pool_reference(x.astype(np.float32).astype(np.float64), method, kernel, stride, pad, floor)
+    assert top[0].shape == expected.shape
+    np.testing.assert_allclose(top[0].data, expected, rtol=1e-6, atol=1e-6)
+    if method == "MAX":
+        np.testing.assert_array_equal(top[1].data, mask)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+def test_global_pooling(method):
+    x = rng.standard_normal((2, 3, 5, 4))
+    layer = layer_from_text(pooling_text(f"pool: {method} global_pooling: true"), dtype=np.float32)
+    bottom, top = run_layer(layer, [x])
+    reduce = np.max if method == "MAX" else np.mean
+    np.testing.assert_allclose(top[0].data, reduce(x, axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
+    bottom[0].reshape(2, 3, 3, 7)                       # the kernel follows the input
+    layer.reshape(bottom, top)
+    assert top[0].shape == (2, 3, 1, 1)
+
+
+def test_max_follows_caffe_on_nan_and_ties():
+    x = np.array([[[[np.nan, 1.0], [1.0, -2.0]]]], dtype=np.float32)
+    layer = layer_from_text(pooling_text("kernel_size: 2"), dtype=np.float32)
+    _, top = run_layer(layer, [x], num_tops=2)
+    assert top[0].data.ravel()[0] == 1.0                # NaN never wins (Caffe compares with >)
+    assert top[1].data.ravel()[0] == 1.0                # of the tied 1.0s, the first in row-major order
+
+
+def test_empty_windows_are_harmless():
+    # stride > kernel without padding: the last window lies past the input (Caffe reads out of bounds)
+    x = distinct((1, 2, 4, 4))
+    for method in ("MAX", "AVE"):
+        layer = layer_from_text(pooling_text(f"pool: {method} kernel_size: 1 stride: 2"))
+        bottom, top = run_layer(layer, [x])
+        assert top[0].shape == (1, 2, 3, 3)
+        np.testing.assert_array_equal(top[0].data[:, :, :2, :2], x[:, :, ::2, ::2])
+        if method == "AVE":
+            assert np.all(top[0].data[:, :, 2, :] == 0)
+        top[0].diff[...] = 1.0
+        layer.run_backward(top, [True], bottom)
+        assert bottom[0].diff.sum() == 8                # only the real windows route gradient
+
+
+# ---------------------------------------------------------------- float64 gradient checks
+
+@pytest.mark.parametrize("params", [
+    "pool: MAX kernel_size: 3 stride: 2 pad: 1",
+    "pool: MAX kernel_h: 2 kernel_w: 3 stride_h: 1 stride_w: 2 pad_h: 0 pad_w: 1",
+    "pool: MAX global_pooling: true",
+    "pool: AVE kernel_size: 2 stride: 2 pad: 1",
+    "pool: AVE kernel_size: 3 stride: 2 pad: 1",
+    "pool: AVE kernel_size: 3 stride: 1 round_mode: FLOOR",
+    "pool: AVE global_pooling: true",
+])
+def test_gradient(params):
+    x = distinct((2, 2, 5, 5))
+    layer = layer_from_text(pooling_text(params))
+    checked = GradientChecker(stepsize=1e-3, threshold=1e-6).check_layer(layer, make_blobs(x), empty_blobs(1))
+    assert checked == x.size
+
+
+def test_max_gradient_with_mask_top_and_overlap():
+    # overlapping windows: a cell that is the max of several windows gets the sum of their gradients
+    x = distinct((1, 2, 5, 5))
+    layer = layer_from_text(pooling_text("pool: MAX kernel_size: 3 stride: 1"))
+    top = empty_blobs(2)
+    checker = GradientChecker()
+    checker.check_layer(layer, make_blobs(x), top)
+    bottom = make_blobs(x)
+    layer.reshape(bottom, top)
+    layer.run_forward(bottom, top)
+    top[0].diff[...] = 1.0
+    layer.run_backward(top, [True], bottom)
+    expected = np.zeros(x.size)
+    np.add.at(expected, (top[1].data.astype(int) + np.arange(2)[:, None, None] * 25).ravel(), 1.0)
+    np.testing.assert_array_equal(bottom[0].diff.ravel(), expected)
+
+
+# ---------------------------------------------------------------- STOCHASTIC
+
+def test_stochastic_test_phase_is_probability_weighted():
+    x = rng.uniform(0.1, 1.0, size=(2, 3, 6, 6))
+    x[0, 0, :3, :3] = 0.0                                # sum 0: output 0
+    layer = layer_from_text(pooling_text("pool: STOCHASTIC kernel_size: 3 stride: 3"), phase=TEST,
+                            dtype=np.float32)
+    _, top = run_layer(layer, [x])
+    x32 = x.astype(np.float32).astype(np.float64)
+    windows = x32.reshape(2, 3, 2, 3, 2, 3)
+    expected = (windows ** 2).sum(axis=(3, 5)) / np.maximum(windows.sum(axis=(3, 5)), 1e-30)
+    np.testing.assert_allclose(top[0].data, expected, rtol=1e-5)
+    assert top[0].data[0, 0, 0, 0] == 0
+
+
+def test_stochastic_with_padding_treats_padding_as_zeros():
+    # an extension: Caffe refuses padding for STOCHASTIC
+    x = rng.uniform(0.1, 1.0, size=(1, 2, 5, 5))
+    layer = layer_from_text(pooling_text("pool: STOCHASTIC kernel_size: 3 stride: 2 pad: 1"), phase=TEST,
+                            dtype=np.float32)
+    _, top = run_layer(layer, [x])
+    expected, _ = pool_reference(x.astype(np.float32).astype(np.float64), "STOCHASTIC", (3, 3), (2, 2), (1, 1))
+    assert top[0].shape == (1, 2, 3, 3)
+    np.testing.assert_allclose(top[0].data, expected, rtol=1e-5)
+
+
+def test_stochastic_train_samples_in_proportion():
+    values = np.array([[1.0, 2.0], [3.0, 4.0]])
+    x = np.broadcast_to(values, (4000, 2, 2, 2)).copy()
+    layer = layer_from_text(pooling_text("pool: STOCHASTIC kernel_size: 2"), phase=TRAIN, dtype=np.float32)
+    set_random_seed(5)
+    _, top = run_layer(layer, [x])
+    drawn = top[0].data.ravel()
+    frequencies = np.array([(drawn == v).mean() for v in values.ravel()])
+    np.testing.assert_allclose(frequencies, values.ravel() / values.sum(), atol=0.02)
+    assert frequencies.sum() == 1.0
+
+
+def test_stochastic_train_is_reproducible_and_routes_gradient():
+    x = rng.uniform(0.1, 1.0, size=(2, 2, 4, 4))
+    layer = layer_from_text(pooling_text("pool: STOCHASTIC kernel_size: 2 stride: 2"), phase=TRAIN)
+    set_random_seed(3)
+    bottom, top = run_layer(layer, [x])
+    first = top[0].data.copy()
+    set_random_seed(3)
+    layer.run_forward(bottom, top)
+    np.testing.assert_array_equal(top[0].data, first)
+    top[0].diff[...] = 1.0
+    layer.run_backward(top, [True], bottom)
+    # each output's gradient lands on one cell of its window, holding the sampled value
+    np.testing.assert_array_equal((bottom[0].diff != 0).reshape(2, 2, 2, 2, 2, 2).sum(axis=(3, 5)), 1)
+    picked = np.where(bottom[0].diff != 0, x, 0).reshape(2, 2, 2, 2, 2, 2).sum(axis=(3, 5))
+    np.testing.assert_array_equal(picked, first)
+
+
+@pytest.mark.parametrize("phase", [TRAIN, TEST])
+def test_stochastic_gradient(phase):
+    x = rng.uniform(0.2, 1.0, size=(1, 2, 5, 5))
+    layer = layer_from_text(pooling_text("pool: STOCHASTIC kernel_size: 3 stride: 2"), phase=phase)
+    checked = GradientChecker(stepsize=1e-4, threshold=1e-5).check_layer(layer, make_blobs(x), empty_blobs(1))
+    assert checked == x.size
+
+
+# ---------------------------------------------------------------- buffers and errors
+
+def test_mask_buffer_reused_across_iterations():
+    layer = layer_from_text(pooling_text("kernel_size: 2 stride: 2"), dtype=np.float32)
+    bottom, top = run_layer(layer, [distinct((2, 2, 4, 4))])
+    mask = layer.pooler.mask
+    bottom[0].data[...] = distinct((2, 2, 4, 4))
+    layer.run_forward(bottom, top)
+    assert layer.pooler.mask is mask
+
+
+@pytest.mark.parametrize("params, error, message", [
+    ("pool: MAX", GraphError, "kernel_size, or both kernel_h and kernel_w"),
+    ("kernel_size: 2 kernel_h: 2 kernel_w: 2", GraphError, "not both forms"),
+    ("kernel_h: 2", GraphError, "kernel_h and kernel_w"),
+    ("kernel_size: 2 pad: 1 pad_h: 1 pad_w: 1", GraphError, "pad, or both pad_h and pad_w"),
+    ("kernel_size: 2 stride_h: 2", GraphError, "stride, or both stride_h and stride_w"),
+    ("global_pooling: true kernel_size: 2", GraphError, "global_pooling"),
+    ("global_pooling: true stride: 2", GraphError, "pad 0 and stride 1"),
+    ("kernel_size: 2 pad: 2", GraphError, r"pad \(2, 2\) must be smaller than the kernel \(2, 2\)"),
+    ("kernel_size: 2 stride: 0", GraphError, "strides must be positive"),
+])
+def test_parameter_errors(params, error, message):
+    layer = layer_from_text(pooling_text(params))
+    with pytest.raises(error, match="layer 'pool'.*" + message):
+        layer.set_up(make_blobs(np.zeros((1, 1, 4, 4))), empty_blobs(1))
+
+
+def test_shape_errors():
+    layer = layer_from_text(pooling_text("kernel_size: 2"))
+    with pytest.raises(ShapeError, match=r"layer 'pool'.*4-D.*expected \(N, C, H, W\), got \(2, 3, 4\)"):
+        layer.set_up([Blob((2, 3, 4))], empty_blobs(1))
+    layer = layer_from_text(pooling_text("kernel_size: 5"))
+    with pytest.raises(ShapeError, match=r"layer 'pool'.*does not fit the bottom \(1, 1, 2, 2\)"):
+        layer.set_up([Blob((1, 1, 2, 2))], empty_blobs(1))
+    layer = layer_from_text(pooling_text("pool: AVE kernel_size: 2"))
+    with pytest.raises(GraphError, match="layer 'pool'.*only MAX pooling has a second top"):
+        layer.set_up([Blob((1, 1, 4, 4))], empty_blobs(2))
+    blob = Blob((1, 1, 4, 4))
+    with pytest.raises(GraphError, match="layer 'pool'.*in-place"):
+        layer_from_text(pooling_text("kernel_size: 1")).set_up([blob], [blob])
