@@ -1,6 +1,8 @@
 # minicaffe's two set-up commands (README): `make demo` and `make test`.
 # Both create .venv on first use; nothing is installed outside it.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,11 +10,12 @@ BIN    := $(VENV)/bin
 TEST_STAMP := $(VENV)/.installed-test
 BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP  := $(VENV)/.installed-dev
+DATA_STAMP := $(VENV)/.installed-data
 
 .PHONY: demo test proto check-proto clean help
 
 help:
-	@echo "make demo   - create .venv, install minicaffe, run the example job"
+	@echo "make demo   - create .venv, install minicaffe, train the digits example, print its test accuracy"
 	@echo "make test   - create .venv, install minicaffe[test], run the test suite"
 	@echo "make proto  - regenerate minicaffe/proto/caffe_pb2.py from caffe.proto"
 	@echo "make clean  - remove .venv and build debris"
@@ -29,14 +32,20 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $@ $(BASE_STAMP)
 
+$(DATA_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[data]'
+	@touch $@ $(BASE_STAMP)
+
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,dev]'
 	@touch $@ $(TEST_STAMP) $(BASE_STAMP)
 
-# Until training lands, the demo validates the example net and runs it forward.
-demo: $(BASE_STAMP)
-	$(BIN)/minicaffe check examples/mlp/mlp_regression.prototxt
-	$(BIN)/minicaffe forward examples/mlp/mlp_regression.prototxt --phase TRAIN --iterations 3
+# The demo trains a small LeNet on the handwritten digits shipped in examples/digits
+# (see its README) and prints the final test accuracy.
+demo: $(DATA_STAMP)
+	$(BIN)/python examples/digits/prepare_digits.py
+	$(BIN)/minicaffe train examples/digits/digits_solver.prototxt 2>&1 | tee examples/digits/data/train.log
+	$(BIN)/python examples/digits/report.py examples/digits/data/train.log
 
 # Two processes: numba reads NUMBA_ENABLE_CUDASIM when it is imported, so the
 # GPU kernels run under the simulator in their own run, and the rest of the

@@ -201,3 +201,25 @@ def test_debug_info_logs_per_layer_magnitudes(tmp_path):
     assert re.search(r"\[Forward\] Layer ip, param blob 0 data: [\d.e+-]+", text)
     assert re.search(r"\[Backward\] Layer loss, bottom blob y diff: [\d.e+-]+", text)
     assert re.search(r"\[Backward\] Layer ip, param blob 1 diff: [\d.e+-]+", text)
+
+
+def test_the_seeds_python_loss_trains_from_the_cli(tmp_path):
+    """Seed 001's MyCustomLossLayer, in a module beside the net (no PYTHONPATH), learns with no loss_weight."""
+    fixtures = os.path.join(os.path.dirname(__file__), "fixtures", "python_layers")
+    with open(os.path.join(fixtures, "my_custom_loss.py")) as handle:
+        (tmp_path / "my_custom_loss.py").write_text(handle.read())
+    (tmp_path / "net.prototxt").write_text('''name: "seed_loss"
+layer { name: "data" type: "DummyData" top: "data" top: "label" dummy_data_param {
+  shape { dim: 8 dim: 3 } shape { dim: 8 dim: 2 } data_filler { type: "gaussian" } data_filler { type: "constant" value: 0.5 } } }
+layer { name: "fc8" type: "InnerProduct" bottom: "data" top: "fc8" inner_product_param { num_output: 2
+  weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "constant" value: -1 } } }
+layer { name: "my_custom_loss" type: "Python" bottom: "fc8" bottom: "label" top: "loss"
+  python_param { module: "my_custom_loss" layer: "MyCustomLossLayer" } }
+''')
+    (tmp_path / "solver.prototxt").write_text(f'net: "{tmp_path}/net.prototxt"\nbase_lr: 0.05\nlr_policy: "fixed"\n'
+                                              'momentum: 0.9\ndisplay: 10\nmax_iter: 60\nrandom_seed: 4\n'
+                                              'snapshot_after_train: false\n')
+    result, text = run_cli("train", str(tmp_path / "solver.prototxt"))
+    assert result.exit_code == 0, text
+    losses = [float(value) for value in re.findall(r"Iteration \d+ \([^)]*\), loss = ([\d.e+-]+)", text)]
+    assert len(losses) == 6 and losses[-1] < losses[0] / 4, losses

@@ -103,14 +103,21 @@ class Solver:
                               MinicaffeWarning, stacklevel=3)
 
     def _net_param(self, path=None, message=None):
+        """(NetParameter, folder its Python layers' modules may sit in): the net file's, or the solver's."""
         if message is not None:
             net = caffe_pb2.NetParameter()
             net.CopyFrom(message)
             from ..proto.upgrade import upgrade_net
             upgrade_net(net, source="net_param")
-            return net
+            return net, os.path.dirname(os.path.abspath(self.source)) if self.source else None
         from ..proto.text import read_net
-        return read_net(_resolve(path, self.source))
+        resolved = _resolve(path, self.source)
+        return read_net(resolved), os.path.dirname(os.path.abspath(resolved))
+
+    def _build_net(self, net_param, folder, state):
+        from ..layers.python_layer import model_folder
+        with model_folder(folder):
+            return Net(net_param, phase=state.phase, level=state.level, dtype=self.dtype)
 
     def _train_net(self):
         param = self.param
@@ -119,19 +126,19 @@ class Solver:
         if sum(sources) != 1:
             self.fail("give exactly one of net, net_param, train_net, train_net_param")
         if param.HasField("train_net_param"):
-            net_param = self._net_param(message=param.train_net_param)
+            net_param, folder = self._net_param(message=param.train_net_param)
         elif param.HasField("train_net"):
-            net_param = self._net_param(param.train_net)
+            net_param, folder = self._net_param(param.train_net)
         elif param.HasField("net_param"):
-            net_param = self._net_param(message=param.net_param)
+            net_param, folder = self._net_param(message=param.net_param)
         else:
-            net_param = self._net_param(param.net)
+            net_param, folder = self._net_param(param.net)
         state = caffe_pb2.NetState(phase=TRAIN)
         state.MergeFrom(net_param.state)
         state.MergeFrom(param.train_state)
         net_param.state.CopyFrom(state)
         log.info("Creating training net")
-        return Net(net_param, phase=state.phase, level=state.level, dtype=self.dtype)
+        return self._build_net(net_param, folder, state)
 
     def _test_nets(self):
         param = self.param
@@ -149,14 +156,14 @@ class Solver:
         if sources and param.test_interval <= 0:
             self.fail("test nets need a positive test_interval")
         nets = []
-        for index, net_param in enumerate(sources):
+        for index, (net_param, folder) in enumerate(sources):
             state = caffe_pb2.NetState(phase=TEST)
             state.MergeFrom(net_param.state)
             if param.test_state:
                 state.MergeFrom(param.test_state[index])
             net_param.state.CopyFrom(state)
             log.info("Creating test net (#%d)", index)
-            nets.append(Net(net_param, phase=state.phase, level=state.level, dtype=self.dtype))
+            nets.append(self._build_net(net_param, folder, state))
         return nets
 
     # ------------------------------------------------------------ pycaffe API
