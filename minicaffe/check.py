@@ -45,8 +45,6 @@ def describe(net: Net) -> str:
         notes = []
         if layer.blobs:
             notes.append(f"params {sum(blob.count for blob in layer.blobs)}")
-        elif layer.name in net.skipped_layers:
-            notes.append("params ?")
         if need_backward:
             notes.append("backward")
         if planned.is_loss:
@@ -62,7 +60,7 @@ def describe(net: Net) -> str:
     known = [blob for name, blob in net.blobs.items() if name not in net.unknown_shapes]
     data_bytes = sum(blob.count for blob in known) * net.dtype.itemsize
     lines.append(f"parameters: {total:,} in {len(learnable)} blobs"
-                 + (" (some unknown: ? above)" if net.skipped_layers else ""))
+                 + (" (not counting the layers with ? shapes)" if net.skipped_layers else ""))
     lines.append(f"blob data: {format_bytes(data_bytes)} as {np.dtype(net.dtype).name} "
                  "(twice that with diffs)")
     for layer_name, reason in net.unknown_reasons.items():
