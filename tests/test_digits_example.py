@@ -35,3 +35,24 @@ def test_prepare_and_train_briefly(tmp_path, monkeypatch):
         losses.append(float(solver.net.blobs["loss"].data))
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) / 2
     assert solver.test(0)["accuracy"] > max(0.6, accuracy_before)
+
+
+def test_the_vae_example_trains_from_the_cli(tmp_path, monkeypatch):
+    import re
+
+    from click.testing import CliRunner
+
+    from minicaffe.cli import main
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(os.path.join(DIGITS, "prepare_digits.py"), run_name="prepare")["main"](str(tmp_path / "data"))
+    with open(os.path.join(EXAMPLES, "vae", "vae_net.prototxt")) as handle:
+        (tmp_path / "vae_net.prototxt").write_text(handle.read().replace("examples/digits/data", "data"))
+    with open(os.path.join(EXAMPLES, "vae", "vae_solver.prototxt")) as handle:
+        solver = handle.read().replace("examples/vae/vae_net.prototxt", "vae_net.prototxt")
+    (tmp_path / "solver.prototxt").write_text(solver.replace("max_iter: 400", "max_iter: 150"))
+    result = CliRunner().invoke(main, ["train", "solver.prototxt"])
+    assert result.exit_code == 0, result.output
+    losses = [float(v) for v in re.findall(r"Iteration \d+ \([^)]*\), loss = ([\d.e+-]+)", result.output)]
+    kl = [float(v) for v in re.findall(r"Train net output #\d+: kl = ([\d.e+-]+)", result.output)]
+    assert len(losses) == 3 and losses[-1] < 0.75 * losses[0], losses
+    assert kl and all(value >= 0 for value in kl)
