@@ -46,14 +46,18 @@ class PrefetchingDataLayer(Layer):
         try:
             self.source = self.open_source()
             shapes = self.initial_top_shapes(top)
-        except MissingDependency as exc:
-            if shape_inference_active():
+        except BaseException as exc:
+            if self.source is not None:
+                self.source.close()
+            if isinstance(exc, MissingDependency) and shape_inference_active():
                 raise ShapeUnknown(str(exc)) from None
             raise
         for blob, shape in zip(top, shapes):
             blob.reshape(shape)
         self._consumed = self.source.state()
-        if not shape_inference_active():
+        if shape_inference_active():
+            self.source.close()                   # shapes only: nothing more will be read
+        else:
             self._start()
 
     def positive_batch_size(self, value, field):
@@ -71,6 +75,7 @@ class PrefetchingDataLayer(Layer):
             batch = source.read_batch(count)
             if stack and batch.items and len({item.shape for item in batch.items}) == 1:
                 batch.stacked = np.stack(batch.items)
+                batch.items = list(batch.stacked)       # views: the decoded copies can go
             return batch
 
         self._prefetcher = Prefetcher(produce, self.prefetch_depth(), name=f"minicaffe-prefetch-{self.name}")
@@ -110,6 +115,13 @@ class PrefetchingDataLayer(Layer):
         self._consumed = self.source.state()
         if running:
             self._prefetcher.start()
+
+    # The names the solver's snapshots use (minicaffe/solvers/solver.py).
+    def cursor_state(self) -> dict:
+        return self.state()
+
+    def restore_cursor(self, state):
+        self.restore(state)
 
     def close(self):
         """Stop the prefetch thread and close the source."""

@@ -59,12 +59,9 @@ class Prefetcher:
                 item = (True, self._produce())
             except BaseException as exc:          # handed to the consumer, in order
                 item = (False, exc)
-            while not self._stopping.is_set():
-                try:
-                    self._queue.put(item, timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
+            if self._stopping.is_set():
+                return
+            self._queue.put(item)                 # blocks while full; stop() drains to release it
             if not item[0]:
                 return
 

@@ -76,18 +76,20 @@ class DatumSource:
     def read_batch(self, count) -> Batch:
         batch = Batch(labels=np.empty(count, dtype=np.int64))
         for index in range(count):
-            key, value = self._next_record()
-            what = self._what(key)
-            datum = self._parse(key, value)
-            if datum.encoded:
-                array = images.decode(datum.data, self.decode_mode, what, self.layer)
-            else:
-                array = self._raw_array(datum, what)
+            array, label, what = self.item(*self._next_record())
             batch.items.append(array)
-            batch.labels[index] = datum.label
+            batch.labels[index] = label
             batch.keys.append(what)
         batch.state = self.state()
         return batch
+
+    def item(self, key, value):
+        """One record as (C x H x W array, label, its description for errors)."""
+        what = self._what(key)
+        datum = self._parse(key, value)
+        if datum.encoded:
+            return images.decode(datum.data, self.decode_mode, what, self.layer), datum.label, what
+        return self._raw_array(datum, what), datum.label, what
 
     def _next_record(self):
         if self._records is None:
@@ -298,9 +300,12 @@ class HDF5Source:
     def _file(self, epoch, slot):
         return self.files[_order(len(self.files), self.seed, epoch)[slot]]
 
+    def first_file(self):
+        return self._file(0, 0)
+
     def first_shapes(self) -> list:
         """Each dataset's shape in the first file (from its metadata; no data is read)."""
-        path = self._file(0, 0)
+        path = self.first_file()
         with self._open(path) as handle:
             return [tuple(self._dataset(handle, path, name).shape) for name in self.datasets]
 

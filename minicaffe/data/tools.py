@@ -16,7 +16,7 @@ from ..fillers import rng
 from ..proto import caffe_pb2
 from . import images
 from .common import DataError, MissingDependency, require_path
-from .db import LMDB, Reader, Writer
+from .db import LMDB, Writer
 from .sources import DatumSource, read_image_list
 
 
@@ -106,27 +106,21 @@ def compute_image_mean(db_path, mean_path=None, *, backend=LMDB, progress=None):
     """
     db_path = require_path(db_path, "database")
     source = DatumSource(db_path, backend)
-    reader = Reader(db_path, backend)
+    reader = source.reader
     total, count, shape = None, 0, None
     wrap = progress or _quiet
     try:
         with wrap(reader.iterate(), length=reader.count(), label="computing mean") as records:
             for key, value in records:
-                datum = source._parse(key, value)
-                what = source._what(key)
-                if datum.encoded:
-                    array = images.decode(datum.data, images.NATIVE, what)
-                else:
-                    array = source._raw_array(datum, what)
+                array, _, what = source.item(key, value)
                 if total is None:
                     shape, total = array.shape, np.zeros(array.shape, dtype=np.float64)
                 elif array.shape != shape:
                     raise DataError(f"{what} is {array.shape}, but the first record is {shape}: every image "
-                                    "must have the same size", path=db_path, key=key)
+                                    "must have the same size", path=db_path)
                 total += array
                 count += 1
     finally:
-        reader.close()
         source.close()
     if count == 0:
         raise DataError(f"database '{db_path}' holds no records", path=db_path)

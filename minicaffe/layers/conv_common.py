@@ -11,23 +11,24 @@ channels) to a *conv output* (``Cout`` channels): Convolution's bottom is the
 conv input, Deconvolution's bottom the conv output. The weight blob is
 ``(Cout, Cin / group, *kernel)``, which is ``(num_output, channels / group, ...)``
 for Convolution and ``(channels, num_output / group, ...)`` for Deconvolution,
-as in Caffe. Three operations, on a chunk of images at a time:
+as in Caffe. Three operations, on a chunk of images at a time, with ``P`` the
+patch matrix (one row per output location of every image in the chunk, one
+column per (group, kernel tap, input channel); see :mod:`.im2col`) and ``Y``
+the conv output as a matrix (one row per location, one column per output
+channel):
 
-- apply: im2col of the conv input into a column buffer ``(Cin * taps, images
-  * locations)``, one matrix product per group ``W_g @ cols_g`` for all the
-  chunk's images at once, then the result moved to the images' layout (with
-  the bias added on the way).
-- transpose: the conv output moved to rows ``(Cout, images * locations)``, the
-  product ``W_g^T @ rows_g`` into the column buffer, then col2im (which sums
-  the overlapping columns back into the conv input).
-- weight gradient: ``dW_g += rows_g @ cols_g^T`` with the conv output's
-  gradient as rows and the conv input's columns.
+- apply: ``Y_g = P_g W_g^T`` for every group, then ``Y`` moved to the blob's
+  channels-first layout with the bias added on the way;
+- transpose: the conv output gathered into ``Y``, ``P_g = Y_g W_g``, then
+  row2im (which sums the overlapping patches back into the conv input);
+- weight gradient: ``dW_g += Y_g^T P_g`` with the conv output's gradient as
+  ``Y``.
 
 The groups are one stacked ``numpy.matmul`` call (BLAS per group, no Python
-loop over them). The chunk holds as many images as fit a few megabytes of
-columns, so the buffer stays in cache between im2col and the product; the
-buffers are kept on the layer and reused by every pass. The numba kernels run
-on one thread; the products use BLAS's threads.
+loop over them). A chunk holds as many images as fit a few megabytes of
+patches, so the buffer stays in cache between im2row and the product that
+reads it; all buffers are kept on the layer and reused by every pass. The
+numba kernels run on one thread; the products run on BLAS's threads.
 """
 
 from __future__ import annotations
@@ -37,48 +38,48 @@ import numpy as np
 from ..fillers import fill
 from ..kernels import cpu_kernel
 from ..layer import Layer
-from .im2col import ConvParamError, Im2colGeometry, conv_output_dims, parse_spatial_params
+from .im2col import ConvGeometry, ConvParamError, conv_output_dims, parse_spatial_params
 
 _U = np.uint64
 
-#: Bytes of column buffer per chunk of images. A few MB keeps the columns in the
-#: last-level cache between im2col and the matrix product that reads them.
+#: Bytes of patch matrix per chunk of images. A few MB keeps the patches in
+#: cache between im2row and the matrix product that reads them.
 COLUMN_BUDGET = 4 << 20
 
 
 @cpu_kernel
-def _rows_to_images(rows, channels, images, locations, out, bias, add_bias):
-    """out[n, c, p] = rows[c, n, p] (+ bias[c]): the product's layout back to the blob's."""
+def _locations_to_images(product, channels, images, locations, out, bias, add_bias):
+    """out[n, c, p] = product[n * locations + p, c] (+ bias[c]): the product's rows back to channels-first."""
     for n in range(images):
         for c in range(channels):
-            source = (c * images + n) * locations
             target = (n * channels + c) * locations
+            source = n * locations * channels + c
             if add_bias:
                 value = bias[c]
                 for p in range(locations):
-                    out[_U(target + p)] = rows[_U(source + p)] + value
+                    out[_U(target + p)] = product[_U(source + p * channels)] + value
             else:
                 for p in range(locations):
-                    out[_U(target + p)] = rows[_U(source + p)]
+                    out[_U(target + p)] = product[_U(source + p * channels)]
 
 
 @cpu_kernel
-def _images_to_rows(data, channels, images, locations, rows, sums, add_sums):
-    """rows[c, n, p] = data[n, c, p]; with ``add_sums``, also sums[c] += the sum over n and p."""
+def _images_to_locations(data, channels, images, locations, product, sums, add_sums):
+    """product[n * locations + p, c] = data[n, c, p]; with ``add_sums``, also sums[c] += the sum over n and p."""
     for n in range(images):
         for c in range(channels):
             source = (n * channels + c) * locations
-            target = (c * images + n) * locations
+            target = n * locations * channels + c
             if add_sums:
                 total = data[_U(source)] * 0
                 for p in range(locations):
                     value = data[_U(source + p)]
-                    rows[_U(target + p)] = value
+                    product[_U(target + p * channels)] = value
                     total += value
                 sums[c] += total
             else:
                 for p in range(locations):
-                    rows[_U(target + p)] = data[_U(source + p)]
+                    product[_U(target + p * channels)] = data[_U(source + p)]
 
 
 @cpu_kernel
@@ -180,12 +181,12 @@ class BaseConvolution(Layer):
             blob.reshape(top_shape)
         self.num = bottom[0].count_axes(0, axis)
         conv_in_dims, conv_out_dims = (out_dims, in_dims) if self.reverse else (in_dims, out_dims)
-        self.geometry = Im2colGeometry(self.conv_in_channels, conv_in_dims, conv_out_dims, self.kernel, self.stride,
-                                       self.pad, self.dilation, self.force_nd)
+        self.geometry = ConvGeometry(self.conv_in_channels, conv_in_dims, conv_out_dims, self.kernel, self.stride,
+                                     self.pad, self.dilation, self.group, self.force_nd)
         self.conv_in_size = self.geometry.image_size
         self.locations = self.geometry.locations
         self.conv_out_size = self.conv_out_channels * self.locations
-        per_image = max(1, self.geometry.rows * self.locations * self.dtype.itemsize)
+        per_image = max(1, self.geometry.width * self.locations * self.dtype.itemsize)
         self.chunk = int(max(1, min(self.num, COLUMN_BUDGET // per_image)))
 
     # ---------------------------------------------------------------- buffers
@@ -201,47 +202,57 @@ class BaseConvolution(Layer):
         for start in range(0, self.num, self.chunk):
             yield start, min(self.chunk, self.num - start)
 
-    def _weights(self, blob_array):
-        """(group, Cout/group, Cin/group * taps) view of a weight-shaped array."""
-        return blob_array.reshape(self.group, self.conv_out_channels // self.group, -1)
-
     # ---------------------------------------------------------------- the three operations
-    def _columns(self, conv_input, images):
-        """im2col of ``images`` conv-input images (flat) into the column buffer, (group, K/group, images*L)."""
-        g = self.geometry
-        width = images * self.locations
-        cols = self._buffer("cols", g.rows * width)
-        g.im2col(conv_input, images, cols, width, self.locations)
-        return cols.reshape(self.group, g.rows // self.group, width)
+    def _weight_rows(self):
+        """The weight in the patches' order, (group, Cout / group, taps * Cin / group), for this pass."""
+        return self.geometry.weights_to_rows(self.blobs[0].data)
 
-    def _apply(self, cols, weights, conv_output, images, bias):
-        """conv_output (flat images) = W @ cols (+ bias per output channel)."""
-        width = images * self.locations
-        product = self._buffer("rows", self.conv_out_channels * width)
-        np.matmul(weights, cols, out=product.reshape(self.group, -1, width))
+    def _by_group(self, matrix, images):
+        """A (images * L, columns) matrix seen as (group, images * L, columns / group)."""
+        return matrix.reshape(images * self.locations, self.group, -1).transpose(1, 0, 2)
+
+    def _patches(self, conv_input, images):
+        """im2row of ``images`` conv-input images (flat) into the patch buffer, by group."""
+        g = self.geometry
+        patches = self._buffer("patches", images * self.locations * g.width)
+        g.im2row(conv_input, images, patches, self._buffer("scratch", g.scratch_size(images)))
+        return self._by_group(patches, images)
+
+    def _apply(self, patches, weight_rows, conv_output, images, bias):
+        """conv_output (flat images) = the patches times the weights (+ bias per output channel)."""
+        product = self._buffer("product", images * self.locations * self.conv_out_channels)
+        np.matmul(patches, weight_rows.transpose(0, 2, 1), out=self._by_group(product, images))
         add_bias = bias is not None
-        _rows_to_images(product, self.conv_out_channels, images, self.locations, conv_output,
-                        bias if add_bias else product[:1], add_bias)
+        _locations_to_images(product, self.conv_out_channels, images, self.locations, conv_output,
+                             bias if add_bias else product[:1], add_bias)
 
-    def _rows(self, conv_output, images, bias_diff=None):
-        """The conv-output images (flat) as rows (group, Cout/group, images*L); sums per channel into bias_diff."""
-        width = images * self.locations
-        rows = self._buffer("rows", self.conv_out_channels * width)
+    def _outputs(self, conv_output, images, bias_diff=None):
+        """The conv-output images (flat) as a (locations, channels) matrix by group; sums per channel into bias_diff."""
+        product = self._buffer("product", images * self.locations * self.conv_out_channels)
         add_sums = bias_diff is not None
-        _images_to_rows(conv_output, self.conv_out_channels, images, self.locations, rows,
-                        bias_diff if add_sums else rows[:1], add_sums)
-        return rows.reshape(self.group, -1, width)
+        _images_to_locations(conv_output, self.conv_out_channels, images, self.locations, product,
+                             bias_diff if add_sums else product[:1], add_sums)
+        return self._by_group(product, images)
 
-    def _transpose(self, rows, weights, conv_input, images):
-        """conv_input (flat images) = col2im(W^T @ rows)."""
+    def _transpose(self, outputs, weight_rows, conv_input, images):
+        """conv_input (flat images) = row2im(outputs times the weights)."""
         g = self.geometry
-        width = images * self.locations
-        cols = self._buffer("cols", g.rows * width)
-        np.matmul(weights.transpose(0, 2, 1), rows, out=cols.reshape(self.group, -1, width))
-        g.col2im(cols, images, conv_input, width, self.locations)
+        patches = self._buffer("patches", images * self.locations * g.width)
+        np.matmul(outputs, weight_rows, out=self._by_group(patches, images))
+        g.row2im(patches, images, conv_input, self._buffer("scratch", g.scratch_size(images)))
 
-    def _weight_gradient(self, rows, cols, weight_diff):
-        weight_diff += np.matmul(rows, cols.transpose(0, 2, 1))
+    def _weight_gradient(self, outputs, patches, accumulator):
+        accumulator += np.matmul(outputs.transpose(0, 2, 1), patches)
+
+    def _weight_accumulator(self):
+        """A zeroed (group, Cout / group, taps * Cin / group) array for this pass's weight gradient."""
+        size = self.blobs[0].count
+        accumulator = self._buffer("weight_diff", size).reshape(self.group, self.conv_out_channels // self.group, -1)
+        accumulator[...] = 0
+        return accumulator
+
+    def _store_weight_gradient(self, accumulator):
+        self.geometry.add_rows_to_weights(accumulator, self.blobs[0].diff)
 
     # ---------------------------------------------------------------- helpers for the layers
     def _flat_chunks(self, array, size):

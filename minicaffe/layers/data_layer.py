@@ -12,7 +12,7 @@ decoded with Pillow as OpenCV would: BGR). ``transform_param`` applies
 The top's shape comes from the first record of each batch, as in Caffe.
 """
 
-from ..data.common import DataError
+from ..data.common import DataError, warn_deprecated_fields
 from ..data.db import LEVELDB, backend_name, looks_like_lmdb
 from ..data.images import COLOR
 from ..data.layer_base import TransformingDataLayer, source_path
@@ -20,7 +20,6 @@ from ..data.sources import DatumSource
 from ..fillers import rng
 from ..memory import shape_inference_active
 from ..registry import register
-from ..data.common import warn_deprecated_fields
 
 
 @register("Data")

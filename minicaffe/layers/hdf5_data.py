@@ -42,7 +42,7 @@ class HDF5DataLayer(PrefetchingDataLayer):
         return HDF5Source(path, self.layer_param.top, self.dtype, seed=seed, layer=self.name)
 
     def initial_top_shapes(self, top):
-        source_path(self, self.source._file(0, 0), "HDF5 file", f"listed in {self.source.list_path}")
+        source_path(self, self.source.first_file(), "HDF5 file", f"listed in {self.source.list_path}")
         return [(self.batch_size,) + shape[1:] for shape in self.source.first_shapes()]
 
     def fill_tops(self, batch, top):

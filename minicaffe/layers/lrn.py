@@ -171,7 +171,7 @@ class LRNLayer(Layer):
         if self.region not in (ACROSS_CHANNELS, WITHIN_CHANNEL):
             raise GraphError(f"unknown LRN norm_region {self.region}", layer=self.name)
         pre_pad = (self.size - 1) // 2
-        self.pooler = Pooler(AVE, self.size, self.size, 1, 1, pre_pad, pre_pad)
+        self.pooler = Pooler(AVE, self.size, self.size, 1, 1, pre_pad, pre_pad, layer=self.name)
         self._buffers = {}
 
     def reshape(self, bottom, top):

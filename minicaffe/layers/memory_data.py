@@ -84,3 +84,6 @@ class MemoryDataLayer(Layer):
 
     def restore(self, state):
         self.position = int(state["position"])
+
+    cursor_state = state          # the names the solver's snapshots use
+    restore_cursor = restore

@@ -32,8 +32,6 @@ entry they are listed under (Caffe indexes by the ``image_index`` value,
 which is the same for the files R-CNN writes).
 """
 
-import os
-
 import numpy as np
 
 from ..data import images

@@ -117,7 +117,8 @@ def test_contrastive(gpu_mode, legacy, propagate):
     a = rng.standard_normal((8, 3))
     b = a + rng.standard_normal((8, 3)) * 0.7
     similar = (np.arange(8) % 2).astype(np.float64)
-    text = f'name: "c" type: "ContrastiveLoss" contrastive_loss_param {{ margin: 1.5 legacy_version: {str(legacy).lower()} }}'
+    text = ('name: "c" type: "ContrastiveLoss" '
+            f'contrastive_loss_param {{ margin: 1.5 legacy_version: {str(legacy).lower()} }}')
     loss, bottom, _ = run_loss(text, [a, b, similar], weight=0.9, propagate=propagate)
     expected, grad = contrastive(a, b, similar, margin=1.5, legacy=legacy, weight=0.9)
     assert loss == pytest.approx(expected, rel=1e-5)

@@ -126,7 +126,7 @@ def _contrastive_gradient_gpu(difference, distances, similar, dim, margin, legac
     else:
         distance = math.sqrt(squared)
         gap = margin - distance
-        coefficient = -alpha * gap / (distance + 1e-4) if gap > 0.0 else 0.0
+        coefficient = -alpha * gap / (distance + DISTANCE_EPSILON) if gap > 0.0 else 0.0
     diff[i] = coefficient * difference[i]
 
 

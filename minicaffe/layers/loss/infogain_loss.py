@@ -151,10 +151,25 @@ def _infogain_blocked(x, prob, labels, infogain_t, has_ignore, ignore_label, log
     return loss, valid, bad
 
 
+@kernels.cpu_kernel(inline="always")
+def _row_sum(infogain, row_sums, known, label):
+    """sum_k H[label, k], computed the first time a label is met (H may be a bottom, so per pass)."""
+    if not known[label]:
+        weights = infogain[label]
+        total = weights.dtype.type(0.0)
+        for c in range(weights.size):
+            total += weights[c]
+        row_sums[label] = total
+        known[label] = True
+    return row_sums[label]
+
+
 @kernels.cpu_kernel
-def _infogain_rows_gradient(prob, labels, infogain, row_sums, has_ignore, ignore_label, scale, diff):
+def _infogain_rows_gradient(prob, labels, infogain, has_ignore, ignore_label, scale, diff):
     """inner == 1: diff = scale * (p * rowsum(H)[g] - H[g]) row by row, zero rows where ignored."""
     outer, channels = prob.shape
+    row_sums = np.empty(channels, prob.dtype)
+    known = np.zeros(channels, np.bool_)
     for o in range(outer):
         target = diff[o]
         label = int(labels[o])
@@ -163,15 +178,17 @@ def _infogain_rows_gradient(prob, labels, infogain, row_sums, has_ignore, ignore
             continue
         source = prob[o]
         weights = infogain[label]
-        factor = scale * row_sums[label]
+        factor = scale * _row_sum(infogain, row_sums, known, label)
         for c in range(channels):
             target[c] = factor * source[c] - scale * weights[c]
 
 
 @kernels.cpu_kernel
-def _infogain_blocked_gradient(prob, labels, infogain_t, row_sums, has_ignore, ignore_label, scale, diff):
+def _infogain_blocked_gradient(prob, labels, infogain, infogain_t, has_ignore, ignore_label, scale, diff):
     """inner > 1: the same per location, in blocks of locations; arrays as (outer, C, inner)."""
     outer, channels, inner = prob.shape
+    row_sums = np.empty(channels, prob.dtype)
+    known = np.zeros(channels, np.bool_)
     factor_buffer = np.empty(_BLOCK, prob.dtype)
     weight_buffer = np.empty(_BLOCK, prob.dtype)
     safe_buffer = np.empty(_BLOCK, np.int64)
@@ -192,7 +209,7 @@ def _infogain_blocked_gradient(prob, labels, infogain_t, row_sums, has_ignore, i
                     weights[j] = zero
                 else:
                     safe[j] = label
-                    factors[j] = scale * row_sums[label]
+                    factors[j] = scale * _row_sum(infogain, row_sums, known, label)
                     weights[j] = scale
             for c in range(channels):
                 source = prob[o, c, start:stop]
@@ -311,7 +328,8 @@ class InfogainLossLayer(LossLayer):
         if len(bottom) == 3:
             h_count, h_shape, origin = bottom[2].count, bottom[2].shape, "the third bottom"
         elif self.infogain is not None:
-            h_count, h_shape, origin = self.infogain.size, (self.infogain.size,), f"'{self.layer_param.infogain_loss_param.source}'"
+            source = self.layer_param.infogain_loss_param.source
+            h_count, h_shape, origin = self.infogain.size, (self.infogain.size,), f"'{source}'"
         else:
             h_count = None
         if h_count is not None and h_count != self.channels * self.channels:
@@ -366,16 +384,16 @@ class InfogainLossLayer(LossLayer):
         scale = dtype.type(self.loss_weight_scale(top, self.loss_normalizer))
         labels = bottom[1].data.reshape(self.outer, self.inner).astype(dtype, copy=False)
         matrix = self._matrix(bottom)
-        row_sums = matrix.sum(axis=1)
         ignore = int(self.ignore_label)
         if self.inner == 1:
             shape = (self.outer, self.channels)
-            _infogain_rows_gradient(self.probabilities.reshape(shape), labels.reshape(-1), matrix, row_sums,
+            _infogain_rows_gradient(self.probabilities.reshape(shape), labels.reshape(-1), matrix,
                                     self.has_ignore_label, ignore, scale, bottom[0].diff.reshape(shape))
         else:
             shape = (self.outer, self.channels, self.inner)
-            _infogain_blocked_gradient(self.probabilities.reshape(shape), labels, np.ascontiguousarray(matrix.T),
-                                       row_sums, self.has_ignore_label, ignore, scale, bottom[0].diff.reshape(shape))
+            _infogain_blocked_gradient(self.probabilities.reshape(shape), labels, matrix,
+                                       np.ascontiguousarray(matrix.T), self.has_ignore_label, ignore, scale,
+                                       bottom[0].diff.reshape(shape))
 
     # ------------------------------------------------------------ GPU
     def _gpu_matrix(self, bottom):

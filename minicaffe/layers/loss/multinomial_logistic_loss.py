@@ -13,8 +13,8 @@ rows; ``normalization`` FULL and VALID count rows, BATCH_SIZE is N, NONE is 1,
 and unset it is BATCH_SIZE: Caffe's fixed divisor N. (Caffe ignores
 ``loss_param`` on this layer; minicaffe applies it when set.)
 
-CPU: one kernel reads the N picked probabilities; Backward zeroes the gradient
-and writes one element per row.
+CPU: one kernel reads the N picked probabilities and keeps them, with their
+labels, for Backward, which zeroes the gradient and writes one element per row.
 
 GPU: one thread per row for the loss (summed and normalized on the device),
 one thread per element for the gradient.
@@ -35,37 +35,40 @@ LOG_THRESHOLD = 1e-20
 
 
 @kernels.cpu_kernel
-def _multinomial_logistic(prob, labels, threshold, has_ignore, ignore_label):
-    """Returns (loss sum, counted rows, first row with an out-of-range label or -1); prob is (N, D)."""
+def _multinomial_logistic(prob, labels, threshold, has_ignore, ignore_label, picked_labels, picked):
+    """Returns (loss sum, counted rows, first row with an out-of-range label or -1); prob is (N, D).
+
+    Keeps each row's label (-1 where ignored) and clamped probability for Backward.
+    """
     outer, dim = prob.shape
     loss = 0.0
     valid = 0
     bad = -1
     for o in range(outer):
         label = int(labels[o])
+        picked_labels[o] = -1
         if has_ignore and label == ignore_label:
             continue
         if label < 0 or label >= dim:
             if bad < 0:
                 bad = o
             continue
-        loss -= math.log(max(prob[o, label], threshold))
+        value = max(prob[o, label], threshold)
+        picked_labels[o] = label
+        picked[o] = value
+        loss -= math.log(value)
         valid += 1
     return loss, valid, bad
 
 
 @kernels.cpu_kernel
-def _multinomial_logistic_gradient(prob, labels, threshold, has_ignore, ignore_label, scale, diff):
-    """diff = 0 except diff[n, g_n] = -scale / max(p, threshold) on counted rows."""
-    outer, dim = prob.shape
-    zero = prob.dtype.type(0.0)
-    for o in range(outer):
-        target = diff[o]
-        target[:] = zero
-        label = int(labels[o])
-        if has_ignore and label == ignore_label:
-            continue
-        target[label] = -scale / max(prob[o, label], threshold)
+def _multinomial_logistic_gradient(picked_labels, picked, scale, diff):
+    """diff = 0 except diff[n, g_n] = -scale / max(p, threshold) on counted rows (as Forward kept them)."""
+    diff[:] = 0.0
+    for o in range(picked_labels.size):
+        label = picked_labels[o]
+        if label >= 0:
+            diff[o, label] = -scale / picked[o]
 
 
 # ---------------------------------------------------------------- GPU kernels
@@ -113,13 +116,17 @@ class MultinomialLogisticLossLayer(LossLayer):
         if bottom[1].count != self.outer:
             raise self.shape_error(f"needs one label per row of the probabilities ({self.outer} rows of {self.dim})",
                                    expected=(self.outer,), actual=bottom[1].shape)
+        self.threshold = bottom[0].dtype.type(LOG_THRESHOLD)
+        self.picked_labels = np.empty(self.outer, np.int64)
+        self.picked = np.empty(self.outer, bottom[0].dtype)
 
+    # The per-pass Python work is kept small: at a classifier's size the kernels take microseconds,
+    # so Backward reads what Forward kept rather than the bottoms.
     def forward(self, bottom, top):
         prob = bottom[0].data.reshape(self.outer, self.dim)
-        labels = bottom[1].data.reshape(-1).astype(prob.dtype, copy=False)
-        threshold = prob.dtype.type(LOG_THRESHOLD)
-        loss, valid, bad = _multinomial_logistic(prob, labels, threshold, self.has_ignore_label,
-                                                 int(self.ignore_label))
+        labels = bottom[1].data.reshape(-1)
+        loss, valid, bad = _multinomial_logistic(prob, labels, self.threshold, self.has_ignore_label,
+                                                 self.ignore_label, self.picked_labels, self.picked)
         if bad >= 0:
             self._bad_label(bottom, bad)
         self.loss_normalizer = self.normalizer(self.outer, 1, valid)
@@ -130,11 +137,9 @@ class MultinomialLogisticLossLayer(LossLayer):
             raise GraphError("MultinomialLogisticLoss cannot backpropagate to its label input", layer=self.name)
         if not propagate_down[0]:
             return
-        prob = bottom[0].data.reshape(self.outer, self.dim)
-        labels = bottom[1].data.reshape(-1).astype(prob.dtype, copy=False)
-        scale = prob.dtype.type(self.loss_weight_scale(top, self.loss_normalizer))
-        _multinomial_logistic_gradient(prob, labels, prob.dtype.type(LOG_THRESHOLD), self.has_ignore_label,
-                                       int(self.ignore_label), scale, bottom[0].diff.reshape(self.outer, self.dim))
+        scale = self.picked.dtype.type(self.loss_weight_scale(top, self.loss_normalizer))
+        _multinomial_logistic_gradient(self.picked_labels, self.picked, scale,
+                                       bottom[0].diff.reshape(self.outer, self.dim))
 
     def forward_gpu(self, bottom, top):
         losses = gpu.device_empty(self.outer, np.float64)
