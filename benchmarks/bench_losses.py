@@ -10,7 +10,9 @@ with ignore_label 255 on a tenth of the labels. Each implementation computes
 the loss and the gradient w.r.t. the prediction; minicaffe through its layer
 (Forward then Backward, as a Net runs them), numpy as a straightforward
 vectorized version of the formula, PyTorch as its loss function plus
-``backward()``. Times are the median of repeated runs after a warm-up (numba's
+``backward()`` (GaussianKLLoss: w.r.t. both its bottoms; the class-weighted
+SoftmaxWithLoss rows use LOCAL weight normalization, as the layer's default).
+Times are the median of repeated runs after a warm-up (numba's
 compilation excluded). The copy bandwidth measured on the same machine is
 reported to put the times in context.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -99,14 +102,48 @@ def box_problem(shape, rng):
     return a, b, inside, rng.uniform(0, 1, size=shape).astype(np.float32)
 
 
+def class_weight_vector(channels):
+    """Fixed class weights (0.5 to 2), written into the prototxt as class_weight."""
+    return [0.5 + 0.25 * (c % 7) for c in range(channels)]
+
+
+def class_weight_text(shape):
+    weights = " ".join(f"class_weight: {w}" for w in class_weight_vector(shape[1]))
+    return f'name: "l" type: "SoftmaxWithLoss" loss_param {{ ignore_label: 255 {weights} }}'
+
+
+def weight_map_problem(shape, rng):
+    x, labels = softmax_problem(shape, rng)
+    return x, labels, rng.uniform(0.1, 2.0, size=shape).astype(np.float32)
+
+
+def soft_label_problem(shape, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    raw = rng.random(shape).astype(np.float32) + 0.05
+    return x, raw / raw.sum(axis=1, keepdims=True)
+
+
+def bce_problem(shape, rng):
+    return (rng.uniform(0.02, 0.98, size=shape).astype(np.float32),
+            rng.integers(0, 2, size=shape).astype(np.float32))
+
+
+def gaussian_problem(shape, rng):
+    return rng.standard_normal(shape).astype(np.float32), rng.uniform(0.3, 2.0, size=shape).astype(np.float32)
+
+
+#: Losses whose every bottom takes a gradient (in all three implementations).
+GRADIENT_TO_ALL = {"gaussian_kl"}
+
+
 # ------------------------------------------------------------------ minicaffe
 
-def minicaffe_runner(text, arrays, on_gpu=False):
+def minicaffe_runner(text, arrays, on_gpu=False, all_bottoms=False):
     """Forward + Backward of the layer; on the GPU, inputs stay on the device between runs."""
     layer = layer_from_text(text, dtype=np.float32)
     bottom, top = make_blobs(*arrays, dtype=np.float32), empty_blobs(1, dtype=np.float32)
     layer.set_up(bottom, top)
-    propagate = [True] + [False] * (len(bottom) - 1)
+    propagate = [True] + [all_bottoms] * (len(bottom) - 1)
 
     def run():
         layer.run_forward(bottom, top)
@@ -117,14 +154,14 @@ def minicaffe_runner(text, arrays, on_gpu=False):
     return run
 
 
-def gpu_ms(text, arrays, repeats):
+def gpu_ms(text, arrays, repeats, all_bottoms=False):
     """minicaffe's numba.cuda kernels, when a real GPU is present (not the simulator)."""
     from minicaffe import gpu, mode
     if not gpu.available() or gpu.simulated():
         return None
     mode.set_mode_gpu()
     try:
-        return median_ms(minicaffe_runner(text, arrays, on_gpu=True), repeats)
+        return median_ms(minicaffe_runner(text, arrays, on_gpu=True, all_bottoms=all_bottoms), repeats)
     finally:
         mode.set_mode_cpu()
 
@@ -243,13 +280,112 @@ def numpy_smooth_l1(a, b, inside, outside, sigma2=9.0):
     return run
 
 
+def _weighted_softmax(x, labels, location_weights):
+    """Softmax loss and gradient with a weight per location (0 where ignored), over the valid count."""
+    shifted = x - x.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    total = exp.sum(axis=1, keepdims=True)
+    prob = exp / total
+    flat_labels = labels.astype(np.int64)
+    keep = flat_labels != IGNORE
+    safe = np.where(keep, flat_labels, 0)
+    weights = location_weights(safe) * keep
+    log_prob = np.take_along_axis(shifted, safe[:, None], axis=1)[:, 0] - np.log(total[:, 0])
+    count = max(1, int(keep.sum()))
+    loss = -(weights * log_prob).sum() / count
+    grad = prob
+    np.put_along_axis(grad, safe[:, None], np.take_along_axis(grad, safe[:, None], axis=1) - 1, axis=1)
+    grad *= (weights / count)[:, None]
+    return loss, grad
+
+
+def numpy_class_weighted_softmax(x, labels):
+    vector = np.array(class_weight_vector(x.shape[1]), dtype=x.dtype)
+
+    def run():
+        normalized = vector * (vector.size / vector.sum())        # LOCAL: the weights sum to C
+        return _weighted_softmax(x, labels, lambda safe: normalized[safe])
+    return run
+
+
+def numpy_weight_map_softmax(x, labels, weights):
+    def run():
+        def picked(safe):
+            # LOCAL: each location's C weights scaled to sum to C; only the label's one is needed
+            own = np.take_along_axis(weights, safe[:, None], axis=1)[:, 0]
+            return own * (weights.shape[1] / weights.sum(axis=1))
+        return _weighted_softmax(x, labels, picked)
+    return run
+
+
+def numpy_softlabel(x, q):
+    def run():
+        shifted = x - x.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        log_prob = np.maximum(shifted - np.log(total), np.log(1e-20))
+        locations = x.shape[0]
+        loss = -(q * log_prob).sum() / locations
+        return loss, (exp / total - q) / locations
+    return run
+
+
+def numpy_bce(p, y):
+    def run():
+        clipped = np.clip(p, 1e-7, 1 - 1e-7)
+        n = p.shape[0]
+        loss = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)).sum() / n
+        return loss, -(y / clipped - (1 - y) / (1 - clipped)) / n
+    return run
+
+
+def numpy_gaussian_kl(mu, sigma):
+    def run():
+        n = mu.shape[0]
+        loss = 0.5 * (mu * mu + sigma * sigma - 2 * np.log(sigma) - 1).sum() / n
+        return loss, mu / n, (sigma - 1 / sigma) / n
+    return run
+
+
 # ------------------------------------------------------------------ PyTorch
 
 def torch_runner(kind, arrays):
     import torch
     import torch.nn.functional as F
     a = torch.from_numpy(arrays[0]).requires_grad_(True)
-    if kind == "softmax":
+    leaves = [a]
+    if kind in ("class_weighted_softmax", "weight_map_softmax"):
+        labels = torch.from_numpy(arrays[1].astype(np.int64))
+        keep = labels != IGNORE
+        safe = torch.where(keep, labels, 0)
+        count = max(1, int(keep.sum()))
+        if kind == "class_weighted_softmax":
+            vector = torch.tensor(class_weight_vector(a.shape[1]), dtype=a.dtype)
+
+            def location_weights():
+                return (vector * (vector.numel() / vector.sum()))[safe]
+        else:
+            weight_map = torch.from_numpy(arrays[2])
+
+            def location_weights():
+                own = weight_map.gather(1, safe.unsqueeze(1)).squeeze(1)
+                return own * (weight_map.shape[1] / weight_map.sum(dim=1))
+
+        def loss_fn():
+            per_location = F.cross_entropy(a, safe, reduction="none")
+            return (per_location * location_weights() * keep).sum() / count
+    elif kind == "softlabel":
+        q = torch.from_numpy(arrays[1])
+        locations = a.numel() // a.shape[1]
+        loss_fn = lambda: F.cross_entropy(a, q, reduction="sum") / locations  # noqa: E731
+    elif kind == "bce":
+        y = torch.from_numpy(arrays[1])
+        loss_fn = lambda: F.binary_cross_entropy(a, y, reduction="sum") / a.shape[0]  # noqa: E731
+    elif kind == "gaussian_kl":
+        sigma = torch.from_numpy(arrays[1]).requires_grad_(True)
+        leaves.append(sigma)
+        loss_fn = lambda: 0.5 * (a * a + sigma * sigma - 2 * torch.log(sigma) - 1).sum() / a.shape[0]  # noqa: E731
+    elif kind == "softmax":
         labels = torch.from_numpy(arrays[1].astype(np.int64))
         loss_fn = lambda: F.cross_entropy(a, labels, ignore_index=IGNORE)  # noqa: E731
     elif kind == "sigmoid":
@@ -294,7 +430,8 @@ def torch_runner(kind, arrays):
         loss_fn = lambda: ((a - b) ** 2).sum() / a.shape[0] / 2  # noqa: E731
 
     def run():
-        a.grad = None
+        for leaf in leaves:
+            leaf.grad = None
         loss_fn().backward()
     return run
 
@@ -317,23 +454,38 @@ LOSSES = [
     ("L1Loss", "l1", euclidean_problem, numpy_l1, 'name: "l" type: "L1Loss"'),
     ("SmoothL1Loss", "smooth_l1", box_problem, numpy_smooth_l1,
      'name: "l" type: "SmoothL1Loss" smooth_l1_loss_param { sigma: 3 }'),
+    # Losses III. A callable text is made for each shape (the class weights need C).
+    ("SoftmaxWithLoss + class_weight", "class_weighted_softmax", softmax_problem, numpy_class_weighted_softmax,
+     class_weight_text),
+    ("SoftmaxWithLoss + weight map", "weight_map_softmax", weight_map_problem, numpy_weight_map_softmax,
+     'name: "l" type: "SoftmaxWithLoss" loss_param { ignore_label: 255 }', [(1, 21, 500, 500)]),
+    ("SoftlabelSoftmaxLoss", "softlabel", soft_label_problem, numpy_softlabel,
+     'name: "l" type: "SoftlabelSoftmaxLoss"'),
+    ("BinaryCrossEntropyLoss", "bce", bce_problem, numpy_bce, 'name: "l" type: "BinaryCrossEntropyLoss"'),
+    ("GaussianKLLoss", "gaussian_kl", gaussian_problem, numpy_gaussian_kl, 'name: "l" type: "GaussianKLLoss"',
+     [(64, 1000)]),
 ]
 SHAPES = [(64, 1000), (1, 21, 500, 500)]
 
 
+#: Losses whose numpy versions work on (locations, C).
+CLASS_AXIS_LAST = {"softmax", "class_weighted_softmax", "weight_map_softmax", "softlabel"}
+
+
 def numpy_args(kind, arrays):
     """numpy's softmax works on (locations, C): move the class axis last-but-flat."""
-    if kind != "softmax" or arrays[0].ndim == 2:
+    if kind not in CLASS_AXIS_LAST or arrays[0].ndim == 2:
         return arrays
-    x, labels = arrays
-    channels = x.shape[1]
-    return np.ascontiguousarray(np.moveaxis(x, 1, -1).reshape(-1, channels)), labels.reshape(-1)
+    channels = arrays[0].shape[1]
+    return tuple(np.ascontiguousarray(np.moveaxis(array, 1, -1).reshape(-1, channels))
+                 if array.ndim == arrays[0].ndim else array.reshape(-1) for array in arrays)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "losses.md"))
+    parser.add_argument("--only", default=None, help="a regular expression: run only the losses whose row name matches")
     args = parser.parse_args(argv)
     try:
         import torch
@@ -343,12 +495,16 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     rows = []
     for name, kind, problem, numpy_fn, text, *shapes in LOSSES:
+        if args.only and not re.search(args.only, name):
+            continue
         for shape in (shapes[0] if shapes else SHAPES):
             arrays = problem(shape, rng)
-            mc = median_ms(minicaffe_runner(text, arrays), args.repeats)
+            layer_text = text(shape) if callable(text) else text
+            all_bottoms = kind in GRADIENT_TO_ALL
+            mc = median_ms(minicaffe_runner(layer_text, arrays, all_bottoms=all_bottoms), args.repeats)
             npy = median_ms(numpy_fn(*numpy_args(kind, arrays)), args.repeats)
             pt = median_ms(torch_runner(kind, arrays), args.repeats) if torch_version else float("nan")
-            on_gpu = gpu_ms(text, arrays, args.repeats)
+            on_gpu = gpu_ms(layer_text, arrays, args.repeats, all_bottoms=all_bottoms)
             rows.append((name, "x".join(map(str, shape)), mc, npy, pt, on_gpu))
             print(f"{name:24s} {str(shape):18s} minicaffe {mc:8.3f} ms  numpy {npy:8.3f} ms  torch {pt:8.3f} ms"
                   + (f"  minicaffe GPU {on_gpu:8.3f} ms" if on_gpu is not None else ""), flush=True)

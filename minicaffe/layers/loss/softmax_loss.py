@@ -14,6 +14,13 @@ non-ignored labels), FULL (outer * inner), BATCH_SIZE (outer) or NONE; the
 normalizer is at least 1. An optional second top holds the probabilities
 (Caffe aborts on it; minicaffe allows it).
 
+Class weights (minicaffe, after Mocha.jl): ``loss_param.class_weight`` (one per
+class) or an optional third bottom (one data point's shape or the prediction's;
+no gradient), rescaled as ``loss_param.weight_normalization`` says (LOCAL,
+GLOBAL, AS_GIVEN; see :mod:`.class_weights`). With W the weight of a location's
+own label, its loss and its whole gradient are scaled by W; the normalizer is
+unchanged. Equal weights give the unweighted loss.
+
 CPU: per location, one pass finds the max, one computes exp and the sum, one
 normalizes; locations are processed in blocks of 256 so every inner loop runs
 over contiguous memory and vectorizes (float32 uses the arithmetic exp of
@@ -37,6 +44,7 @@ from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...errors import GraphError, MinicaffeError
 from ...layer import LossLayer
 from ...registry import register
+from .class_weights import ClassWeights
 
 _BLOCK = 256
 
@@ -45,8 +53,11 @@ _BLOCK = 256
 # arrays: LLVM vectorizes those loops, and not the 3-D indexing (5x faster).
 
 @kernels.cpu_kernel
-def _softmax_rows(x, prob, labels, has_ignore, ignore_label):
-    """inner == 1: each location's C scores are contiguous. Returns (loss sum, valid count, bad index)."""
+def _softmax_rows(x, prob, labels, has_ignore, ignore_label, weights, weighted):
+    """inner == 1: each location's C scores are contiguous. Returns (loss sum, valid count, bad index).
+
+    ``weighted``: each location's loss is scaled by ``weights[o, 0]`` (unread otherwise).
+    """
     outer, channels = x.shape
     loss = 0.0
     valid = 0
@@ -70,14 +81,18 @@ def _softmax_rows(x, prob, labels, has_ignore, ignore_label):
             if bad < 0:
                 bad = o
             continue
-        loss += kernels.log(total) - (row[label] - top)
+        value = kernels.log(total) - (row[label] - top)
+        loss += value * weights[o, 0] if weighted else value
         valid += 1
     return loss, valid, bad
 
 
 @kernels.cpu_kernel
-def _softmax_blocked(x, prob, labels, has_ignore, ignore_label):
-    """inner > 1: blocks of locations, channel by channel. Returns (loss sum, valid count, bad index)."""
+def _softmax_blocked(x, prob, labels, has_ignore, ignore_label, weights, weighted):
+    """inner > 1: blocks of locations, channel by channel. Returns (loss sum, valid count, bad index).
+
+    ``weighted``: each location's loss is scaled by ``weights[o, i]`` (unread otherwise).
+    """
     outer, channels, inner = x.shape
     maxima_buffer = np.empty(_BLOCK, x.dtype)
     totals_buffer = np.empty(_BLOCK, x.dtype)
@@ -120,14 +135,18 @@ def _softmax_blocked(x, prob, labels, has_ignore, ignore_label):
                     if bad < 0:
                         bad = o * inner + start + j
                     continue
-                loss += kernels.log(totals[j]) - (x[o, label, start + j] - maxima[j])
+                value = kernels.log(totals[j]) - (x[o, label, start + j] - maxima[j])
+                loss += value * weights[o, start + j] if weighted else value
                 valid += 1
     return loss, valid, bad
 
 
 @kernels.cpu_kernel
-def _softmax_rows_gradient(prob, labels, has_ignore, ignore_label, scale, diff):
-    """inner == 1: diff = scale * (prob - onehot(label)) row by row, zero rows where ignored."""
+def _softmax_rows_gradient(prob, labels, has_ignore, ignore_label, scale, diff, weights, weighted):
+    """inner == 1: diff = scale * (prob - onehot(label)) row by row, zero rows where ignored.
+
+    ``weighted``: row o's scale is ``scale * weights[o, 0]``.
+    """
     outer, channels = prob.shape
     for o in range(outer):
         source = prob[o]
@@ -136,21 +155,30 @@ def _softmax_rows_gradient(prob, labels, has_ignore, ignore_label, scale, diff):
         if has_ignore and label == ignore_label:
             target[:] = 0.0
             continue
+        factor = scale * weights[o, 0] if weighted else scale
         for c in range(channels):
-            target[c] = scale * source[c]
-        target[label] -= scale
+            target[c] = factor * source[c]
+        target[label] -= factor
 
 
 @kernels.cpu_kernel
-def _softmax_loss_gradient(prob, labels, has_ignore, ignore_label, scale, diff):
-    """diff = scale * (prob - onehot(label)), zero at ignored locations; arrays as (outer, C, inner)."""
+def _softmax_loss_gradient(prob, labels, has_ignore, ignore_label, scale, diff, weights, weighted):
+    """diff = scale * (prob - onehot(label)), zero at ignored locations; arrays as (outer, C, inner).
+
+    ``weighted``: location (o, i)'s scale is ``scale * weights[o, i]``.
+    """
     outer, channels, inner = prob.shape
     for o in range(outer):
+        location_weights = weights[o]
         for c in range(channels):
             source = prob[o, c]
             target = diff[o, c]
-            for i in range(inner):
-                target[i] = scale * source[i]
+            if weighted:
+                for i in range(inner):
+                    target[i] = (scale * location_weights[i]) * source[i]
+            else:
+                for i in range(inner):
+                    target[i] = scale * source[i]
         location_labels = labels[o]
         for i in range(inner):
             label = int(location_labels[i])
@@ -158,13 +186,14 @@ def _softmax_loss_gradient(prob, labels, has_ignore, ignore_label, scale, diff):
                 for c in range(channels):
                     diff[o, c, i] = 0.0
             else:
-                diff[o, label, i] -= scale
+                diff[o, label, i] -= scale * location_weights[i] if weighted else scale
 
 
 # ---------------------------------------------------------------- GPU kernels
 
 @gpu.jit
-def _softmax_forward_gpu(x, labels, prob, losses, valid, channels, inner, has_ignore, ignore_label, bad):
+def _softmax_forward_gpu(x, labels, prob, losses, valid, channels, inner, has_ignore, ignore_label, bad, weights,
+                         weighted):
     location = cuda.grid(1)
     if location >= losses.size:
         return
@@ -188,12 +217,14 @@ def _softmax_forward_gpu(x, labels, prob, losses, valid, channels, inner, has_ig
     if label < 0 or label >= channels:
         cuda.atomic.max(bad, 0, location)
         return
-    losses[location] = math.log(total) - (x[base + label * inner] - top)
+    value = math.log(total) - (x[base + label * inner] - top)
+    losses[location] = value * weights[location] if weighted else value
     valid[location] = 1.0
 
 
 @gpu.jit
-def _softmax_backward_gpu(prob, labels, totals, top_diff, channels, inner, has_ignore, ignore_label, diff):
+def _softmax_backward_gpu(prob, labels, totals, top_diff, channels, inner, has_ignore, ignore_label, diff, weights,
+                          weighted):
     index = cuda.grid(1)
     if index >= prob.size:
         return
@@ -205,16 +236,25 @@ def _softmax_backward_gpu(prob, labels, totals, top_diff, channels, inner, has_i
         diff[index] = 0.0
         return
     scale = top_diff[0] / totals[2]
+    if weighted:
+        scale *= weights[location]
     diff[index] = scale * (prob[index] - (1.0 if c == label else 0.0))
 
 
 @register("SoftmaxWithLoss", "SoftmaxLoss")
 class SoftmaxWithLossLayer(LossLayer):
+    exact_bottoms = None
+    min_bottoms = 2
+    max_bottoms = 3             # the optional third: class weights
+    never_backward_bottoms = (1, 2)
     exact_tops = None
     min_tops = 1
     max_tops = 2
     classification = True
     default_normalization = "VALID"
+
+    def loss_setup(self, bottom, top):
+        self.class_weights = ClassWeights(self, len(bottom), self.max_bottoms)
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
@@ -230,6 +270,8 @@ class SoftmaxWithLossLayer(LossLayer):
                 expected=(self.outer * self.inner,), actual=bottom[1].shape)
         if len(top) > 1:
             top[1].reshape(scores.shape)
+        self.class_weights.reshape(scores.shape, scores.shape[0] if self.axis > 0 else 1, self.outer, self.channels,
+                                   self.inner, bottom)
 
     def _prob(self, bottom, top):
         """Probabilities: the second top when there is one, else an internal buffer."""
@@ -245,14 +287,20 @@ class SoftmaxWithLossLayer(LossLayer):
         labels = bottom[1].data.reshape(self.outer, self.inner).astype(scores.dtype, copy=False)
         prob = self._prob(bottom, top)
         ignore = int(self.ignore_label)
+        weighted = self.class_weights.weighted
+        # unweighted, the kernels are handed the labels in place of weights (same type: one compilation)
+        weights = (self.class_weights.location_weights(bottom, labels, self.has_ignore_label, ignore)
+                   if weighted else labels)
+        self.location_weights = weights
         if self.inner == 1:
             loss, valid, bad = _softmax_rows(scores.reshape(self.outer, self.channels),
                                              prob.reshape(self.outer, self.channels),
-                                             labels.reshape(-1), self.has_ignore_label, ignore)
+                                             labels.reshape(-1), self.has_ignore_label, ignore,
+                                             weights, weighted)
         else:
             loss, valid, bad = _softmax_blocked(scores.reshape(self.outer, self.channels, self.inner),
                                                 prob.reshape(self.outer, self.channels, self.inner),
-                                                labels, self.has_ignore_label, ignore)
+                                                labels, self.has_ignore_label, ignore, weights, weighted)
         if bad >= 0:
             value = bottom[1].data.reshape(-1)[bad]
             raise MinicaffeError(f"layer '{self.name}': label {value:g} at position {bad} is outside "
@@ -268,9 +316,13 @@ class SoftmaxWithLossLayer(LossLayer):
         losses = gpu.device_empty(locations, np.float64)
         valid = gpu.device_empty(locations, np.float64)
         bad = gpu.to_device(np.array([-1], dtype=np.int64))
+        weighted = self.class_weights.weighted
+        weights = (self.class_weights.location_weights_gpu(bottom, bottom[1].gpu_data, self.has_ignore_label,
+                                                           self.ignore_label) if weighted else valid)
+        self.gpu_location_weights = weights
         _softmax_forward_gpu[gpu.blocks_for(locations), gpu.THREADS](
             bottom[0].gpu_data, bottom[1].gpu_data, prob, losses, valid, self.channels, self.inner,
-            self.has_ignore_label, int(self.ignore_label), bad)
+            self.has_ignore_label, int(self.ignore_label), bad, weights, weighted)
         bad_index = int(bad.copy_to_host()[0])
         if bad_index >= 0:
             value = bottom[1].data.reshape(-1)[bad_index]
@@ -281,26 +333,32 @@ class SoftmaxWithLossLayer(LossLayer):
                                           top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):
-        if propagate_down[1]:
-            raise GraphError("SoftmaxWithLoss cannot backpropagate to its label input", layer=self.name)
-        if not propagate_down[0]:
+        if not self._backward_needed(propagate_down):
             return
         _softmax_backward_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
             self.gpu_probabilities, bottom[1].gpu_data, self.gpu_totals, top[0].gpu_diff, self.channels,
-            self.inner, self.has_ignore_label, int(self.ignore_label), bottom[0].mutable_gpu_diff)
+            self.inner, self.has_ignore_label, int(self.ignore_label), bottom[0].mutable_gpu_diff,
+            self.gpu_location_weights, self.class_weights.weighted)
 
-    def backward(self, top, propagate_down, bottom):
+    def _backward_needed(self, propagate_down):
         if propagate_down[1]:
             raise GraphError("SoftmaxWithLoss cannot backpropagate to its label input", layer=self.name)
-        if not propagate_down[0]:
+        if len(propagate_down) > 2 and propagate_down[2]:
+            raise GraphError("SoftmaxWithLoss cannot backpropagate to its class weights", layer=self.name)
+        return propagate_down[0]
+
+    def backward(self, top, propagate_down, bottom):
+        if not self._backward_needed(propagate_down):
             return
         scale = bottom[0].dtype.type(self.loss_weight_scale(top, self.loss_normalizer))
         labels = bottom[1].data.reshape(self.outer, self.inner).astype(bottom[0].dtype, copy=False)
         if self.inner == 1:
             shape = (self.outer, self.channels)
             _softmax_rows_gradient(self.probabilities.reshape(shape), labels.reshape(-1), self.has_ignore_label,
-                                   int(self.ignore_label), scale, bottom[0].diff.reshape(shape))
+                                   int(self.ignore_label), scale, bottom[0].diff.reshape(shape),
+                                   self.location_weights, self.class_weights.weighted)
         else:
             shape = (self.outer, self.channels, self.inner)
             _softmax_loss_gradient(self.probabilities.reshape(shape), labels, self.has_ignore_label,
-                                   int(self.ignore_label), scale, bottom[0].diff.reshape(shape))
+                                   int(self.ignore_label), scale, bottom[0].diff.reshape(shape),
+                                   self.location_weights, self.class_weights.weighted)
