@@ -23,25 +23,32 @@ from ...registry import register
 _EPSILON = 1e-7
 
 
+# Constants in the array's dtype: a float64 literal would turn float32 arithmetic
+# into float64 and send kernels.log to the scalar libm call (no SIMD).
+
 @kernels.cpu_kernel
 def _bce_sum(p, y):
     total = 0.0
+    one = p.dtype.type(1.0)
     low, high = p.dtype.type(_EPSILON), p.dtype.type(1.0 - _EPSILON)
     for i in range(p.size):
         q = min(max(p[i], low), high)
-        total -= y[i] * kernels.log(q) + (1.0 - y[i]) * kernels.log(1.0 - q)
+        total -= y[i] * kernels.log(q) + (one - y[i]) * kernels.log(one - q)
     return total
 
 
 @kernels.cpu_kernel
 def _bce_gradients(p, y, scale, want_p, want_y, p_diff, y_diff):
+    one = p.dtype.type(1.0)
     low, high = p.dtype.type(_EPSILON), p.dtype.type(1.0 - _EPSILON)
-    for i in range(p.size):
-        q = min(max(p[i], low), high)
-        if want_p:
-            p_diff[i] = -scale * (y[i] / q - (1.0 - y[i]) / (1.0 - q))
-        if want_y:
-            y_diff[i] = -scale * (kernels.log(q) - kernels.log(1.0 - q))
+    if want_p:
+        for i in range(p.size):
+            q = min(max(p[i], low), high)
+            p_diff[i] = -scale * (y[i] / q - (one - y[i]) / (one - q))
+    if want_y:
+        for i in range(p.size):
+            q = min(max(p[i], low), high)
+            y_diff[i] = -scale * (kernels.log(q) - kernels.log(one - q))
 
 
 @gpu.jit

@@ -67,6 +67,25 @@ def _softlabel_forward(x, q, prob):
 
 
 @kernels.cpu_kernel
+def _softlabel_rows(x, q, prob):
+    """inner == 1: each location's C scores are a contiguous row; returns the summed cross entropy."""
+    outer, channels = x.shape
+    loss = 0.0
+    for o in range(outer):
+        row, labels, probs = x[o], q[o], prob[o]
+        top = kernels.maximum(row)
+        total = row.dtype.type(0.0)
+        for c in range(channels):
+            total += kernels.exp(row[c] - top)
+        log_total = kernels.log(total)
+        for c in range(channels):
+            log_p = row[c] - top - log_total
+            probs[c] = kernels.exp(log_p)
+            loss -= labels[c] * max(log_p, _LOG_FLOOR)
+    return loss
+
+
+@kernels.cpu_kernel
 def _softlabel_gradient(prob, q, scale, diff):
     for i in range(prob.size):
         diff[i] = scale * (prob[i] - q[i])
@@ -124,8 +143,12 @@ class SoftlabelSoftmaxLossLayer(LossLayer):
                 or self.probabilities.dtype != x.dtype:
             self.probabilities = np.empty_like(x)
         q = bottom[1].data.astype(x.dtype, copy=False)
-        loss = _softlabel_forward(x.reshape(self._shape3()), q.reshape(self._shape3()),
-                                  self.probabilities.reshape(self._shape3()))
+        if self.inner == 1:
+            rows = (self.outer, self.channels)
+            loss = _softlabel_rows(x.reshape(rows), q.reshape(rows), self.probabilities.reshape(rows))
+        else:
+            loss = _softlabel_forward(x.reshape(self._shape3()), q.reshape(self._shape3()),
+                                      self.probabilities.reshape(self._shape3()))
         top[0].data[...] = loss / (self.outer * self.inner)
 
     def backward(self, top, propagate_down, bottom):
