@@ -173,3 +173,56 @@ def _log1p_overload(y):
     if y == types.float32:
         return lambda y: _log1p_unit_f32(y)
     return lambda y: math.log1p(y)
+
+
+# -------------------------------------------------------------- softmax pieces
+# Shared by the softmax-based losses (SoftmaxWithLoss, InfogainLoss,
+# SoftlabelSoftmaxLoss): each then computes its own loss from the max and the
+# sum of exponentials these leave behind.
+
+@njit(inline="always", cache=True, error_model="numpy", fastmath=set(FASTMATH))
+def softmax_row(row, probs):
+    """probs = softmax(row) for a contiguous row; returns (max, sum of exp(row - max))."""
+    top = maximum(row)
+    total = row.dtype.type(0.0)
+    for c in range(row.size):
+        e = exp(row[c] - top)
+        probs[c] = e
+        total += e
+    inverse = row.dtype.type(1.0) / total
+    for c in range(row.size):
+        probs[c] *= inverse
+    return top, total
+
+
+@njit(inline="always", cache=True, error_model="numpy", fastmath=set(FASTMATH))
+def softmax_block(x, prob, o, start, maxima, totals, inverse):
+    """Softmax over axis 1 of x[o, :, start:start+n], n = maxima.size, into prob.
+
+    Leaves each location's max in ``maxima``, its sum of exp(x - max) in
+    ``totals`` and that sum's reciprocal in ``inverse`` (scratch of size n).
+    Every inner loop runs over a contiguous 1-D slice, which LLVM vectorizes
+    (3-D indexing in the inner loop it does not).
+    """
+    channels = x.shape[1]
+    n = maxima.size
+    stop = start + n
+    maxima[:] = x[o, 0, start:stop]
+    for c in range(1, channels):
+        scores = x[o, c, start:stop]
+        for j in range(n):
+            maxima[j] = max(maxima[j], scores[j])
+    totals[:] = 0.0
+    for c in range(channels):
+        scores = x[o, c, start:stop]
+        probs = prob[o, c, start:stop]
+        for j in range(n):
+            e = exp(scores[j] - maxima[j])
+            probs[j] = e
+            totals[j] += e
+    for j in range(n):
+        inverse[j] = 1.0 / totals[j]
+    for c in range(channels):
+        probs = prob[o, c, start:stop]
+        for j in range(n):
+            probs[j] *= inverse[j]

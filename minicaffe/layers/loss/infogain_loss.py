@@ -53,16 +53,7 @@ def _infogain_rows(x, prob, labels, infogain, has_ignore, ignore_label, log_floo
     bad = -1
     for o in range(outer):
         row = x[o]
-        probs = prob[o]
-        top = kernels.maximum(row)
-        total = row.dtype.type(0.0)
-        for c in range(channels):
-            e = kernels.exp(row[c] - top)
-            probs[c] = e
-            total += e
-        inverse = row.dtype.type(1.0) / total
-        for c in range(channels):
-            probs[c] *= inverse
+        top, total = kernels.softmax_row(row, prob[o])
         label = int(labels[o])
         if has_ignore and label == ignore_label:
             continue
@@ -102,28 +93,9 @@ def _infogain_blocked(x, prob, labels, infogain_t, has_ignore, ignore_label, log
             terms = terms_buffer[:n]
             keep = keep_buffer[:n]
             safe = safe_buffer[:n]
-            maxima[:] = x[o, 0, start:stop]
-            for c in range(1, channels):
-                scores = x[o, c, start:stop]
-                for j in range(n):
-                    maxima[j] = max(maxima[j], scores[j])
-            totals[:] = zero
-            for c in range(channels):
-                scores = x[o, c, start:stop]
-                probs = prob[o, c, start:stop]
-                for j in range(n):
-                    e = kernels.exp(scores[j] - maxima[j])
-                    probs[j] = e
-                    totals[j] += e
+            kernels.softmax_block(x, prob, o, start, maxima, totals, terms)
             for j in range(n):
-                inverse = x.dtype.type(1.0) / totals[j]
-                for_log = totals[j]
-                totals[j] = inverse
-                maxima[j] += kernels.log(for_log)          # now the shift: max + log(sum exp)
-            for c in range(channels):
-                probs = prob[o, c, start:stop]
-                for j in range(n):
-                    probs[j] *= totals[j]
+                maxima[j] += kernels.log(totals[j])          # now the shift: max + log(sum exp)
             block_labels = labels[o, start:stop]
             for j in range(n):
                 label = int(block_labels[j])

@@ -33,36 +33,21 @@ def _softlabel_forward(x, q, prob):
     outer, channels, inner = x.shape
     maxima_buffer = np.empty(_BLOCK, x.dtype)
     totals_buffer = np.empty(_BLOCK, x.dtype)
+    scratch_buffer = np.empty(_BLOCK, x.dtype)
     loss = 0.0
     for o in range(outer):
         for start in range(0, inner, _BLOCK):
             n = min(_BLOCK, inner - start)
             stop = start + n
-            maxima = maxima_buffer[:n]
-            totals = totals_buffer[:n]
-            maxima[:] = x[o, 0, start:stop]
-            for c in range(1, channels):
-                scores = x[o, c, start:stop]
-                for j in range(n):
-                    maxima[j] = max(maxima[j], scores[j])
-            totals[:] = 0.0
-            for c in range(channels):
-                scores = x[o, c, start:stop]
-                probs = prob[o, c, start:stop]
-                for j in range(n):
-                    e = kernels.exp(scores[j] - maxima[j])
-                    probs[j] = e
-                    totals[j] += e
+            maxima, totals = maxima_buffer[:n], totals_buffer[:n]
+            kernels.softmax_block(x, prob, o, start, maxima, totals, scratch_buffer[:n])
             for j in range(n):
-                totals[j] = kernels.log(totals[j])
+                maxima[j] += kernels.log(totals[j])          # now log(sum exp x): log p = x - this
             for c in range(channels):
                 scores = x[o, c, start:stop]
-                probs = prob[o, c, start:stop]
                 labels = q[o, c, start:stop]
                 for j in range(n):
-                    log_p = scores[j] - maxima[j] - totals[j]
-                    probs[j] = kernels.exp(log_p)
-                    loss -= labels[j] * max(log_p, _LOG_FLOOR)
+                    loss -= labels[j] * max(scores[j] - maxima[j], _LOG_FLOOR)
     return loss
 
 
@@ -72,16 +57,11 @@ def _softlabel_rows(x, q, prob):
     outer, channels = x.shape
     loss = 0.0
     for o in range(outer):
-        row, labels, probs = x[o], q[o], prob[o]
-        top = kernels.maximum(row)
-        total = row.dtype.type(0.0)
+        row, labels = x[o], q[o]
+        top, total = kernels.softmax_row(row, prob[o])
+        shift = top + kernels.log(total)
         for c in range(channels):
-            total += kernels.exp(row[c] - top)
-        log_total = kernels.log(total)
-        for c in range(channels):
-            log_p = row[c] - top - log_total
-            probs[c] = kernels.exp(log_p)
-            loss -= labels[c] * max(log_p, _LOG_FLOOR)
+            loss -= labels[c] * max(row[c] - shift, _LOG_FLOOR)
     return loss
 
 

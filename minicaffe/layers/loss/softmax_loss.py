@@ -64,16 +64,7 @@ def _softmax_rows(x, prob, labels, has_ignore, ignore_label, weights, weighted):
     bad = -1
     for o in range(outer):
         row = x[o]
-        probs = prob[o]
-        top = kernels.maximum(row)
-        total = row.dtype.type(0.0)
-        for c in range(channels):
-            e = kernels.exp(row[c] - top)
-            probs[c] = e
-            total += e
-        inverse = row.dtype.type(1.0) / total
-        for c in range(channels):
-            probs[c] *= inverse
+        top, total = kernels.softmax_row(row, prob[o])
         label = int(labels[o])
         if has_ignore and label == ignore_label:
             continue
@@ -106,26 +97,7 @@ def _softmax_blocked(x, prob, labels, has_ignore, ignore_label, weights, weighte
             stop = start + n
             maxima = maxima_buffer[:n]
             totals = totals_buffer[:n]
-            inverse = inverse_buffer[:n]
-            maxima[:] = x[o, 0, start:stop]
-            for c in range(1, channels):
-                scores = x[o, c, start:stop]
-                for j in range(n):
-                    maxima[j] = max(maxima[j], scores[j])
-            totals[:] = 0.0
-            for c in range(channels):
-                scores = x[o, c, start:stop]
-                probs = prob[o, c, start:stop]
-                for j in range(n):
-                    e = kernels.exp(scores[j] - maxima[j])
-                    probs[j] = e
-                    totals[j] += e
-            for j in range(n):
-                inverse[j] = 1.0 / totals[j]
-            for c in range(channels):
-                probs = prob[o, c, start:stop]
-                for j in range(n):
-                    probs[j] *= inverse[j]
+            kernels.softmax_block(x, prob, o, start, maxima, totals, inverse_buffer[:n])
             block_labels = labels[o, start:stop]
             for j in range(n):
                 label = int(block_labels[j])
