@@ -22,6 +22,13 @@ alternating rounds so that a change in the machine's load hits both; the
 figure is the median over all timed iterations, after warm-up iterations that
 also compile minicaffe's numba kernels. The minicaffe per-layer breakdown is
 `minicaffe time`'s (minicaffe.timing).
+
+minicaffe's convolutions are BLAS products, so their speed is OpenBLAS's. On a
+CPU with AVX-512 that numpy's OpenBLAS does not recognize (it then runs its
+AVX2 "Haswell" kernels, as on AMD Zen 5), the script also times a second run
+with `OPENBLAS_CORETYPE=SkylakeX` (OpenBLAS's AVX-512 kernels), in a
+subprocess, since OpenBLAS reads the variable when it is loaded; `--avx512 no`
+skips it. Both tables go to the results file.
 """
 
 from __future__ import annotations
@@ -112,7 +119,7 @@ def torch_runner(model, data, labels):
             parameter.grad = None
         loss = F.cross_entropy(model(data), labels)
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
     return run
 
 
@@ -151,51 +158,124 @@ def benchmark(name, path, batch, rounds, per_round, threads):
             "loss": loss, "torch_loss": torch_loss, "layers": report.layers[1:]}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10, help="alternating timing rounds")
-    parser.add_argument("--iterations", type=int, default=10, help="timed iterations per round and side")
-    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "vision.md"))
-    args = parser.parse_args(argv)
-    import numba
+def openblas_core():
+    """The kernel set numpy's OpenBLAS chose ('Haswell', 'SkylakeX', ...), or None when that cannot be asked."""
+    import ctypes
+    import glob
+
+    libraries = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
+    for path in libraries:
+        library = ctypes.CDLL(path)
+        for symbol in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
+                       "openblas_get_corename"):
+            function = getattr(library, symbol, None)
+            if function is not None:
+                function.restype = ctypes.c_char_p
+                return function().decode()
+    return None
+
+
+def cpu_has_avx512() -> bool:
+    """AVX-512 F, CD, BW, DQ and VL: what OpenBLAS's SkylakeX kernels need."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= set(flags)
+
+
+def run_all(rounds, iterations):
     import torch
 
     threads = blas_threads()
     torch.set_num_threads(threads)
     rows = []
     for name, path, batch in NETS:
-        row = benchmark(name, path, batch, args.rounds, args.iterations, threads)
+        row = benchmark(name, path, batch, rounds, iterations, threads)
+        row["layers"] = [(layer.name, layer.type, layer.forward_ms, layer.backward_ms) for layer in row["layers"]]
         rows.append(row)
-        print(f"{name:16s} minicaffe {row['minicaffe']:8.2f} ms  PyTorch {row['torch']:8.2f} ms  "
-              f"ratio {row['minicaffe'] / row['torch']:.2f}", flush=True)
-    command = "  ".join(["python benchmarks/bench_vision.py"] + (argv if argv is not None else sys.argv[1:]))
-    lines = [
-        "# Vision nets: one training iteration (forward + backward), float32, CPU",
-        "",
-        f"Made by `.venv/bin/{command.strip()}` on {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, "
-        f"numba {numba.__version__}, PyTorch {torch.__version__}. Threads: {threads} for BLAS and for PyTorch "
-        "(`torch.set_num_threads`); minicaffe's numba kernels run on one thread.",
-        "",
-        "Median milliseconds per iteration over "
-        f"{args.rounds} alternating rounds of {args.iterations} iterations each (minimum in brackets); "
-        "lower is better. Both sides run the same weights on the same input (the losses agree); the "
-        "data layer is not timed. Target: minicaffe within "
-        f"{TARGET}x of PyTorch CPU (BVLC Caffe's CPU build is about 1.9x on LeNet and 2.4x on CIFAR-10 quick).",
-        "",
-        "| net | batch | minicaffe | PyTorch CPU | minicaffe / PyTorch | target 1.5x |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for row in rows:
+        print(f"[OpenBLAS {openblas_core()}] {name:16s} minicaffe {row['minicaffe']:8.2f} ms  "
+              f"PyTorch {row['torch']:8.2f} ms  ratio {row['minicaffe'] / row['torch']:.2f}", flush=True)
+    return {"core": openblas_core(), "threads": threads, "rows": rows}
+
+
+def table(run, heading):
+    lines = [heading, "", "| net | batch | minicaffe | PyTorch CPU | minicaffe / PyTorch (of minima) | "
+             "target 1.5x (medians) |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for row in run["rows"]:
         ratio = row["minicaffe"] / row["torch"]
         verdict = "met" if ratio <= TARGET else f"missed by {ratio / TARGET:.2f}x"
         lines.append(f"| {row['name']} | {row['batch']} | {row['minicaffe']:.2f} ({row['minicaffe_min']:.2f}) "
-                     f"| {row['torch']:.2f} ({row['torch_min']:.2f}) | {ratio:.2f}x | {verdict} |")
-    for row in rows:
-        lines += ["", f"minicaffe per layer, {row['name']} (`minicaffe time {row['path']}`, ms per iteration):", "",
-                  "| layer | type | forward | backward |", "| --- | --- | ---: | ---: |"]
-        for layer in row["layers"]:
-            lines.append(f"| {layer.name} | {layer.type} | {layer.forward_ms:.3f} | {layer.backward_ms:.3f} |")
+                     f"| {row['torch']:.2f} ({row['torch_min']:.2f}) | {ratio:.2f}x "
+                     f"({row['minicaffe_min'] / row['torch_min']:.2f}x) | {verdict} |")
+    return lines
+
+
+def main(argv=None):
+    import json
+    import subprocess
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10, help="alternating timing rounds")
+    parser.add_argument("--iterations", type=int, default=10, help="timed iterations per round and side")
+    parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "vision.md"))
+    parser.add_argument("--avx512", choices=["auto", "no"], default="auto",
+                        help="auto: when OpenBLAS runs non-AVX-512 kernels on a CPU that has AVX-512, also time "
+                             "a run with OPENBLAS_CORETYPE=SkylakeX (in a subprocess)")
+    parser.add_argument("--json", help=argparse.SUPPRESS)      # the subprocess's results
+    args = parser.parse_args(argv)
+    import numba
+    import torch
+
+    load_before = os.getloadavg()[0]
+    run = run_all(args.rounds, args.iterations)
+    run["load"] = (load_before, os.getloadavg()[0])
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(run, handle)
+        return
+    extra = None
+    if args.avx512 == "auto" and "OPENBLAS_CORETYPE" not in os.environ and cpu_has_avx512() \
+            and run["core"] not in (None, "SkylakeX", "Cooperlake", "SapphireRapids"):
+        path = args.output + ".avx512.json"
+        environment = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--rounds", str(args.rounds), "--iterations",
+                        str(args.iterations), "--json", path], env=environment, check=True)
+        with open(path) as handle:
+            extra = json.load(handle)
+        os.remove(path)
+    command = " ".join(["python benchmarks/bench_vision.py"] + list(argv if argv is not None else sys.argv[1:]))
+    lines = [
+        "# Vision nets: one training iteration (forward + backward), float32, CPU",
+        "",
+        f"Made by `.venv/bin/{command}` on {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__} "
+        f"(OpenBLAS kernels: {run['core'] or 'unknown'}), numba {numba.__version__}, PyTorch {torch.__version__}. "
+        f"Threads: {run['threads']} for BLAS and for PyTorch (`torch.set_num_threads`); minicaffe's numba "
+        "kernels run on one thread. The machine's 1-minute load average was "
+        f"{run['load'][0]:.2f} before and {run['load'][1]:.2f} after the run (anything else running skews both "
+        "sides, multi-threaded BLAS most).",
+        "",
+        f"Median milliseconds per iteration over {args.rounds} alternating rounds of {args.iterations} "
+        "iterations each (minimum in brackets); lower is better. Both sides run the same weights on the same "
+        "input (the losses agree); the data layer is not timed. Target: minicaffe within "
+        f"{TARGET}x of PyTorch CPU (BVLC Caffe's CPU build is about 1.9x on LeNet and 2.4x on CIFAR-10 quick).",
+        "",
+    ]
+    lines += table(run, f"With the OpenBLAS kernels numpy chose ({run['core'] or 'unknown'}):")
+    if extra is not None:
+        lines += [""] + table(extra, f"With `OPENBLAS_CORETYPE=SkylakeX` (OpenBLAS's AVX-512 kernels; this CPU has "
+                                     f"AVX-512 but OpenBLAS picked {run['core']}), same command:")
+    for label, result in (("", run), (" (SkylakeX kernels)", extra)):
+        if result is None:
+            continue
+        for row in result["rows"]:
+            lines += ["", f"minicaffe per layer{label}, {row['name']} (as `minicaffe time {row['path']}` reports it, "
+                          "ms per iteration):", "", "| layer | type | forward | backward |",
+                      "| --- | --- | ---: | ---: |"]
+            for name, kind, forward_ms, backward_ms in row["layers"]:
+                lines.append(f"| {name} | {kind} | {forward_ms:.3f} | {backward_ms:.3f} |")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -5,7 +5,8 @@ and Backward once untimed (for minicaffe, that pass also compiles the numba
 kernels), then ``iterations`` times with every layer's Forward and Backward
 timed on its own. The report gives each layer's average forward and backward
 time, then the average Forward pass, Backward pass and Forward-Backward per
-iteration, and the total. Backward runs the layers that need it, in reverse
+iteration, and the total, in the lines Caffe logs (each iteration's time
+first). Backward runs the layers that need it, in reverse
 order, as ``Net.backward`` does. Parameter gradients accumulate over the
 iterations (no solver clears them), as in Caffe.
 
@@ -41,6 +42,7 @@ class TimingReport:
     forward_backward_ms: float = 0.0
     total_ms: float = 0.0
     initial_loss: float = 0.0
+    iteration_ms: list = field(default_factory=list)
 
 
 def _synchronize():
@@ -61,6 +63,7 @@ def time_net(net, iterations=50) -> TimingReport:
     forward = [0.0] * count
     backward = [0.0] * count
     forward_total = backward_total = 0.0
+    iteration_ms = []
     clock = time.perf_counter
     run_start = clock()
     for _ in range(iterations):
@@ -77,24 +80,30 @@ def time_net(net, iterations=50) -> TimingReport:
             net.backward_from_to(i, i)
             _synchronize()
             backward[i] += clock() - start
-        backward_total += clock() - middle
+        end = clock()
+        backward_total += end - middle
+        iteration_ms.append((end - pass_start) * 1e3)
     total = clock() - run_start
     scale = 1e3 / iterations
     layers = [LayerTime(layer.name, layer.type, forward[i] * scale, backward[i] * scale)
               for i, layer in enumerate(net.layers)]
     return TimingReport(iterations=iterations, layers=layers, forward_ms=forward_total * scale,
                         backward_ms=backward_total * scale, forward_backward_ms=total * scale,
-                        total_ms=total * 1e3, initial_loss=initial_loss)
+                        total_ms=total * 1e3, initial_loss=initial_loss, iteration_ms=iteration_ms)
 
 
 def report_lines(report: TimingReport):
-    """Caffe's ``caffe time`` report: per-layer averages, then the per-pass averages and the total."""
+    """``caffe time``'s report: the initial loss, each iteration's time, per-layer averages, then the
+    per-pass averages and the total (layer names right-aligned in 10 columns, as Caffe's setw(10))."""
     yield f"Initial loss: {report.initial_loss:.6g}"
-    yield f"Average time per layer over {report.iterations} iteration(s):"
-    width = max([len(layer.name) for layer in report.layers] + [1])
+    yield "*** Benchmark begins ***"
+    yield f"Testing for {report.iterations} iterations."
+    for index, milliseconds in enumerate(report.iteration_ms):
+        yield f"Iteration: {index + 1} forward-backward time: {milliseconds:.4g} ms."
+    yield "Average time per layer: "
     for layer in report.layers:
-        yield f"{layer.name:>{width}}\tforward: {layer.forward_ms:.4g} ms."
-        yield f"{layer.name:>{width}}\tbackward: {layer.backward_ms:.4g} ms."
+        yield f"{layer.name:>10}\tforward: {layer.forward_ms:.4g} ms."
+        yield f"{layer.name:>10}\tbackward: {layer.backward_ms:.4g} ms."
     yield f"Average Forward pass: {report.forward_ms:.4g} ms."
     yield f"Average Backward pass: {report.backward_ms:.4g} ms."
     yield f"Average Forward-Backward: {report.forward_backward_ms:.4g} ms."

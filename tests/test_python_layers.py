@@ -172,6 +172,10 @@ def test_learnable_blobs_are_trained_saved_and_loaded(tmp_path, fixture_layers):
     np.testing.assert_allclose(loaded.params["affine"][1].data, [0.5, -1.0, 0.25])
     np.testing.assert_allclose(loaded.params["affine"][0].data, [2.0, 2.0, 2.0])
 
+    checked = run("check", path)                 # setup writes the blobs' values: fine under check too
+    assert checked.exit_code == 0, checked.output
+    assert re.search(r"affine\s+Python\s+x -> y \(4x3\)\s+\[params 6; backward\]", checked.output)
+
 
 def test_python_data_layer_with_several_tops(tmp_path, fixture_layers):
     text = python_layer("data", "CountingData", [], ["data", "label", "index"], '{"batch": 3, "dim": 2}')
@@ -223,6 +227,22 @@ def test_module_is_imported_from_sys_path_before_the_prototxt_folder(tmp_path, m
     monkeypatch.syspath_prepend(str(tmp_path / "lib"))
     assert minicaffe.Net(path, minicaffe.TEST).forward()["c"][0] == 2        # sys.path first
     monkeypatch.delitem(sys.modules, "mc_where_module")
+
+
+def test_a_net_built_from_a_message_finds_modules_in_the_folder_it_is_given(tmp_path):
+    from minicaffe.layers.python_layer import model_folder
+    from minicaffe.proto.text import read_net
+    write(tmp_path / "nets" / "mc_folder_module.py", open(FIXTURE_MODULE).read())
+    path = write(tmp_path / "nets" / "n.prototxt",
+                 INPUT.format(n=1, d=2) + python_layer("s", "ScaleByParam", ["x"], ["y"], '{"factor": 5}',
+                                                      module="mc_folder_module"))
+    with pytest.raises(GraphError, match="not found; looked in sys.path, no .caffeinit entry"):
+        minicaffe.Net(read_net(path), minicaffe.TEST)          # a message alone has no folder
+    with model_folder(str(tmp_path / "nets")):                  # as a solver that read the file can say
+        net = minicaffe.Net(read_net(path), minicaffe.TEST)
+    np.testing.assert_allclose(net.forward(x=[[1.0, 2.0]], t=[[0.0, 0.0]])["y"], [[105.0, 110.0]])
+    assert "Python" in minicaffe.layer_type_list()             # pycaffe's caffe.layer_type_list()
+    sys.modules.pop("mc_folder_module", None)
 
 
 def test_no_caffe_package_is_shipped_and_a_real_caffe_is_left_alone(tmp_path, monkeypatch):

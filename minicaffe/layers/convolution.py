@@ -39,19 +39,20 @@ class ConvolutionLayer(BaseConvolution):
     """Convolution; see the module docstring."""
 
     def forward(self, bottom, top):
-        weight = self._weights(self.blobs[0].data)
+        weight_rows = self._weight_rows()
         bias = self._bias()
         for x_blob, y_blob in zip(bottom, top):
             outputs = self._flat_chunks(y_blob.data, self.conv_out_size)
             for (images, x), (_, y) in zip(self._flat_chunks(x_blob.data, self.conv_in_size), outputs):
-                self._apply(self._columns(x, images), weight, y, images, bias)
+                self._apply(self._patches(x, images), weight_rows, y, images, bias)
 
     def backward(self, top, propagate_down, bottom):
-        weight = self._weights(self.blobs[0].data)
-        weight_diff = self._weights(self.blobs[0].diff) if self.param_propagate_down[0] else None
+        learn_weight = self.param_propagate_down[0]
+        weight_rows = self._weight_rows() if any(propagate_down) else None
+        accumulator = self._weight_accumulator() if learn_weight else None
         bias_diff = self._bias_diff()
         for y_blob, x_blob, need_input in zip(top, bottom, propagate_down):
-            if weight_diff is None and not need_input:
+            if not learn_weight and not need_input:
                 if bias_diff is not None:
                     _channel_sums(y_blob.diff.reshape(-1), self.conv_out_channels, self.num, self.locations,
                                   bias_diff)
@@ -60,11 +61,13 @@ class ConvolutionLayer(BaseConvolution):
             inputs = self._flat_chunks(x_blob.data, self.conv_in_size)
             input_diffs = self._flat_chunks(x_blob.diff, self.conv_in_size) if need_input else repeat(None)
             for (images, dy), (_, x), dx in zip(top_diffs, inputs, input_diffs):
-                rows = self._rows(dy, images, bias_diff)
-                if weight_diff is not None:
-                    self._weight_gradient(rows, self._columns(x, images), weight_diff)
+                outputs = self._outputs(dy, images, bias_diff)
+                if learn_weight:
+                    self._weight_gradient(outputs, self._patches(x, images), accumulator)
                 if dx is not None:
-                    self._transpose(rows, weight, dx[1], images)
+                    self._transpose(outputs, weight_rows, dx[1], images)
+        if learn_weight:
+            self._store_weight_gradient(accumulator)
 
 
 @register("Deconvolution")
@@ -83,31 +86,34 @@ class DeconvolutionLayer(BaseConvolution):
         return dims
 
     def forward(self, bottom, top):
-        weight = self._weights(self.blobs[0].data)
+        weight_rows = self._weight_rows()
         for x_blob, y_blob in zip(bottom, top):
             outputs = self._flat_chunks(y_blob.data, self.conv_in_size)
             for (images, x), (_, y) in zip(self._flat_chunks(x_blob.data, self.conv_out_size), outputs):
-                self._transpose(self._rows(x, images), weight, y, images)
+                self._transpose(self._outputs(x, images), weight_rows, y, images)
             if self.bias_term:
                 _add_channel_bias(y_blob.data.reshape(-1), self.num_output, self.num,
                                   self.geometry.image_size // self.num_output, self.blobs[1].data)
 
     def backward(self, top, propagate_down, bottom):
-        weight = self._weights(self.blobs[0].data)
-        weight_diff = self._weights(self.blobs[0].diff) if self.param_propagate_down[0] else None
+        learn_weight = self.param_propagate_down[0]
+        weight_rows = self._weight_rows() if any(propagate_down) else None
+        accumulator = self._weight_accumulator() if learn_weight else None
         bias_diff = self._bias_diff()
         for y_blob, x_blob, need_input in zip(top, bottom, propagate_down):
             if bias_diff is not None:
                 _channel_sums(y_blob.diff.reshape(-1), self.num_output, self.num,
                               self.geometry.image_size // self.num_output, bias_diff)
-            if weight_diff is None and not need_input:
+            if not learn_weight and not need_input:
                 continue
             top_diffs = self._flat_chunks(y_blob.diff, self.conv_in_size)
             inputs = self._flat_chunks(x_blob.data, self.conv_out_size)
             input_diffs = self._flat_chunks(x_blob.diff, self.conv_out_size) if need_input else repeat(None)
             for (images, dy), (_, x), dx in zip(top_diffs, inputs, input_diffs):
-                cols = self._columns(dy, images)
-                if weight_diff is not None:
-                    self._weight_gradient(self._rows(x, images), cols, weight_diff)
+                patches = self._patches(dy, images)
+                if learn_weight:
+                    self._weight_gradient(self._outputs(x, images), patches, accumulator)
                 if dx is not None:
-                    self._apply(cols, weight, dx[1], images, None)
+                    self._apply(patches, weight_rows, dx[1], images, None)
+        if learn_weight:
+            self._store_weight_gradient(accumulator)

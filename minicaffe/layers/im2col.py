@@ -298,6 +298,7 @@ class ConvGeometry:
         self.use_nd = force_nd or axes > 2
         if self.use_nd:
             as_array = lambda values: np.asarray(values, dtype=np.int64)  # noqa: E731
+            self.pointwise = False
             self._padded_image_size = 0
             self._args_nd = (self.channels, self.groups, as_array(self.in_dims), as_array(self.out_dims),
                              as_array(self.kernel), as_array(self.pad), as_array(self.stride),
@@ -308,6 +309,8 @@ class ConvGeometry:
             return (fill,) * (2 - axes) + tuple(values)
         height, width = two(self.in_dims, 1)
         pad_h, pad_w = two(self.pad, 0)
+        # 1x1 kernel, stride 1, no padding: the patch matrix is the channels-last image itself (Caffe's 1x1 case).
+        self.pointwise = all(k == 1 and s == 1 and p == 0 for k, s, p in zip(self.kernel, self.stride, self.pad))
         self._padding = (self.channels, height, width, pad_h, pad_w)
         padded_h, padded_w = height + 2 * pad_h, width + 2 * pad_w
         self._padded_image_size = self.channels * padded_h * padded_w
@@ -316,7 +319,7 @@ class ConvGeometry:
 
     def scratch_size(self, images):
         """Elements of scratch that :meth:`im2row` and :meth:`row2im` need for ``images`` images."""
-        return images * self._padded_image_size
+        return 0 if self.pointwise else images * self._padded_image_size
 
     def im2row(self, x, images, rows, scratch=None):
         """Fill ``rows`` (flat, ``images * locations`` x ``width``) from ``images`` images in ``x`` (flat).
@@ -326,6 +329,9 @@ class ConvGeometry:
         if self.use_nd:
             _im2row_nd(x, images, *self._args_nd, rows)
             return
+        if self.pointwise:
+            _to_padded_channels_last(x, images, *self._padding, rows)
+            return
         padded = self._scratch(scratch, images, x.dtype)
         _to_padded_channels_last(x, images, *self._padding, padded)
         _im2row_2d(padded, images, *self._args_2d, rows)
@@ -334,6 +340,9 @@ class ConvGeometry:
         """Overwrite ``x`` (flat, ``images`` images) with the row entries summed back to where they were read."""
         if self.use_nd:
             _row2im_nd(rows, images, *self._args_nd, x)
+            return
+        if self.pointwise:
+            _from_padded_channels_last(rows, images, *self._padding, x)
             return
         padded = self._scratch(scratch, images, x.dtype)
         _row2im_2d(rows, images, *self._args_2d, padded)

@@ -177,6 +177,10 @@ def test_in_net_the_statistics_get_no_gradient_and_in_place_scale_checks():
     net = Net(parse_net(NET), TRAIN, dtype=np.float64)
     bn = net.layer_dict["bn"]
     assert [spec.lr_mult for spec in bn.layer_param.param] == [0, 0, 0]
+    solver_view = {(entry.layer, entry.index): entry.lr_mult for entry in net.learnable_param_specs}
+    assert [solver_view[("bn", i)] for i in range(3)] == [0, 0, 0]       # a solver leaves them alone
+    assert solver_view[("sc", 0)] == 1
+    assert bn.param_propagate_down == [True] * 3     # force_backward sets them, as in Caffe; Backward still writes no diff
     net.blobs["x"].data[...] = rng.standard_normal((4, 2, 3))
     net.forward()
     net.backward()

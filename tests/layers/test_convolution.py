@@ -97,6 +97,7 @@ CONV_CASES = [
     ("num_output: 4 kernel_size: 2 kernel_size: 3 dilation: 3 dilation: 1 stride: 2 stride: 1 pad: 0 pad: 2",
      (1, 2, 8, 6), dict(dilation=(3, 1), stride=(2, 1), pad=(0, 2))),
     ("num_output: 5 kernel_size: 1 bias_term: false", (2, 3, 4, 4), dict(no_bias=True)),
+    ("num_output: 4 kernel_size: 1 group: 2", (2, 6, 3, 5), dict(group=2)),
     ("num_output: 4 kernel_size: 2 stride: 3 pad: 1 group: 4", (2, 4, 7, 6), dict(stride=3, pad=1, group=4)),
 ]
 
@@ -297,14 +298,15 @@ def test_parameter_diffs_accumulate_and_propagate_down_is_honoured():
 
 def test_column_buffers_are_reused_across_passes():
     x = rng.standard_normal((2, 3, 6, 6))
-    layer = layer_from_text(conv_text("num_output: 4 kernel_size: 3"), dtype=np.float32)
+    layer = layer_from_text(conv_text("num_output: 4 kernel_size: 3 pad: 1"), dtype=np.float32)
     bottom, top = run_layer(layer, [x])
-    buffers = dict(layer._buffers)
     top[0].diff[...] = 1.0
+    layer.run_backward(top, [True], bottom)
+    buffers = dict(layer._buffers)
     for _ in range(2):
         layer.run_forward(bottom, top)
         layer.run_backward(top, [True], bottom)
-    assert set(buffers) == {"cols", "rows"}
+    assert set(buffers) == {"patches", "product", "scratch", "weight_diff"}
     assert all(layer._buffers[name] is buffers[name] for name in buffers)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from minicaffe.blob import Blob
 from minicaffe.errors import ShapeError
-from minicaffe.layers.im2col import Im2colGeometry
+from minicaffe.layers.im2col import ConvGeometry
 from minicaffe.memory import shapes_only
 from minicaffe.testing import GradientChecker, empty_blobs, layer_from_text, make_blobs, run_layer
 
@@ -79,19 +79,36 @@ def test_im2col_gradient(params, shape):
 
 
 @pytest.mark.parametrize("use_nd", [False, True])
-def test_col2im_is_the_adjoint_of_im2col(use_nd):
-    """<im2col(x), c> == <x, col2im(c)> in both column layouts (rows inside or outside images)."""
-    images, channels, dims = 3, 2, (6, 5)
-    geometry = Im2colGeometry(channels, dims, (3, 5), (3, 2), (2, 1), (1, 1), (1, 2), force_nd=use_nd)
+@pytest.mark.parametrize("groups", [1, 2])
+def test_row2im_is_the_adjoint_of_im2row(use_nd, groups):
+    """<im2row(x), r> == <x, row2im(r)>, and row2im overwrites its output."""
+    images, channels, dims = 3, 4, (6, 5)
+    geometry = ConvGeometry(channels, dims, (3, 5), (3, 2), (2, 1), (1, 1), (1, 2), groups=groups, force_nd=use_nd)
     x = rng.standard_normal(images * geometry.image_size)
-    size = geometry.rows * geometry.locations
-    for row_stride, image_stride in ((geometry.locations, size), (images * geometry.locations, geometry.locations)):
-        cols = np.empty(images * size)
-        geometry.im2col(x, images, cols, row_stride, image_stride)
-        c = rng.standard_normal(cols.size)
-        back = np.full(x.size, np.nan)                   # col2im overwrites every element
-        geometry.col2im(c, images, back, row_stride, image_stride)
-        np.testing.assert_allclose(np.dot(cols, c), np.dot(x, back), rtol=1e-12)
+    rows = np.empty(images * geometry.locations * geometry.width)
+    geometry.im2row(x, images, rows)
+    r = rng.standard_normal(rows.size)
+    back = np.full(x.size, np.nan)
+    geometry.row2im(r, images, back)
+    np.testing.assert_allclose(np.dot(rows, r), np.dot(x, back), rtol=1e-12)
+
+
+def test_im2row_orders_a_row_by_group_tap_and_channel():
+    """Row (n, o) holds group g's patch as (tap, channel within g): the layout the weights are permuted to."""
+    x = rng.standard_normal((2, 4, 5, 5))
+    geometry = ConvGeometry(4, (5, 5), (2, 5), (2, 3), (2, 1), (0, 1), (1, 1), groups=2)
+    rows = np.empty(2 * geometry.locations * geometry.width)
+    geometry.im2row(x.reshape(-1), 2, rows)
+    columns = im2col_reference(x, (2, 3), (2, 1), (0, 1), (1, 1))        # (N, (c, tap), 2, 5)
+    expected = columns.reshape(2, 2, 2, 6, 10).transpose(0, 4, 1, 3, 2)    # (n, o, g, tap, c')
+    np.testing.assert_array_equal(rows.reshape(2, 10, 2, 6, 2), expected)
+    weight = rng.standard_normal((6, 2, 2, 3))
+    in_rows = geometry.weights_to_rows(weight)
+    assert in_rows.shape == (2, 3, 12)
+    np.testing.assert_array_equal(in_rows[1, 2].reshape(6, 2), weight[5].reshape(2, 6).T)
+    accumulated = np.ones_like(weight)
+    geometry.add_rows_to_weights(in_rows, accumulated)
+    np.testing.assert_array_equal(accumulated, weight + 1)
 
 
 def test_im2col_shape_rule_without_allocating():

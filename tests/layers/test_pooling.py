@@ -339,3 +339,8 @@ def test_shape_errors():
     blob = Blob((1, 1, 4, 4))
     with pytest.raises(GraphError, match="layer 'pool'.*in-place"):
         layer_from_text(pooling_text("kernel_size: 1")).set_up([blob], [blob])
+    layer = layer_from_text(pooling_text("kernel_size: 2"))
+    bottom, top = make_blobs(np.ones((1, 1, 4, 4))), empty_blobs(1)
+    layer.set_up(bottom, top)
+    with pytest.raises(GraphError, match="layer 'pool'.*Backward before a Forward"):
+        layer.run_backward(top, [True], bottom)
