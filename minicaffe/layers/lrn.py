@@ -19,7 +19,7 @@
       y = x * s^-beta
       dx = dy * s^-beta + 2 x * P^T(-alpha beta * dy * y / s)
 
-CPU: numba kernels. ACROSS_CHANNELS runs in parallel over blocks of spatial
+CPU: numba kernels (one thread). ACROSS_CHANNELS walks blocks of spatial
 positions of each image, channel by channel over contiguous runs (which
 vectorize); ``beta = 0.75``, the value of every classic net, is computed with
 square roots instead of ``pow``. WITHIN_CHANNEL reuses Pooling's AVE kernels.
@@ -30,7 +30,6 @@ kept between iterations. In-place computation is refused (Backward needs x).
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from .. import kernels
 from ..errors import GraphError
@@ -42,7 +41,7 @@ from .pooling import AVE, Pooler
 ACROSS_CHANNELS = caffe_pb2.LRNParameter.ACROSS_CHANNELS
 WITHIN_CHANNEL = caffe_pb2.LRNParameter.WITHIN_CHANNEL
 
-_BLOCK = 512  # spatial positions per parallel task
+_BLOCK = 512  # spatial positions per block
 
 
 @kernels.cpu_kernel
@@ -55,9 +54,9 @@ def _power(s, beta, three_quarters, one):
 
 
 # ACROSS_CHANNELS kernels take (N*C, H*W) arrays: row n*C + c is channel c of image n. Each
-# parallel task is one image's block of _BLOCK positions, walked channel by channel.
+# block is one image's run of _BLOCK positions, walked channel by channel.
 
-@kernels.cpu_kernel(parallel=True)
+@kernels.cpu_kernel
 def lrn_across_forward(x, scale, top, channels, size, alpha_over_size, beta, k):
     """scale = k + alpha/n * window sum of x^2; top = x * scale^-beta."""
     rows, spatial = x.shape
@@ -66,7 +65,7 @@ def lrn_across_forward(x, scale, top, channels, size, alpha_over_size, beta, k):
     blocks = (spatial + _BLOCK - 1) // _BLOCK
     three_quarters = beta == 0.75
     one = x.dtype.type(1.0)
-    for task in prange(num * blocks):
+    for task in range(num * blocks):
         first = (task // blocks) * channels
         start = (task % blocks) * _BLOCK
         stop = min(start + _BLOCK, spatial)
@@ -85,7 +84,7 @@ def lrn_across_forward(x, scale, top, channels, size, alpha_over_size, beta, k):
                 out[j] = values[j] * _power(s[j], beta, three_quarters, one)
 
 
-@kernels.cpu_kernel(parallel=True)
+@kernels.cpu_kernel
 def lrn_across_backward(x, top, scale, top_diff, ratio, bottom_diff, channels, size, ratio_coefficient, beta):
     """dx = dy * s^-beta - ratio_coefficient * x * window sum of (dy * y / s); ``ratio`` is scratch."""
     rows, spatial = x.shape
@@ -94,7 +93,7 @@ def lrn_across_backward(x, top, scale, top_diff, ratio, bottom_diff, channels, s
     blocks = (spatial + _BLOCK - 1) // _BLOCK
     three_quarters = beta == 0.75
     one = x.dtype.type(1.0)
-    for task in prange(num * blocks):
+    for task in range(num * blocks):
         first = (task // blocks) * channels
         start = (task % blocks) * _BLOCK
         stop = min(start + _BLOCK, spatial)

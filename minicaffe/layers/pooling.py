@@ -34,7 +34,9 @@ ph stride_h - pad_h + kernel_h)`` (likewise columns).
 
 Every Backward accumulates over overlapping windows (stride < kernel).
 
-CPU: numba kernels, parallel over the N*C planes for MAX and AVE; the argmax
+CPU: numba kernels, one plane of the N*C at a time (one thread: with BLAS
+threads beside them, parallel kernels lost far more to thread contention on
+small inputs than they won on large ones; see docs/compatibility.md); the argmax
 mask and the stochastic draws live in buffers that are kept between iterations
 and reallocated only when the shape changes. The kernels take contiguous
 (planes, H, W) arrays and are shared with SPP and LRN (:class:`Pooler`).
@@ -54,7 +56,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
 from .. import kernels
 from ..errors import GraphError
@@ -76,13 +77,13 @@ _FLT_MAX = float(np.finfo(np.float32).max)
 # Arrays are C-contiguous (planes, H, W) views; masks are int32 (planes, PH, PW)
 # holding the chosen cell as h * W + w within its plane, -1 for none.
 
-@kernels.cpu_kernel(parallel=True)
+@kernels.cpu_kernel
 def max_pool_forward(x, top, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
     """MAX pooling: top = window max (first one wins), mask = its index in the plane."""
     planes, height, width = x.shape
     pooled_h, pooled_w = top.shape[1], top.shape[2]
     lowest = x.dtype.type(-_FLT_MAX)
-    for p in prange(planes):
+    for p in range(planes):
         plane = x[p]
         out = top[p]
         where = mask[p]
@@ -106,11 +107,11 @@ def max_pool_forward(x, top, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h
                 where[ph, pw] = index
 
 
-@kernels.cpu_kernel(parallel=True)
+@kernels.cpu_kernel
 def route_backward(top_diff, mask, bottom_diff):
     """MAX / STOCHASTIC (TRAIN) Backward: bottom_diff[mask] += top_diff. Arrays (planes, -1)."""
     planes, outputs = top_diff.shape
-    for p in prange(planes):
+    for p in range(planes):
         diff = bottom_diff[p]
         gradient = top_diff[p]
         where = mask[p]
@@ -120,12 +121,12 @@ def route_backward(top_diff, mask, bottom_diff):
                 diff[index] += gradient[i]
 
 
-@kernels.cpu_kernel(parallel=True)
+@kernels.cpu_kernel
 def ave_pool_forward(x, top, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
     """AVE pooling: window sum over the input / window size clipped to the padded bounds."""
     planes, height, width = x.shape
     pooled_h, pooled_w = top.shape[1], top.shape[2]
-    for p in prange(planes):
+    for p in range(planes):
         plane = x[p]
         out = top[p]
         for ph in range(pooled_h):
@@ -151,12 +152,12 @@ def ave_pool_forward(x, top, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_
                     out[ph, pw] = 0.0
 
 
-@kernels.cpu_kernel(parallel=True)
+@kernels.cpu_kernel
 def ave_pool_backward(top_diff, bottom_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
     """AVE Backward: each cell of a window gets top_diff / divisor (accumulated)."""
     planes, height, width = bottom_diff.shape
     pooled_h, pooled_w = top_diff.shape[1], top_diff.shape[2]
-    for p in prange(planes):
+    for p in range(planes):
         diff = bottom_diff[p]
         gradient = top_diff[p]
         for ph in range(pooled_h):
