@@ -23,12 +23,18 @@ figure is the median over all timed iterations, after warm-up iterations that
 also compile minicaffe's numba kernels. The minicaffe per-layer breakdown is
 `minicaffe time`'s (minicaffe.timing).
 
-minicaffe's convolutions are BLAS products, so their speed is OpenBLAS's. On a
-CPU with AVX-512 that numpy's OpenBLAS does not recognize (it then runs its
-AVX2 "Haswell" kernels, as on AMD Zen 5), the script also times a second run
-with `OPENBLAS_CORETYPE=SkylakeX` (OpenBLAS's AVX-512 kernels), in a
-subprocess, since OpenBLAS reads the variable when it is loaded; `--avx512 no`
-skips it. Both tables go to the results file.
+Besides the environment as it is, on a CPU with AVX-512 that numpy's
+OpenBLAS runs its AVX2 "Haswell" kernels on (because it does not recognize
+the CPU, or because `OPENBLAS_CORETYPE=Haswell` is set, as in this project's
+environment), the script also times `OPENBLAS_CORETYPE=SkylakeX`, OpenBLAS's
+AVX-512 kernels, in a subprocess (OpenBLAS reads the variable when it loads;
+`--variants no` skips it): minicaffe's convolutions are BLAS products, so
+their speed is OpenBLAS's.
+
+All of minicaffe's numba kernels run on one thread, beside BLAS's threads:
+numba's parallel (OpenMP) workers spin after each kernel on the cores that
+OpenBLAS's workers need next, which made whole iterations several times
+slower when some layers had parallel kernels.
 """
 
 from __future__ import annotations
@@ -200,82 +206,115 @@ def run_all(rounds, iterations):
     return {"core": openblas_core(), "threads": threads, "rows": rows}
 
 
-def table(run, heading):
-    lines = [heading, "", "| net | batch | minicaffe | PyTorch CPU | minicaffe / PyTorch (of minima) | "
-             "target 1.5x (medians) |", "| --- | ---: | ---: | ---: | ---: | --- |"]
-    for row in run["rows"]:
-        ratio = row["minicaffe"] / row["torch"]
-        verdict = "met" if ratio <= TARGET else f"missed by {ratio / TARGET:.2f}x"
-        lines.append(f"| {row['name']} | {row['batch']} | {row['minicaffe']:.2f} ({row['minicaffe_min']:.2f}) "
-                     f"| {row['torch']:.2f} ({row['torch_min']:.2f}) | {ratio:.2f}x "
-                     f"({row['minicaffe_min'] / row['torch_min']:.2f}x) | {verdict} |")
-    return lines
+NOTES = """\
+Why a net misses the target, where it does: minicaffe's convolutions are im2row copies (numba, one thread)
+and BLAS matrix products, so a convolution-heavy net runs at OpenBLAS's speed. On the 5x5 convolutions of
+CIFAR-10 quick, measured one thread at a time while developing this benchmark, OpenBLAS's sgemm reached about
+90 GFLOP/s with its Haswell kernels and about 150 with its AVX-512 ones, where PyTorch's oneDNN direct
+convolutions reached about 200 (conv2's forward: about 15 ms against 6.5 ms). The first convolution (3 input
+channels, 75 values per patch) is small products and layout copies, which run on one thread. BVLC Caffe runs the
+same im2col and BLAS scheme, one image at a time."""
+
+
+def share(row, kind):
+    """The fraction of a row's per-layer time spent in layers of type ``kind``."""
+    total = sum(forward + backward for _, _, forward, backward in row["layers"])
+    part = sum(forward + backward for _, layer_type, forward, backward in row["layers"] if layer_type == kind)
+    return part / total if total else 0.0
+
+
+def variants():
+    """The settings timed besides the environment as it is: (label, extra environment variables).
+
+    On a CPU with AVX-512 where numpy's OpenBLAS runs non-AVX-512 kernels (detected so, or told so by
+    ``OPENBLAS_CORETYPE``), its AVX-512 ones.
+    """
+    core = openblas_core()
+    if cpu_has_avx512() and core not in (None, "SkylakeX", "Cooperlake", "SapphireRapids"):
+        return [("`OPENBLAS_CORETYPE=SkylakeX`", {"OPENBLAS_CORETYPE": "SkylakeX"})]
+    return []
 
 
 def main(argv=None):
     import json
     import subprocess
 
+    import numba
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="alternating timing rounds")
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations per round and side")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "vision.md"))
-    parser.add_argument("--avx512", choices=["auto", "no"], default="auto",
-                        help="auto: when OpenBLAS runs non-AVX-512 kernels on a CPU that has AVX-512, also time "
-                             "a run with OPENBLAS_CORETYPE=SkylakeX (in a subprocess)")
-    parser.add_argument("--json", help=argparse.SUPPRESS)      # the subprocess's results
+    parser.add_argument("--variants", choices=["auto", "no"], default="auto",
+                        help="auto: also time the settings variants() names, each in a subprocess")
+    parser.add_argument("--json", help=argparse.SUPPRESS)      # a subprocess's results
     args = parser.parse_args(argv)
-    import numba
-    import torch
 
-    load_before = os.getloadavg()[0]
-    run = run_all(args.rounds, args.iterations)
-    run["load"] = (load_before, os.getloadavg()[0])
+    def measured():
+        load_before = os.getloadavg()[0]
+        result = run_all(args.rounds, args.iterations)
+        result["load"] = (load_before, os.getloadavg()[0])
+        return result
+
+    runs = [("as installed", measured())]
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(run, handle)
+            json.dump(runs[0][1], handle)
         return
-    extra = None
-    if args.avx512 == "auto" and "OPENBLAS_CORETYPE" not in os.environ and cpu_has_avx512() \
-            and run["core"] not in (None, "SkylakeX", "Cooperlake", "SapphireRapids"):
-        path = args.output + ".avx512.json"
-        environment = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
+    for label, environment in (variants() if args.variants == "auto" else []):
+        path = args.output + ".variant.json"
         subprocess.run([sys.executable, os.path.abspath(__file__), "--rounds", str(args.rounds), "--iterations",
-                        str(args.iterations), "--json", path], env=environment, check=True)
+                        str(args.iterations), "--json", path], env=dict(os.environ, **environment), check=True)
         with open(path) as handle:
-            extra = json.load(handle)
+            runs.append((label, json.load(handle)))
         os.remove(path)
+
     command = " ".join(["python benchmarks/bench_vision.py"] + list(argv if argv is not None else sys.argv[1:]))
+    first = runs[0][1]
     lines = [
         "# Vision nets: one training iteration (forward + backward), float32, CPU",
         "",
         f"Made by `.venv/bin/{command}` on {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__} "
-        f"(OpenBLAS kernels: {run['core'] or 'unknown'}), numba {numba.__version__}, PyTorch {torch.__version__}. "
-        f"Threads: {run['threads']} for BLAS and for PyTorch (`torch.set_num_threads`); minicaffe's numba "
-        "kernels run on one thread. The machine's 1-minute load average was "
-        f"{run['load'][0]:.2f} before and {run['load'][1]:.2f} after the run (anything else running skews both "
-        "sides, multi-threaded BLAS most).",
+        f"(OpenBLAS, {first['core'] or 'unknown'} kernels"
+        + (f", as `OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}` in the environment says"
+           if "OPENBLAS_CORETYPE" in os.environ else "") + f"), numba {numba.__version__}, "
+        f"PyTorch {torch.__version__}. "
+        f"Threads: {first['threads']} for BLAS and for PyTorch (`torch.set_num_threads`); minicaffe's "
+        "numba kernels run on one thread.",
         "",
         f"Median milliseconds per iteration over {args.rounds} alternating rounds of {args.iterations} "
-        "iterations each (minimum in brackets); lower is better. Both sides run the same weights on the same "
+        "iterations each, minimum in brackets; lower is better. Both sides run the same weights on the same "
         "input (the losses agree); the data layer is not timed. Target: minicaffe within "
-        f"{TARGET}x of PyTorch CPU (BVLC Caffe's CPU build is about 1.9x on LeNet and 2.4x on CIFAR-10 quick).",
+        f"{TARGET}x of PyTorch CPU (BVLC Caffe's CPU build is about 1.9x on LeNet and 2.4x on CIFAR-10 quick). "
+        "Each setting is a separate run (a subprocess, as OpenBLAS reads the variable when it loads); "
+        "the load average shows how busy the machine was (anything else running skews both sides, "
+        "multi-threaded BLAS most).",
         "",
+        "| setting | load (1 min) | net | batch | minicaffe | PyTorch CPU | minicaffe / PyTorch (of minima) "
+        "| target 1.5x |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    lines += table(run, f"With the OpenBLAS kernels numpy chose ({run['core'] or 'unknown'}):")
-    if extra is not None:
-        lines += [""] + table(extra, f"With `OPENBLAS_CORETYPE=SkylakeX` (OpenBLAS's AVX-512 kernels; this CPU has "
-                                     f"AVX-512 but OpenBLAS picked {run['core']}), same command:")
-    for label, result in (("", run), (" (SkylakeX kernels)", extra)):
-        if result is None:
-            continue
-        for row in result["rows"]:
-            lines += ["", f"minicaffe per layer{label}, {row['name']} (as `minicaffe time {row['path']}` reports it, "
-                          "ms per iteration):", "", "| layer | type | forward | backward |",
-                      "| --- | --- | ---: | ---: |"]
-            for name, kind, forward_ms, backward_ms in row["layers"]:
-                lines.append(f"| {name} | {kind} | {forward_ms:.3f} | {backward_ms:.3f} |")
+    for label, run in runs:
+        for row in run["rows"]:
+            ratio = row["minicaffe"] / row["torch"]
+            verdict = "met" if ratio <= TARGET else f"missed by {ratio / TARGET:.2f}x"
+            lines.append(f"| {label} | {run['load'][0]:.1f} to {run['load'][1]:.1f} | {row['name']} | "
+                         f"{row['batch']} | {row['minicaffe']:.2f} ({row['minicaffe_min']:.2f}) | "
+                         f"{row['torch']:.2f} ({row['torch_min']:.2f}) | {ratio:.2f}x "
+                         f"({row['minicaffe_min'] / row['torch_min']:.2f}x) | {verdict} |")
+    lines += ["", "Where minicaffe's time goes (share of the per-layer times, first setting): " + "; ".join(
+        f"{row['name']}: convolutions {share(row, 'Convolution'):.0%}, pooling {share(row, 'Pooling'):.0%}"
+        for row in first["rows"]) + ".", "", NOTES]
+    for index, (name, path, _) in enumerate(NETS):
+        header = "| layer | type | " + " | ".join(f"{label}: forward | backward" for label, _ in runs) + " |"
+        lines += ["", f"minicaffe per layer, {name} (as `minicaffe time {path}` reports it, ms per iteration):", "",
+                  header, "| --- | --- |" + " ---: | ---: |" * len(runs)]
+        per_setting = [run["rows"][index]["layers"] for _, run in runs]
+        for layer_rows in zip(*per_setting):
+            cells = " | ".join(f"{forward_ms:.3f} | {backward_ms:.3f}" for _, _, forward_ms, backward_ms in layer_rows)
+            lines.append(f"| {layer_rows[0][0]} | {layer_rows[0][1]} | {cells} |")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as handle:
         handle.write("\n".join(lines) + "\n")

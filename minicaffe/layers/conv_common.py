@@ -221,9 +221,9 @@ class BaseConvolution(Layer):
     def _patches(self, conv_input, images):
         """im2row of ``images`` conv-input images (flat) into the patch buffer, by group."""
         g = self.geometry
-        patches = self._buffer("patches", images * self.locations * g.width)
+        patches = self._buffer("patches", g.rows_size(images))
         g.im2row(conv_input, images, patches, self._buffer("scratch", g.scratch_size(images)))
-        return self._by_group(patches, images)
+        return self._by_group(patches[:images * self.locations * g.width], images)
 
     def _apply(self, patches, weight_rows, conv_output, images, bias):
         """conv_output (flat images) = the patches times the weights (+ bias per output channel)."""
@@ -245,7 +245,7 @@ class BaseConvolution(Layer):
     def _transpose(self, outputs, weight_rows, conv_input, images):
         """conv_input (flat images) = row2im(outputs^T times the weights)."""
         g = self.geometry
-        patches = self._buffer("patches", images * self.locations * g.width)
+        patches = self._buffer("patches", g.rows_size(images))[:images * self.locations * g.width]
         np.matmul(outputs.transpose(0, 2, 1), weight_rows, out=self._by_group(patches, images))
         g.row2im(patches, images, conv_input, self._buffer("scratch", g.scratch_size(images)))
 

@@ -17,13 +17,15 @@ bottom and top exchanged.
 
 Several bottoms (all of one shape) give as many tops, through the same weights;
 parameter gradients accumulate over them. See :mod:`.conv_common` for the
-parameters and how the work is laid out (im2col in numba, BLAS products over
+parameters and how the work is laid out (im2row in numba, BLAS products over
 chunks of images).
 
-Deliberate differences from Caffe: a kernel larger than the padded input is an
-error naming the layer (Caffe's integer division yields a zero or negative size,
-or even 1, and fails later or silently); ``dilation: 0`` and a negative ``pad``
-are rejected. GPU mode runs these CPU kernels.
+Deliberate differences from Caffe, each an error naming the layer where Caffe
+goes wrong: a kernel extent larger than the padded input (Caffe's truncating
+division gives a size of 0, a negative one, or even 1); ``dilation: 0`` (Caffe
+reads every tap of the kernel from one pixel); ``stride_h`` or ``stride_w``
+alone (Caffe leaves the other 0 and divides by it); a Deconvolution whose
+output would be empty. GPU mode runs these CPU kernels.
 """
 
 from __future__ import annotations

@@ -77,10 +77,20 @@ def _from_padded_channels_last(padded, images, channels, height, width, pad_h, p
                     x[_U(target + y * width + x_)] = padded[_U(source + x_ * channels)]
 
 
+#: Elements of slack after the patch matrix and the padded images: a run shorter than a vector is copied
+#: as a whole vector of _SLACK values, whose excess lands where a later run (or the slack) is written.
+_SLACK = 16
+
+
 @cpu_kernel
 def _im2row_2d(padded, images, channels, groups, padded_h, padded_w, kernel_h, kernel_w, stride_h, stride_w,
                dilation_h, dilation_w, out_h, out_w, rows):
-    """rows[(n, oy, ox), g, i, j, c'] = padded[n, oy*sh + i*dh, ox*sw + j*dw, g*C/G + c'] (channels-last input)."""
+    """rows[(n, oy, ox), g, i, j, c'] = padded[n, oy*sh + i*dh, ox*sw + j*dw, g*C/G + c'] (channels-last input).
+
+    Runs are copied in increasing order of target, so a short run copied as _SLACK values (one vector
+    instruction instead of a scalar loop) only overwrites targets that are written later: both arrays need
+    _SLACK elements beyond their data.
+    """
     group_channels = channels // groups
     width = channels * kernel_h * kernel_w
     group_width = group_channels * kernel_h * kernel_w
@@ -93,8 +103,12 @@ def _im2row_2d(padded, images, channels, groups, padded_h, padded_w, kernel_h, k
                     line = ((n * padded_h + oy * stride_h + i * dilation_h) * padded_w + ox * stride_w) * channels
                     if groups == 1 and dilation_w == 1:
                         target = row + i * run
-                        for q in range(run):
-                            rows[_U(target + q)] = padded[_U(line + q)]
+                        if run < _SLACK:
+                            for q in range(_SLACK):
+                                rows[_U(target + q)] = padded[_U(line + q)]
+                        else:
+                            for q in range(run):
+                                rows[_U(target + q)] = padded[_U(line + q)]
                     else:
                         for j in range(kernel_w):
                             source = line + j * dilation_w * channels
@@ -244,8 +258,10 @@ def parse_spatial_params(param, axes):
     """(kernel, stride, pad, dilation) lists of length ``axes`` from a ConvolutionParameter.
 
     Raises :class:`ConvParamError` with Caffe's rule when a field is malformed.
-    Deliberate difference from Caffe: ``dilation: 0`` is rejected (Caffe would
-    read every tap of a kernel from the same pixel).
+    Deliberate differences from Caffe: ``dilation: 0`` is rejected (Caffe would
+    read every tap of a kernel from the same pixel), and so is a zero stride
+    from ``stride_h``/``stride_w`` (Caffe checks the list form only, then
+    divides by zero).
     """
     kernel = _hw_or_list(param, "kernel", axes, None)
     if any(k <= 0 for k in kernel):
@@ -254,8 +270,6 @@ def parse_spatial_params(param, axes):
     if any(s <= 0 for s in stride):
         raise ConvParamError(f"stride dimensions must be nonzero (stride {stride})")
     pad = _hw_or_list(param, "pad", axes, 0)
-    if any(p < 0 for p in pad):
-        raise ConvParamError(f"pad must not be negative (pad {pad})")
     dilation = _per_axis(param.dilation, "dilation", axes, 1)
     if any(d <= 0 for d in dilation):
         raise ConvParamError(f"dilation must be positive (dilation {dilation})")
@@ -319,13 +333,20 @@ class ConvGeometry:
 
     def scratch_size(self, images):
         """Elements of scratch that :meth:`im2row` and :meth:`row2im` need for ``images`` images."""
-        return 0 if self.pointwise else images * self._padded_image_size
+        return 0 if self.pointwise or self.use_nd else images * self._padded_image_size + _SLACK
+
+    def rows_size(self, images):
+        """Elements the row matrix of ``images`` images needs (with the slack :meth:`im2row` may write into)."""
+        return images * self.locations * self.width + _SLACK
 
     def im2row(self, x, images, rows, scratch=None):
         """Fill ``rows`` (flat, ``images * locations`` x ``width``) from ``images`` images in ``x`` (flat).
 
+        ``rows``: at least :meth:`rows_size` elements (the matrix, then slack that may be overwritten);
         ``scratch``: at least :meth:`scratch_size` elements (allocated here if not given).
         """
+        if rows.size < self.rows_size(images):
+            raise ValueError(f"im2row needs {self.rows_size(images)} elements of rows, got {rows.size}")
         if self.use_nd:
             _im2row_nd(x, images, *self._args_nd, rows)
             return
@@ -411,7 +432,7 @@ class Im2colLayer(Layer):
     def _buffers(self):
         """The row matrix and the padded scratch, kept on the layer and reused by every pass."""
         g = self.geometry
-        size = self.num * g.locations * g.width
+        size = g.rows_size(self.num)
         if self._rows is None or self._rows.size < size or self._rows.dtype != self.dtype:
             self._rows = np.empty(size, dtype=self.dtype)
         scratch = g.scratch_size(self.num)
@@ -422,7 +443,8 @@ class Im2colLayer(Layer):
     def _caffe_view(self, rows):
         """The rows (N, locations, taps, C) seen in Caffe's column order (N, C, taps, locations)."""
         g = self.geometry
-        return rows.reshape(self.num, g.locations, g.taps, g.channels).transpose(0, 3, 2, 1)
+        matrix = rows[:self.num * g.locations * g.width]
+        return matrix.reshape(self.num, g.locations, g.taps, g.channels).transpose(0, 3, 2, 1)
 
     def forward(self, bottom, top):
         g = self.geometry

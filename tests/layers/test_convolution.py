@@ -90,6 +90,7 @@ def forward(text, x, dtype=np.float32, bottoms=1):
 CONV_CASES = [
     # params, input shape, reference keyword arguments
     ("num_output: 4 kernel_size: 3", (2, 3, 6, 5), {}),
+    ("num_output: 3 kernel_size: 3 pad: 1", (2, 7, 5, 4), dict(pad=1)),       # rows of 3 * 7 >= 16 values
     ("num_output: 4 kernel_size: 3 pad: 1 stride: 2", (2, 3, 7, 7), dict(pad=1, stride=2)),
     ("num_output: 3 kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 0 stride_h: 1 stride_w: 2", (2, 2, 5, 7),
      dict(pad=(1, 0), stride=(1, 2))),
@@ -353,6 +354,7 @@ def test_check_infers_the_example_nets_shapes():
     ("num_output: 2 kernel_h: 3 kernel_w: 3", (1, 1, 5, 5, 5), "kernel_h & kernel_w can only be used for 2D"),
     ("num_output: 2 kernel_h: 3", (1, 1, 5, 5), "filter dimensions must be nonzero"),
     ("num_output: 2 kernel_size: 3 stride: 0", (1, 1, 5, 5), "stride dimensions must be nonzero"),
+    ("num_output: 2 kernel_size: 3 stride_w: 2", (1, 1, 5, 5), r"stride dimensions must be nonzero \(stride \[0, 2\]"),
     ("num_output: 2 kernel_size: 3 dilation: 0", (1, 1, 5, 5), "dilation must be positive"),
     ("num_output: 2 kernel_size: 3 pad: 1 pad: 1 pad: 1", (1, 1, 5, 5), r"pad specified 3 times; 2 spatial dims"),
     ("num_output: 2 kernel_size: 3 axis: 4", (1, 1, 5, 5), "axis 4 is out of range"),

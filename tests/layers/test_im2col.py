@@ -85,8 +85,9 @@ def test_row2im_is_the_adjoint_of_im2row(use_nd, groups):
     images, channels, dims = 3, 4, (6, 5)
     geometry = ConvGeometry(channels, dims, (3, 5), (3, 2), (2, 1), (1, 1), (1, 2), groups=groups, force_nd=use_nd)
     x = rng.standard_normal(images * geometry.image_size)
-    rows = np.empty(images * geometry.locations * geometry.width)
+    rows = np.empty(geometry.rows_size(images))
     geometry.im2row(x, images, rows)
+    rows = rows[:images * geometry.locations * geometry.width]
     r = rng.standard_normal(rows.size)
     back = np.full(x.size, np.nan)
     geometry.row2im(r, images, back)
@@ -97,8 +98,9 @@ def test_im2row_orders_a_row_by_group_tap_and_channel():
     """Row (n, o) holds group g's patch as (tap, channel within g): the layout the weights are permuted to."""
     x = rng.standard_normal((2, 4, 5, 5))
     geometry = ConvGeometry(4, (5, 5), (2, 5), (2, 3), (2, 1), (0, 1), (1, 1), groups=2)
-    rows = np.empty(2 * geometry.locations * geometry.width)
+    rows = np.empty(geometry.rows_size(2))
     geometry.im2row(x.reshape(-1), 2, rows)
+    rows = rows[:2 * geometry.locations * geometry.width]
     columns = im2col_reference(x, (2, 3), (2, 1), (0, 1), (1, 1))        # (N, (c, tap), 2, 5)
     expected = columns.reshape(2, 2, 2, 6, 10).transpose(0, 4, 1, 3, 2)    # (n, o, g, tap, c')
     np.testing.assert_array_equal(rows.reshape(2, 10, 2, 6, 2), expected)
