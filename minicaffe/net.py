@@ -15,14 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from .blob import Blob
-from .errors import GraphError, MinicaffeError, ShapeError, WeightsError
+from .errors import GraphError, MinicaffeError, ShapeError
 from .graph import TEST, TRAIN, phase_value, plan_net
 from .layer import Layer
+from .net_batches import BatchedPasses
+from .net_weights import NetWeights
 from .proto import caffe_pb2
 from .registry import create_layer
 
 
-class Net:
+class Net(BatchedPasses, NetWeights):
     """A net built for one phase (pycaffe's ``caffe.Net``).
 
     ``Net(model, phase, level=0, stages=None, weights=None, dtype=numpy.float32)``
@@ -305,68 +307,6 @@ class Net:
         names += [name for name in (diffs or []) if name not in names]
         return {name: self._blobs[name].diff for name in names}
 
-    def forward_all(self, blobs=None, **kwargs):
-        """pycaffe's ``forward_all``: Forward over inputs of any length, in batches.
-
-        The inputs are cut into batches of the net's batch size (the last one
-        padded with zeros); the outputs (and ``blobs``) are concatenated, with
-        the padding dropped.
-        """
-        outputs = {name: [] for name in list(self.plan.outputs) + [b for b in (blobs or []) if b not in self.plan.outputs]}
-        for batch in self._batches(kwargs):
-            for name, array in self.forward(blobs=blobs, **batch).items():
-                _collect(outputs[name], array)
-        return self._unpad(outputs, kwargs)
-
-    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
-        """pycaffe's ``forward_backward_all``: batched Forward and Backward.
-
-        Keyword arguments name inputs (for Forward) and outputs (their diffs, for
-        Backward). Returns (outputs, input diffs), both concatenated over batches.
-        """
-        forward_args = {k: v for k, v in kwargs.items() if k in self.plan.inputs}
-        backward_args = {k: v for k, v in kwargs.items() if k in self.plan.outputs}
-        unknown = set(kwargs) - set(forward_args) - set(backward_args)
-        if unknown:
-            raise MinicaffeError(f"{', '.join(sorted(unknown))}: neither an input nor an output of this net")
-        outputs = {name: [] for name in list(self.plan.outputs) + [b for b in (blobs or []) if b not in self.plan.outputs]}
-        input_diffs = {name: [] for name in list(self.plan.inputs) + [d for d in (diffs or []) if d not in self.plan.inputs]}
-        for forward_batch, backward_batch in zip(self._batches(forward_args), self._batches(backward_args)):
-            for name, array in self.forward(blobs=blobs, **forward_batch).items():
-                _collect(outputs[name], array)
-            for name, array in self.backward(diffs=diffs, **backward_batch).items():
-                _collect(input_diffs[name], array)
-        reference = forward_args or backward_args
-        return self._unpad(outputs, reference), self._unpad(input_diffs, reference)
-
-    def _batch_size(self):
-        return next(iter(self._blobs.values())).shape[0]
-
-    def _batches(self, arrays):
-        """Batches of the net's batch size over ``arrays`` (one dict per batch, last one zero-padded)."""
-        if not arrays:
-            while True:
-                yield {}
-        batch_size = self._batch_size()
-        total = len(next(iter(arrays.values())))
-        for start in range(0, total, batch_size):
-            batch = {}
-            for name, values in arrays.items():
-                chunk = np.asarray(values[start:start + batch_size])
-                if len(chunk) < batch_size:
-                    padding = np.zeros((batch_size - len(chunk),) + chunk.shape[1:], dtype=chunk.dtype)
-                    chunk = np.concatenate([chunk, padding])
-                batch[name] = chunk
-            yield batch
-
-    @staticmethod
-    def _unpad(collected, reference):
-        result = {name: np.asarray(values) for name, values in collected.items()}
-        if reference:
-            total = len(next(iter(reference.values())))
-            result = {name: values[:total] for name, values in result.items()}
-        return result
-
     def forward_backward(self) -> float:
         """One Forward and one Backward over the whole net; return the loss."""
         loss = self.forward_from_to(0, len(self._layers) - 1)
@@ -385,25 +325,6 @@ class Net:
             if layer.type == "MemoryData":
                 return layer.reset(data, labels)
         raise MinicaffeError("set_input_arrays needs a MemoryData layer, and this net has none")
-
-    def share_with(self, other: "Net"):
-        """Share parameter data with ``other`` by layer name (Caffe's ShareTrainedLayersWith).
-
-        The test net of a solver shares its weights with the train net this way.
-        """
-        mine = {layer.name: layer for layer in self._layers}
-        for layer in other._layers:
-            target = mine.get(layer.name)
-            if target is None or not layer.blobs:
-                continue
-            if len(target.blobs) != len(layer.blobs):
-                raise GraphError(f"cannot share: {len(layer.blobs)} parameter blobs in the source net, "
-                                 f"{len(target.blobs)} here", layer=layer.name)
-            for index, (source, blob) in enumerate(zip(layer.blobs, target.blobs)):
-                if source.shape != blob.shape:
-                    raise ShapeError(f"cannot share param {index}: shapes differ", layer=layer.name,
-                                     expected=source.shape, actual=blob.shape)
-                blob.share_data(source)
 
     def clear_param_diffs(self):
         for blob in self.learnable_params:
@@ -485,56 +406,6 @@ class Net:
     def bottom_need_backward(self):
         return [list(flags) for flags in self._bottom_need_backward]
 
-    # ---------------------------------------------------------------- weights
-    def copy_from(self, weights):
-        """Copy parameters from a ``.caffemodel`` or ``.caffemodel.h5`` (path) or NetParameter, by layer name.
-
-        Layers in the file but not in the net are skipped, as Caffe does.
-        """
-        from .io import blob_shape, read_caffemodel
-        source = os.fspath(weights) if not isinstance(weights, caffe_pb2.NetParameter) else "<NetParameter>"
-        if isinstance(weights, caffe_pb2.NetParameter):
-            model = weights
-        elif source.endswith(".h5"):
-            from .solvers.hdf5 import read_net_hdf5
-            model = read_net_hdf5(source)
-        else:
-            model = read_caffemodel(source)
-        by_name = {layer.name: layer for layer in self._layers}
-        for saved in model.layer:
-            layer = by_name.get(saved.name)
-            if layer is None or not saved.blobs:
-                continue
-            if len(saved.blobs) != len(layer.blobs):
-                raise WeightsError(source, f"layer '{saved.name}' has {len(layer.blobs)} parameter blob(s) in the "
-                                   f"net but {len(saved.blobs)} in the file")
-            for index, (blob_proto, blob) in enumerate(zip(saved.blobs, layer.blobs)):
-                if not _shape_matches(blob.shape, blob_proto):
-                    raise WeightsError(
-                        source, f"layer '{saved.name}' param {index}: shape mismatch, file has "
-                        f"{blob_shape(blob_proto)} and the net has {blob.shape}. To learn this layer from scratch "
-                        "instead, rename it in the net")
-                values = blob_proto.double_data if len(blob_proto.double_data) else blob_proto.data
-                blob.data[...] = np.asarray(values, dtype=self.dtype).reshape(blob.shape)
-
-    def to_proto(self, write_diff=False) -> "caffe_pb2.NetParameter":
-        """The net's layers with their parameter blobs, as Caffe's ``Net::ToProto``."""
-        from .io import array_to_blobproto
-        net = caffe_pb2.NetParameter()
-        net.name = self.plan.name
-        for planned, layer in zip(self.plan.layers, self._layers):
-            entry = net.layer.add()
-            entry.CopyFrom(planned.param)
-            del entry.blobs[:]
-            for blob in layer.blobs:
-                entry.blobs.append(array_to_blobproto(blob.data, blob.diff if write_diff else None))
-        return net
-
-    def save(self, path):
-        """Write the parameters as a ``.caffemodel`` (atomically)."""
-        from .io import write_caffemodel
-        write_caffemodel(self.to_proto(), path)
-
     def __repr__(self):
         return f"<Net '{self.plan.name}' phase={'TRAIN' if self.phase == TRAIN else 'TEST'} layers={len(self._layers)}>"
 
@@ -573,17 +444,6 @@ class _Unbuilt(Layer):
         pass
 
 
-def _collect(collected, array):
-    """Items of a batch's output; a scalar output (a loss) is kept once per batch.
-
-    (pycaffe's forward_all fails on scalar outputs; this keeps one value per batch.)
-    """
-    if array.ndim == 0:
-        collected.append(array.copy())
-    else:
-        collected.extend(array.copy())
-
-
 def _assign_batch(blob, value, which, name):
     """Copy ``value`` into a blob's data or diff as pycaffe does: batch-sized, numpy broadcasting."""
     value = np.asarray(value)
@@ -616,16 +476,6 @@ def _override_input_shapes(net_param, input_shapes):
     if remaining:
         raise GraphError(f"no Input layer produces {', '.join(repr(n) for n in remaining)}; "
                          "--input-shape names tops of Input layers", blob=next(iter(remaining)))
-
-
-def _shape_matches(shape, blob_proto):
-    """Caffe's ShapeEquals: legacy 4-D fields compare against the blob's last four axes, padded with 1s."""
-    if any(blob_proto.HasField(f) for f in ("num", "channels", "height", "width")):
-        if len(shape) > 4:
-            return False
-        legacy = (1,) * (4 - len(shape)) + tuple(shape)
-        return legacy == (blob_proto.num, blob_proto.channels, blob_proto.height, blob_proto.width)
-    return tuple(shape) == tuple(blob_proto.shape.dim)
 
 
 def _prune_backward(plan, layers, layer_need_backward, bottom_need_backward):

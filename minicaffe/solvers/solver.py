@@ -27,7 +27,7 @@ import numpy as np
 from .. import fillers
 from ..errors import MinicaffeError
 from ..graph import TEST, TRAIN
-from ..io import atomic_write_bytes, blobproto_to_array, array_to_blobproto, read_caffemodel, write_caffemodel
+from ..io import array_to_blobproto, atomic_write_bytes, blobproto_to_array, write_caffemodel
 from ..net import Net
 from ..proto import caffe_pb2
 from ..proto.text import read_solver
