@@ -52,6 +52,13 @@ def jit(function):
     return cuda.jit(function)
 
 
+def device(function):
+    """``numba.cuda.jit(device=True)``: a function kernels call on the device."""
+    if cuda is None:
+        return function
+    return cuda.jit(device=True)(function)
+
+
 def blocks_for(count: int) -> int:
     return max(1, math.ceil(count / THREADS))
 
@@ -117,6 +124,38 @@ if cuda is not None:  # pragma: no branch
 
 
 FIXED_DIVISOR = 4
+
+
+# -------------------------------------------------------------- device functions
+# Pieces the softmax-family loss kernels share; a location's C values sit
+# ``inner`` apart from ``base``, as in an (outer, C, inner) array.
+
+@device
+def softmax_at(x, prob, base, channels, inner):
+    """prob = softmax of one location's C scores; returns (their max, sum of exp(x - max))."""
+    top = x[base]
+    for c in range(1, channels):
+        top = max(top, x[base + c * inner])
+    total = 0.0
+    for c in range(channels):
+        e = math.exp(x[base + c * inner] - top)
+        prob[base + c * inner] = e
+        total += e
+    for c in range(channels):
+        prob[base + c * inner] /= total
+    return top, total
+
+
+@device
+def class_label(labels, location, channels, has_ignore, ignore_label, bad):
+    """The location's class, or -1 when it is ignored or outside [0, C) (that also goes into bad[0])."""
+    label = int(labels[location])
+    if has_ignore and label == ignore_label:
+        return -1
+    if label < 0 or label >= channels:
+        cuda.atomic.max(bad, 0, location)
+        return -1
+    return label
 
 
 def reduce_loss(values, valid, mode, outer, inner, top_data):

@@ -199,25 +199,12 @@ def _infogain_forward_gpu(x, labels, infogain, prob, losses, valid, channels, in
     location = cuda.grid(1)
     if location >= losses.size:
         return
-    o = location // inner
-    base = o * channels * inner + location % inner
-    top = x[base]
-    for c in range(1, channels):
-        top = max(top, x[base + c * inner])
-    total = 0.0
-    for c in range(channels):
-        e = math.exp(x[base + c * inner] - top)
-        prob[base + c * inner] = e
-        total += e
-    for c in range(channels):
-        prob[base + c * inner] /= total
+    base = (location // inner) * channels * inner + location % inner
+    top, total = gpu.softmax_at(x, prob, base, channels, inner)
     losses[location] = 0.0
     valid[location] = 0.0
-    label = int(labels[location])
-    if has_ignore and label == ignore_label:
-        return
-    if label < 0 or label >= channels:
-        cuda.atomic.max(bad, 0, location)
+    label = gpu.class_label(labels, location, channels, has_ignore, ignore_label, bad)
+    if label < 0:
         return
     shift = top + math.log(total)
     term = 0.0

@@ -103,11 +103,8 @@ def _multinomial_logistic_gpu(prob, labels, dim, inner, threshold, has_ignore, i
         return
     losses[location] = 0.0
     valid[location] = 0.0
-    label = int(labels[location])
-    if has_ignore and label == ignore_label:
-        return
-    if label < 0 or label >= dim:
-        cuda.atomic.max(bad, 0, location)
+    label = gpu.class_label(labels, location, dim, has_ignore, ignore_label, bad)
+    if label < 0:
         return
     o = location // inner
     term = -math.log(max(prob[(o * dim + label) * inner + location % inner], threshold))

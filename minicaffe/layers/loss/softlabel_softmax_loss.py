@@ -77,18 +77,11 @@ def _softlabel_forward_gpu(x, q, prob, losses, ones, channels, inner):
     if location >= losses.size:
         return
     base = (location // inner) * channels * inner + location % inner
-    top = x[base]
-    for c in range(1, channels):
-        top = max(top, x[base + c * inner])
-    total = 0.0
-    for c in range(channels):
-        total += math.exp(x[base + c * inner] - top)
-    log_total = math.log(total)
+    top, total = gpu.softmax_at(x, prob, base, channels, inner)
+    shift = top + math.log(total)
     loss = 0.0
     for c in range(channels):
-        log_p = x[base + c * inner] - top - log_total
-        prob[base + c * inner] = math.exp(log_p)
-        loss -= q[base + c * inner] * max(log_p, -46.051701859880914)
+        loss -= q[base + c * inner] * max(x[base + c * inner] - shift, -46.051701859880914)
     losses[location] = loss
     ones[location] = 1.0
 
