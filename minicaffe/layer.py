@@ -6,6 +6,16 @@ counts the class declares, ``setup`` (one-time work: parameter blobs, options),
 its diff. After that the Net calls ``forward`` and ``backward`` through
 :meth:`Layer.run_forward` and :meth:`Layer.run_backward`.
 
+As Caffe's ``Layer::Forward``, every Forward reshapes first: ``run_forward``
+calls ``reshape`` when a bottom's or top's shape differs from the shapes the
+layer last saw (so ``net.blobs['data'].reshape(...)`` followed by
+``net.forward()`` just works, and a data layer that changes its batch size
+reaches the layers after it). An unchanged net skips ``reshape`` at the cost
+of comparing a few tuples; Python layers, whose ``reshape`` may depend on
+anything, are always reshaped, as in Caffe. Backward refuses blobs whose shape
+changed since the layer's last Forward, naming the layer and both shapes,
+rather than handing a kernel arrays of another size.
+
 To write a layer: subclass, decorate with ``@register("TypeName")``, declare the
 blob counts, and implement ``reshape``, ``forward`` and, when it has one,
 ``backward``. The method names and signatures are pycaffe's Python-layer API.
@@ -42,9 +52,12 @@ class Layer:
     never_backward_bottoms = ()
     # False for layers Caffe gives no Backward (Accuracy, ArgMax, Threshold...).
     has_backward = True
-    # True when Forward itself reshapes the tops from bottom values (Filter): the
-    # net then re-runs reshape for the layers after it, as Caffe reshapes before every Forward.
-    top_shapes_from_data = False
+    # True when reshape must run before every Forward even if no shape changed
+    # (Python layers: user code may shape its tops from anything).
+    always_reshape = False
+    # The (bottom shapes, top shapes) the layer was last reshaped for or left
+    # by its Forward; None until set up.
+    _blob_shapes = None
 
     def __init__(self, layer_param, phase=TRAIN, dtype=np.float32):
         self.layer_param = layer_param
@@ -80,6 +93,24 @@ class Layer:
             self.param_propagate_down += [True] * (len(self.blobs) - len(self.param_propagate_down))
         self.reshape(bottom, top)
         self.seed_loss_weights(top)
+        self._blob_shapes = _shapes_of(bottom, top)
+
+    def reshape_for_forward(self, bottom, top, force=False):
+        """Caffe's reshape-before-Forward: run ``reshape`` if any blob's shape changed (or ``force``).
+
+        Tops whose shape changed get their loss weight stored in their diff
+        again (a resized buffer starts at zero).
+        """
+        shapes = _shapes_of(bottom, top)
+        if shapes == self._blob_shapes and not (force or self.always_reshape):
+            return
+        top_shapes_before = shapes[1]
+        self.reshape(bottom, top)
+        shapes = _shapes_of(bottom, top)
+        if any(self.loss_weights):
+            self.seed_loss_weights([blob if force or blob.shape != before else None
+                                    for blob, before in zip(top, top_shapes_before)])
+        self._blob_shapes = shapes
 
     def seed_loss_weights(self, top):
         """Store each top's loss weight in its diff (every element), as Caffe does.
@@ -90,7 +121,7 @@ class Layer:
         if not allocation_allowed():
             return
         for blob, weight in zip(top, self.loss_weights):
-            if weight:
+            if weight and blob is not None:
                 blob.diff[...] = weight
 
     def loss(self, top_index: int) -> float:
@@ -105,8 +136,10 @@ class Layer:
         return getattr(self, name)
 
     def run_forward(self, bottom, top) -> float:
-        """Forward, then this layer's contribution to the net's loss."""
+        """Reshape if a shape changed, Forward, then this layer's contribution to the net's loss."""
+        self.reshape_for_forward(bottom, top)
         self._implementation("forward")(bottom, top)
+        self._blob_shapes = _shapes_of(bottom, top)    # data layers and Filter shape their tops in Forward
         total = 0.0
         for index, blob in enumerate(top):
             if self.loss(index):
@@ -122,7 +155,19 @@ class Layer:
             needed = [i for i, flag in enumerate(propagate_down) if flag]
             raise GraphError(f"{self.type} has no Backward, but a gradient to bottom(s) {needed} was asked "
                              "(force_backward, or propagate_down: true)", layer=self.name)
+        self._check_shapes_unchanged(bottom, top)
         self._implementation("backward")(top, propagate_down, bottom)
+
+    def _check_shapes_unchanged(self, bottom, top):
+        """Backward's kernels assume the shapes of the last Forward: refuse anything else."""
+        if self._blob_shapes is None or _shapes_of(bottom, top) == self._blob_shapes:
+            return
+        for role, blobs, seen in (("bottom", bottom, self._blob_shapes[0]), ("top", top, self._blob_shapes[1])):
+            for blob, shape in zip(blobs, seen):
+                if blob.shape != shape:
+                    raise ShapeError(f"{role} blob '{blob.name}' was reshaped after this layer's last Forward; "
+                                     "run forward() (or net.reshape()) before backward()", layer=self.name,
+                                     expected=shape, actual=blob.shape)
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index not in self.never_backward_bottoms
@@ -151,6 +196,10 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} '{self.name}' ({self.type})>"
+
+
+def _shapes_of(bottom, top):
+    return tuple(blob.shape for blob in bottom), tuple(blob.shape for blob in top)
 
 
 # ====================================================================== losses

@@ -240,10 +240,6 @@ class Net(BatchedPasses, NetWeights):
             loss += self._layers[i].run_forward(self._bottom_vecs[i], self._top_vecs[i])
             if self.debug_info:
                 self._log_debug("Forward", i)
-            if self._layers[i].top_shapes_from_data:      # Filter: later layers see the new shapes
-                for j in range(i + 1, len(self._layers)):
-                    self._layers[j].reshape(self._bottom_vecs[j], self._top_vecs[j])
-                    self._layers[j].seed_loss_weights(self._top_vecs[j])
         return loss
 
     def backward_from_to(self, start: int, end: int) -> None:
@@ -314,10 +310,14 @@ class Net(BatchedPasses, NetWeights):
         return loss
 
     def reshape(self):
-        """Propagate changed input shapes through every layer's reshape."""
+        """Propagate changed input shapes through every layer's reshape (Caffe's ``Net::Reshape``).
+
+        Optional: every Forward reshapes each layer whose blob shapes changed
+        just before running it, as Caffe's ``Layer::Forward`` does. Call it to
+        see the new shapes of every blob before running Forward.
+        """
         for layer, bottoms, tops in zip(self._layers, self._bottom_vecs, self._top_vecs):
-            layer.reshape(bottoms, tops)
-            layer.seed_loss_weights(tops)
+            layer.reshape_for_forward(bottoms, tops, force=True)
 
     def set_input_arrays(self, data, labels):
         """pycaffe's ``set_input_arrays``: give the net's first MemoryData layer its arrays."""

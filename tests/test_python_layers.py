@@ -245,8 +245,10 @@ def test_a_net_built_from_a_message_finds_modules_in_the_folder_it_is_given(tmp_
     sys.modules.pop("mc_folder_module", None)
 
 
-def test_no_caffe_package_is_shipped_and_a_real_caffe_is_left_alone(tmp_path, monkeypatch):
-    assert importlib.util.find_spec("caffe") is None      # only ever an alias in sys.modules
+def test_the_shipped_caffe_package_is_minicaffe_and_a_real_caffe_first_on_the_path_wins(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "caffe", raising=False)
+    shipped = importlib.util.find_spec("caffe")
+    assert os.path.dirname(shipped.origin) == os.path.join(os.path.dirname(minicaffe.__file__), "caffe_alias")
     write(tmp_path / "realcaffe" / "caffe" / "__init__.py", "REAL = True\n\nclass Layer:\n    pass\n")
     write(tmp_path / "nets" / "mc_real_caffe_module.py",
           "import caffe\n\nclass UsesCaffe(caffe.Layer):\n    pass\n")
@@ -299,21 +301,22 @@ def test_class_missing_from_the_module_is_an_error(tmp_path, fixture_layers):
 
 # ---------------------------------------------------------------- errors in user code
 
-def test_an_exception_in_forward_shows_the_users_traceback_and_the_layer(tmp_path, fixture_layers):
+def test_an_exception_in_forward_reaches_the_caller_as_itself_naming_the_layer(tmp_path, fixture_layers):
     text = INPUT.format(n=2, d=3) + python_layer("boom", "FailsInForward", ["x"], ["y"])
     path = write(tmp_path / "boom.prototxt", text)
     net = minicaffe.Net(path, minicaffe.TEST)
-    with pytest.raises(PythonLayerError) as caught:
+    with pytest.raises(ValueError) as caught:     # pycaffe: the layer's own exception
         net.forward()
-    message = str(caught.value)
+    assert type(caught.value) is ValueError and str(caught.value) == "bad value 42"
+    assert any("layer 'boom'" in note and "forward" in note for note in caught.value.__notes__)
+    assert caught.value.minicaffe_layer == "boom"
+    message = caught.value.minicaffe_context
     assert message.startswith("layer 'boom' (type Python, class mc_fixture_layers.FailsInForward from "
                               f"{FIXTURE_MODULE}): forward raised ValueError: bad value 42\n")
     assert f'File "{FIXTURE_MODULE}", line' in message and "in forward" in message
     assert 'raise ValueError(f"bad value {value}")' in message
     assert message.rstrip().endswith("ValueError: bad value 42")
     assert "minicaffe" + os.sep + "net.py" not in message and "layer.py" not in message
-    assert isinstance(caught.value.original, ValueError) and caught.value.layer == "boom"
-    assert isinstance(caught.value, MinicaffeError)
 
     result = run("forward", path)
     assert result.exit_code == 1
@@ -327,11 +330,12 @@ def test_the_seeds_own_setup_check_reports_through_the_layer(tmp_path):
     path = write(tmp_path / "three.prototxt", text)
     import shutil
     shutil.copy(os.path.join(FIXTURES, "my_custom_loss.py"), tmp_path / "my_custom_loss.py")
-    with pytest.raises(PythonLayerError, match=r"(?s)layer 'my_custom_loss' \(type Python, class "
-                                               r"my_custom_loss.MyCustomLossLayer .*\): setup raised Exception: "
-                                               r"Need two inputs \(pred and label\) for this layer.\n"
-                                               r".*in setup\n    raise Exception"):
+    with pytest.raises(Exception) as caught:
         minicaffe.Net(path, minicaffe.TRAIN)
+    assert type(caught.value) is Exception and str(caught.value) == "Need two inputs (pred and label) for this layer."
+    assert re.match(r"(?s)layer 'my_custom_loss' \(type Python, class my_custom_loss.MyCustomLossLayer .*\): "
+                    r"setup raised Exception: Need two inputs \(pred and label\) for this layer.\n"
+                    r".*in setup\n    raise Exception", caught.value.minicaffe_context)
 
 
 @pytest.mark.parametrize("source, shown", [

@@ -92,11 +92,8 @@ class PrefetchingDataLayer(Layer):
             raise GraphError(f"{self.type} was set up for shape inference only and cannot run", layer=self.name)
         batch = self._prefetcher.get()
         self._consumed = batch.state
-        before = [blob.shape for blob in top]
+        # A batch of another size reaches the layers downstream: each reshapes before its Forward.
         self.fill_tops(batch, top)
-        # Caffe reshapes every layer before its Forward; the net re-runs reshape after a layer
-        # that sets this, so a batch of another size reaches the layers downstream.
-        self.top_shapes_from_data = before != [blob.shape for blob in top]
 
     def backward(self, top, propagate_down, bottom):
         pass  # no bottoms

@@ -8,8 +8,8 @@ selected items and the rest of its shape is the bottom's.
 
 That number depends on the selector's values, so setup shapes the tops with
 all N items (Caffe's first reshape does the same), and each Forward reshapes
-them to the selected count; the net then re-shapes the layers after this one
-(``top_shapes_from_data``), as Caffe reshapes before every Forward.
+them to the selected count; the layers after it see the new shapes, since
+every layer reshapes before its Forward when a blob's shape changed.
 
 Gradient: each selected item's top diff goes back to its place in the bottom's
 diff, zeros for the items left out. The selector takes no gradient: the net
@@ -27,7 +27,6 @@ from ..registry import register
 class FilterLayer(Layer):
     min_bottoms = 2
     min_tops = 1
-    top_shapes_from_data = True
 
     def setup(self, bottom, top):
         if len(top) != len(bottom) - 1:

@@ -4,7 +4,8 @@
 ``data`` is N x channels x height x width and ``labels`` has N entries (1-D,
 or N x 1 x 1 x 1 as pycaffe passes them), N a multiple of ``batch_size``.
 Each Forward hands out the next ``batch_size`` rows, starting over after the
-last. As in Caffe, ``transform_param`` is *not* applied to these arrays (a
+last. The label top is N after set-up and N x 1 x 1 x 1 after each Forward,
+as in Caffe. As in Caffe, ``transform_param`` is *not* applied to these arrays (a
 warning says so). pycaffe only accepts float32 arrays and keeps reading them
 in place; here other dtypes are converted, and arrays already in the net's
 dtype are kept by reference, so later changes to them show, as in pycaffe. pycaffe requires the MemoryData layer to be the net's first
@@ -71,9 +72,10 @@ class MemoryDataLayer(Layer):
                             layer=self.name)
         start, stop = self.position, self.position + self.batch_size
         top[0].reshape((self.batch_size,) + self.item_shape)
-        top[1].reshape((self.batch_size,))
+        # Caffe's label top is (N,) after set-up but N x 1 x 1 x 1 once Forward has run.
+        top[1].reshape((self.batch_size, 1, 1, 1))
         top[0].data[...] = self._data[start:stop]
-        top[1].data[...] = self._labels[start:stop]
+        top[1].data[...] = self._labels[start:stop].reshape(-1, 1, 1, 1)
         self.position = stop % self._data.shape[0]
 
     def backward(self, top, propagate_down, bottom):

@@ -17,14 +17,21 @@ Where the module is found, in order:
 3. the folder of the ``.prototxt`` the net was read from.
 
 Modules written for pycaffe say ``import caffe`` and subclass ``caffe.Layer``.
-When no real Caffe is importable, importing a Python layer's module first makes
-``caffe`` an alias of ``minicaffe`` in ``sys.modules`` (with ``caffe.io``,
-``caffe.proto`` and ``caffe.proto.caffe_pb2``), so they run unchanged; no
-``caffe`` package is shipped.
+minicaffe installs a ``caffe`` package that is minicaffe itself (see
+``minicaffe/caffe_alias``), so they run unchanged. Where that package is not
+installed (a source checkout on ``sys.path``) and no real Caffe is importable,
+importing a Python layer's module first makes ``caffe`` an alias of
+``minicaffe`` in ``sys.modules`` (with ``caffe.io``, ``caffe.proto`` and
+``caffe.proto.caffe_pb2``).
 
-An exception in the user's code (import, ``setup``, ``reshape``, ``forward``,
-``backward``) becomes a :class:`PythonLayerError` naming the layer, its type
-and class, with the traceback of the user's own frames. Under shape inference
+An exception raised by the user's class (``__init__``, ``setup``, ``reshape``,
+``forward``, ``backward``) reaches the caller as itself, the same object and
+type, as in pycaffe (whose own tests expect a layer's ``RuntimeError``): minicaffe
+only adds a note naming the layer, its type and class and the method
+(``exc.__notes__``, shown under the traceback), and keeps a short report with
+the user's own frames in ``exc.minicaffe_context``, which the ``minicaffe``
+command prints as its one-line error. A module that fails to import becomes a
+:class:`PythonLayerError` with the same report. Under shape inference
 (``minicaffe check``) a module that cannot be imported is reported as unknown
 shapes (``?``) with the reason, instead of an error; ``setup`` and ``reshape``
 run there as usual, on zero-filled memory (Python layers are written against
@@ -56,6 +63,7 @@ from ..memory import ShapeUnknown, memory_allowed, shape_inference_active
 from ..registry import register
 
 _MINICAFFE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ALIAS_DIR = os.path.join(_MINICAFFE_DIR, "caffe_alias")
 _USER_METHODS = ("setup", "reshape", "forward", "backward", "forward_gpu", "backward_gpu")
 _context = threading.local()
 _file_modules = {}   # real path -> (mtime_ns, module) for modules loaded from .caffeinit FILEs
@@ -112,6 +120,9 @@ def install_caffe_alias():
         spec = importlib.util.find_spec("caffe")
     except (ImportError, ValueError):
         spec = None
+    if spec is not None and spec.origin and os.path.dirname(os.path.abspath(spec.origin)) == _ALIAS_DIR:
+        import caffe                     # minicaffe's own `caffe` package: it is minicaffe
+        return caffe
     # A namespace package (a stray folder named caffe) has no origin: it is no Caffe.
     if spec is not None and spec.origin not in (None, "namespace"):
         return None
@@ -163,9 +174,11 @@ def create_python_layer(layer_param, phase=TRAIN, dtype=np.float32):
     except (PythonLayerError, ShapeUnknown):
         raise
     except Exception as exc:
-        raise _user_error(layer_param.name, layer_param.type, origin, "__init__", exc) from exc
+        _attach_context(exc, layer_param.name, layer_param.type, origin, "__init__")
+        raise
     layer.type = layer_param.type
     layer.param_str = layer_param.python_param.param_str
+    layer.always_reshape = True     # as Caffe: the user's reshape runs before every Forward
     if not isinstance(layer.blobs, BlobVec):
         layer.blobs = BlobVec(layer, layer.blobs)
     for method_name in _USER_METHODS:
@@ -188,7 +201,8 @@ def _guarded(layer, method_name, method, origin):
         except (PythonLayerError, ShapeUnknown):
             raise
         except Exception as exc:
-            raise _user_error(layer.name, layer.type, origin, method_name, exc) from exc
+            _attach_context(exc, layer.name, layer.type, origin, method_name)
+            raise
     call.__name__ = method_name
     call.__doc__ = method.__doc__
     call.__wrapped__ = method
@@ -332,14 +346,32 @@ def _caffeinit_where():
 
 # ---------------------------------------------------------------- reporting user errors
 
-def _user_error(layer_name, layer_type, origin, stage, exc):
+def _user_report(layer_name, layer_type, origin, stage, exc):
     header = (f"layer '{layer_name}' (type {layer_type}, {origin}): {stage} raised "
               f"{type(exc).__name__}: {exc}")
     frames = _user_frames(exc.__traceback__)
     text = header + "\nTraceback (most recent call last, in the layer's code):\n"
     text += "".join(traceback.format_list(frames))
     text += "".join(traceback.format_exception_only(type(exc), exc))
-    return PythonLayerError(text.rstrip("\n"), layer=layer_name, original=exc)
+    return text.rstrip("\n")
+
+
+def _user_error(layer_name, layer_type, origin, stage, exc):
+    return PythonLayerError(_user_report(layer_name, layer_type, origin, stage, exc), layer=layer_name,
+                            original=exc)
+
+
+def _attach_context(exc, layer_name, layer_type, origin, stage):
+    """Name the layer on the user's own exception (once: a layer inside a layer keeps the innermost)."""
+    if getattr(exc, "minicaffe_context", None) is not None:
+        return
+    try:
+        exc.minicaffe_context = _user_report(layer_name, layer_type, origin, stage, exc)
+        exc.minicaffe_layer = layer_name
+    except AttributeError:      # an exception type without __dict__: leave it as it is
+        return
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"(raised in {stage} of layer '{layer_name}', type {layer_type}, {origin})")
 
 
 def _user_frames(tb):

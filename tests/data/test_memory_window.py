@@ -32,7 +32,8 @@ def test_memory_data_batches_cycle_without_transform(tmp_path):
     for rows in ([0, 1], [2, 3], [0, 1]):
         out = net.forward()
         np.testing.assert_array_equal(out["data"], data[rows])       # untransformed, as Caffe
-        np.testing.assert_array_equal(out["label"], labels.reshape(-1)[rows])
+        np.testing.assert_array_equal(out["label"], labels[rows])      # Caffe: N x 1 x 1 x 1 after Forward
+    assert net.blobs["label"].shape == (2, 1, 1, 1)
     assert net.layers[0].state() == {"position": 2}
     net.layers[0].restore({"position": 0})
     np.testing.assert_array_equal(net.forward()["data"], data[[0, 1]])
