@@ -26,6 +26,13 @@ class _Group(click.Group):
                 raise
             click.echo(f"minicaffe: error: {exc}", err=True)
             ctx.exit(1)
+        except Exception as exc:
+            # A Python layer's own exception keeps its type; minicaffe attached a short report.
+            report = getattr(exc, "minicaffe_context", None)
+            if report is None or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            click.echo(f"minicaffe: error: {report}", err=True)
+            ctx.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
