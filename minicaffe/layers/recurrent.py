@@ -29,11 +29,24 @@ Caffe: each Forward starts from the previous one's final state (zero at first),
 which ``cont`` 0 at a stream's first step discards. ``debug_info`` logs the
 internal net's per-layer magnitudes. T is fixed at setup; N may change.
 
-Deviation from Caffe (a fix): with ``expose_hidden``, Caffe neither passes a
-gradient to the ``h_0``/``c_0`` bottoms nor takes one from the ``h_T``/``c_T``
-tops, so anything learned through the exposed state gets a wrong gradient
-silently; here both flow, making the exposed state an ordinary differentiable
-input and output.
+With ``expose_hidden`` the gradients are Caffe's, which treat the exposed
+state as data only. Caffe's RecurrentLayer shares the ``h_0``/``c_0`` bottoms
+and the ``h_T``/``c_T`` tops with the unrolled net's state blobs by
+``ShareData`` alone (in Reshape and Forward; ``ShareDiff`` only for ``x``,
+``x_static`` and the output), puts its pseudo-losses on the output only, and
+sets no ``force_backward``, so Backward is the non-exposed one started from the
+given ``h_0``/``c_0``:
+
+- ``x``, ``x_static`` and the parameters get the gradient of
+  ``sum(top[0].diff * output)`` alone;
+- the ``h_T``/``c_T`` top diffs are never read (a diff on ``h_T`` is not added
+  to the output's last step either);
+- ``h_0``/``c_0`` get no gradient. Caffe leaves their diffs unwritten; here
+  they are set to 0 when a gradient is asked for (what a fresh diff holds).
+
+These are the true gradients of a loss that does not use the final-state tops,
+``h_0``/``c_0`` held fixed; chunks chained through the exposed state train as
+truncated backpropagation through time.
 """
 
 from __future__ import annotations
@@ -45,7 +58,7 @@ from ..layer import Layer
 from ..memory import allocation_allowed
 from ..proto import caffe_pb2
 from ..registry import register
-from .recurrent_unroll import add_pseudo_losses, build_lstm, build_rnn, expose_state
+from .recurrent_unroll import add_pseudo_losses, build_lstm, build_rnn
 
 
 class RecurrentLayer(Layer):
@@ -87,17 +100,14 @@ class RecurrentLayer(Layer):
             inputs.top.append(name)
             inputs.input_param.shape.add().dim.extend(blob.shape)
         type(self).build_unrolled(net_param, self.T, self.N, self.num_output, self.static_input, param)
-        self._state_out_names = [name.format(T=self.T) for name in self.state_outputs]
-        outputs = [self.output_name]
-        if self.expose_hidden:
-            outputs += expose_state(net_param, self._state_out_names)
+        state_out_names = [name.format(T=self.T) for name in self.state_outputs]
         if self.name:
             for layer in net_param.layer:
                 layer.name = f"{self.name}_{layer.name}"
-        # Caffe's pseudo-losses: they make every output need Backward, and are never run.
-        self._pseudo_losses = add_pseudo_losses(net_param, outputs)
-        # With exposed state, the state inputs need Backward too; cont only gets an unused diff.
-        net_param.force_backward = bool(self.expose_hidden)
+        # Caffe's pseudo-losses: they make the output need Backward, and are never run. As in
+        # Caffe, none sits on the final state, and there is no force_backward: the state
+        # inputs need no Backward.
+        self._pseudo_losses = add_pseudo_losses(net_param, [self.output_name])
 
         self.unrolled = net = Net(net_param, self.phase, dtype=self.dtype)
         net.debug_info = bool(param.debug_info)
@@ -105,8 +115,8 @@ class RecurrentLayer(Layer):
         self._x, self._cont = blobs["x"], blobs["cont"]
         self._x_static = blobs["x_static"] if self.static_input else None
         self._state_in = [blobs[name] for name in self.state_inputs]
-        self._state_out = [blobs[name] for name in self._state_out_names]
-        self._outputs = [blobs[name] for name in outputs]
+        self._state_out = [blobs[name] for name in state_out_names]
+        self._output = blobs[self.output_name]
         names = [layer.name for layer in net.layers]
         self._last_layer = names.index(self._pseudo_losses[0]) - 1
 
@@ -165,11 +175,12 @@ class RecurrentLayer(Layer):
                     raise self.shape_error(f"bottom {index} (initial state {self.state_inputs[index - first]}) "
                                            "must be 1 x N x num_output", expected=state_shape, actual=blob.shape)
                 inner.share_data(blob)
-                inner.share_diff(blob)
-        for blob, inner in zip(top, self._outputs):
+        top[0].reshape(self._output.shape)
+        top[0].share_data(self._output)
+        top[0].share_diff(self._output)
+        for blob, inner in zip(top[1:], self._state_out):
             blob.reshape(inner.shape)
-            blob.share_data(inner)
-            blob.share_diff(inner)
+            blob.share_data(inner)    # its diff stays the top's own, unread (Caffe's)
 
     # ---------------------------------------------------------------- running
     def _bind_params(self):
@@ -196,6 +207,11 @@ class RecurrentLayer(Layer):
         for layer, j, k in self._bindings:
             layer.param_propagate_down[j] = self.param_propagate_down[k]
         self.unrolled.backward_from_to(self._last_layer, 0)
+        if self.expose_hidden:
+            first = 3 if self.static_input else 2
+            for index in range(first, len(bottom)):
+                if propagate_down[index]:
+                    bottom[index].diff[...] = 0
 
 
 @register("RNN")

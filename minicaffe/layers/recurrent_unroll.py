@@ -108,19 +108,6 @@ def build_lstm(net, T, N, num_output, static_input, recurrent_param):
     net.layer.add().CopyFrom(concat)
 
 
-def expose_state(net, names):
-    """A copy of each final-state blob for an exposed top (minicaffe's addition, see recurrent.py).
-
-    Through the copy's Split the top's gradient is added to what the net's own
-    consumers of that blob send back.
-    """
-    exposed = []
-    for name in names:
-        net.layer.add(name=f"{name}_expose", type="Split", bottom=[name], top=[f"{name}_exposed"])
-        exposed.append(f"{name}_exposed")
-    return exposed
-
-
 def add_pseudo_losses(net, outputs):
     """Caffe's pseudo-losses: a Reduction with loss weight 1 on each output, so Backward reaches
     everything the outputs depend on. They are never run. Returns their names."""

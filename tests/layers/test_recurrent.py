@@ -59,11 +59,11 @@ def lstm_reference(x, cont, W_xc, b_c, W_hc, W_s=None, xs=None, h0=None, c0=None
             grads["W_s"], grads["xs"] = np.zeros_like(W_s), np.zeros((n, W_s.shape[1]))
         dh_next, dc_next = np.zeros((n, d)), np.zeros((n, d))
         for t in reversed(range(steps)):
-            k, h_conted, c_prev, c, i, f, o, g = cache[t]
+            k, h_conted, c_prev, c_t, i, f, o, g = cache[t]
             dh = dtop[t] + dh_next
-            dc = dc_next + dh * o * (1 - np.tanh(c) ** 2)
+            dc = dc_next + dh * o * (1 - np.tanh(c_t) ** 2)
             da = np.concatenate([dc * g * i * (1 - i), dc * c_prev * k * f * (1 - f),
-                                 dh * np.tanh(c) * o * (1 - o), dc * i * (1 - g * g)], axis=1)
+                                 dh * np.tanh(c_t) * o * (1 - o), dc * i * (1 - g * g)], axis=1)
             grads["x"][t] = da @ W_xc
             grads["W_xc"] += da.T @ xf[t]
             grads["b_c"] += da.sum(axis=0)
@@ -74,7 +74,6 @@ def lstm_reference(x, cont, W_xc, b_c, W_hc, W_s=None, xs=None, h0=None, c0=None
             dh_next = k * (da @ W_hc)
             dc_next = dc * k * f
         grads["x"] = grads["x"].reshape(x.shape)
-        grads["h0"], grads["c0"] = dh_next, dc_next
     return np.stack(out), h, c, grads
 
 
@@ -190,23 +189,51 @@ def test_parameter_diffs_accumulate():
 
 
 # ---------------------------------------------------------------- gradient checks (float64, through time)
-@pytest.mark.parametrize("kind, states", [("LSTM", 2), ("RNN", 1)])
-@pytest.mark.parametrize("static, expose", [(False, False), (True, True)], ids=["plain", "static+exposed"])
-def test_gradient_through_time(kind, states, static, expose):
-    # Exposed: stream 1 continues from the given state. Carried (plain): every stream starts
-    # afresh, so each Forward of the check gives the same result.
-    cont = np.array([[0, 1], [1, 0], [0, 1]], dtype=float) if expose else CONT
-    arrays = [rng.standard_normal((T, N, K)), cont]
-    if static:
-        arrays.append(rng.standard_normal((N, KS)))
-    if expose:
-        arrays += [rng.standard_normal((1, N, D)) for _ in range(states)]
-    layer = layer_from_text(text(kind, expose=expose))
-    bottom = make_blobs(*arrays)
-    top = empty_blobs(1 + states * expose)
-    checked = GradientChecker(stepsize=1e-4, threshold=1e-6).check_layer(layer, bottom, top)
+@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+@pytest.mark.parametrize("static", [False, True], ids=["plain", "static"])
+def test_gradient_through_time(kind, static):
+    # Every stream starts afresh, so each Forward of the check gives the same result.
+    arrays = [rng.standard_normal((T, N, K)), CONT] + ([rng.standard_normal((N, KS))] if static else [])
+    layer = layer_from_text(text(kind))
+    checked = GradientChecker(stepsize=1e-4, threshold=1e-6).check_layer(layer, make_blobs(*arrays), empty_blobs(1))
     inputs = sum(a.size for i, a in enumerate(arrays) if i != 1)
     assert checked == inputs + sum(blob.count for blob in layer.blobs)
+
+
+class _OutputOnly:
+    """An exposed-state layer as the gradient checker sees it: only the output top, so the
+    checked loss does not use the final state (its tops get zero diffs at Backward)."""
+
+    def __init__(self, layer, state_tops):
+        self.layer, self.state_tops = layer, state_tops
+
+    def __getattr__(self, name):
+        return getattr(self.layer, name)
+
+    def set_up(self, bottom, top):
+        self.layer.set_up(bottom, top + self.state_tops)
+
+    def run_forward(self, bottom, top):
+        return self.layer.run_forward(bottom, top + self.state_tops)
+
+    def run_backward(self, top, propagate_down, bottom):
+        for blob in self.state_tops:
+            blob.diff[...] = 0
+        self.layer.run_backward(top + self.state_tops, propagate_down, bottom)
+
+
+@pytest.mark.parametrize("kind, states", [("LSTM", 2), ("RNN", 1)])
+def test_exposed_state_gradient_is_true_for_a_loss_on_the_output(kind, states):
+    """Caffe's exposed-state gradient is the true one when the loss uses only the output
+    (the final-state tops' diffs are zero), with the initial state held fixed."""
+    cont = np.array([[0, 1], [1, 0], [0, 1]], dtype=float)   # stream 1 continues from the given state
+    arrays = [rng.standard_normal((T, N, K)), cont, rng.standard_normal((N, KS))]
+    arrays += [rng.standard_normal((1, N, 4)) for _ in range(states)]
+    layer = layer_from_text(text(kind, expose=True, num_output=4))
+    checker = GradientChecker(stepsize=1e-4, threshold=1e-6)
+    checked = checker.check_layer(_OutputOnly(layer, empty_blobs(states)), make_blobs(*arrays), empty_blobs(1),
+                                  check_bottom=[0, 2])
+    assert checked == arrays[0].size + arrays[2].size + sum(blob.count for blob in layer.blobs)
 
 
 def test_cont_takes_no_gradient():
@@ -264,33 +291,45 @@ def test_rnn_exposed_state_chains_two_chunks():
     np.testing.assert_allclose(top[1].data[0], h_last, rtol=1e-10)
 
 
-def test_lstm_exposed_state_gradients_match_numpy():
-    x = rng.standard_normal((T, N, K))
-    cont = np.array([[1, 0], [1, 1], [1, 0]], dtype=float)   # stream 0 continues from h_0, c_0
-    h0, c0 = rng.standard_normal((1, N, D)), rng.standard_normal((1, N, D))
-    layer = layer_from_text(text("LSTM", expose=True))
-    bottom, top = make_blobs(x, cont, h0, c0), empty_blobs(3)
+@pytest.mark.parametrize("kind, states", [("LSTM", 2), ("RNN", 1)])
+def test_exposed_state_gradients_are_caffes(kind, states):
+    """Caffe's RecurrentLayer shares only the data of the state bottoms and tops with its
+    unrolled net (recurrent_layer.cpp: Reshape's ``ShareData`` for ``h_0``/``c_0``, Forward's
+    for ``h_T``/``c_T``; ``ShareDiff`` only for x, x_static and the output). Its Backward is
+    then the plain one from the given initial state: the output's diff alone drives every
+    gradient, the final-state diffs are ignored, and the initial state gets none."""
+    hidden = 4
+    x, xs = rng.standard_normal((T, N, K)), rng.standard_normal((N, KS))
+    cont = np.array([[1, 0], [1, 1], [1, 0]], dtype=float)   # stream 0 continues from h_0 (and c_0)
+    state = [rng.standard_normal((1, N, hidden)) for _ in range(states)]
+    layer = layer_from_text(text(kind, expose=True, num_output=hidden))
+    bottom, top = make_blobs(x, cont, xs, *state), empty_blobs(1 + states)
     layer.set_up(bottom, top)
     layer.run_forward(bottom, top)
-    params = [blob.data for blob in layer.blobs]
-    expected, h_T, c_T, _ = lstm_reference(x, cont, *params, h0=h0, c0=c0)
+    params = [blob.data.copy() for blob in layer.blobs]
+    W_s = params.pop(2)
+    dtop = rng.standard_normal((T, N, hidden))
+    if kind == "LSTM":
+        expected, h_T, c_T, grads = lstm_reference(x, cont, *params, W_s, xs, h0=state[0], c0=state[1], dtop=dtop)
+        final, names = [h_T, c_T], ["W_xc", "b_c", "W_s", "W_hc"]
+    else:
+        expected, h_T, grads = rnn_reference(x, cont, *params, W_s=W_s, xs=xs, h0=state[0], dtop=dtop)
+        final, names = [h_T], ["W_xh", "b_h", "W_s", "W_hh", "W_ho", "b_o"]
     np.testing.assert_allclose(top[0].data, expected, rtol=1e-10)
-    np.testing.assert_allclose(top[1].data[0], h_T, rtol=1e-10)
-    np.testing.assert_allclose(top[2].data[0], c_T, rtol=1e-10)
-    # Only a gradient on h_T: it must reach x through the net's own use of h_T too.
-    top[0].diff[...] = 0
-    top[1].diff[...] = 1.0
-    top[2].diff[...] = 0
-    layer.run_backward(top, [True, False, True, True], bottom)
-    dtop = np.zeros((T, N, D))
-    dtop[-1] = 1.0                                    # h_T is the last row of h
-    _, _, _, grads = lstm_reference(x, cont, *params, h0=h0, c0=c0, dtop=dtop)
+    for blob, value in zip(top[1:], final):
+        np.testing.assert_allclose(blob.data[0], value, rtol=1e-10)
+    top[0].diff[...] = dtop
+    for blob in top[1:]:
+        blob.diff[...] = rng.standard_normal(blob.shape)   # ignored, as in Caffe
+    for blob in layer.blobs + bottom:
+        blob.diff[...] = 7.0                             # stale values: parameters accumulate, the rest is written
+    layer.run_backward(top, [True, False] + [True] * (1 + states), bottom)
     np.testing.assert_allclose(bottom[0].diff, grads["x"], rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(bottom[2].diff[0], grads["h0"], rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(bottom[3].diff[0], grads["c0"], rtol=1e-9, atol=1e-12)
-    assert np.abs(bottom[2].diff[0, 0]).min() > 0 and np.abs(bottom[3].diff[0, 0]).min() > 0
-    np.testing.assert_array_equal(bottom[2].diff[0, 1], 0)   # stream 1 starts afresh: no gradient
-    np.testing.assert_array_equal(bottom[3].diff[0, 1], 0)
+    np.testing.assert_allclose(bottom[2].diff, grads["xs"], rtol=1e-9, atol=1e-12)
+    for name, blob in zip(names, layer.blobs):
+        np.testing.assert_allclose(blob.diff - 7.0, grads[name], rtol=1e-9, atol=1e-12, err_msg=name)
+    for blob in bottom[3:]:
+        np.testing.assert_array_equal(blob.diff, 0)       # Caffe writes none; a fresh diff holds 0
 
 
 # ---------------------------------------------------------------- in a net: weights, sharing, shapes
