@@ -5,7 +5,10 @@ layer code, so every rule is testable on its own:
 
 1. :func:`filter_layers` keeps the layers whose include/exclude rules the
    :class:`NetState` (phase, level, stages) meets, as Caffe's ``Net::FilterNet``.
-2. :func:`resolve_loss_weights` makes every layer's ``loss_weight`` explicit, one
+2. :func:`add_automatic_tops` gives a loss layer written without ``top:`` the
+   anonymous top Caffe's ``Net::Init`` appends (``Layer::AutoTopBlobs``): named
+   ``(automatic)``, loss weight 1, never a bottom of another layer nor a net output.
+   :func:`resolve_loss_weights` makes every layer's ``loss_weight`` explicit, one
    per top: types ending in ``Loss`` default to 1 on their first top and 0 on the
    others, every other layer to 0 (the seeds' rule).
 3. :func:`insert_splits` gives each consumer of a shared top its own copy through
@@ -152,6 +155,36 @@ def resolve_loss_weights(net: "caffe_pb2.NetParameter") -> "caffe_pb2.NetParamet
     return resolved
 
 
+AUTOMATIC_TOP = "(automatic)"
+
+
+def add_automatic_tops(net: "caffe_pb2.NetParameter") -> tuple:
+    """A copy of ``net`` where layers with automatic tops have all they need, and those tops' names.
+
+    Caffe appends anonymous tops to a layer whose class says ``AutoTopBlobs``
+    (every loss layer) until it has ``max(MinTopBlobs, ExactNumTopBlobs)``, all
+    named ``(automatic)``. minicaffe's blobs are keyed by name, so the second
+    and later ones are ``(automatic) 2``, ``(automatic) 3``...
+    """
+    from .registry import layer_class
+    completed = caffe_pb2.NetParameter()
+    completed.CopyFrom(net)
+    automatic = []
+    for layer in completed.layer:
+        try:
+            cls = layer_class(layer.type, layer.name)
+        except GraphError:
+            continue        # an unknown type: reported when the layer is created
+        if not getattr(cls, "auto_top_blobs", False):
+            continue
+        needed = max(cls.min_tops or 0, cls.exact_tops or 0)
+        while len(layer.top) < needed:
+            name = AUTOMATIC_TOP if not automatic else f"{AUTOMATIC_TOP} {len(automatic) + 1}"
+            automatic.append(name)
+            layer.top.append(name)
+    return completed, frozenset(automatic)
+
+
 # ---------------------------------------------------------------- 3. splits
 
 def split_layer_name(producer: str, blob: str, top_index: int) -> str:
@@ -246,6 +279,7 @@ class PlannedLayer:
     in_place: tuple              # per top: True if it overwrites the bottom at the same index
     shared_params: tuple         # SharedParam for each param this layer does not own
     param: "caffe_pb2.LayerParameter" = field(repr=False, compare=False)
+    automatic_tops: tuple = ()   # tops Caffe adds to a loss layer written without them
 
     @property
     def is_split(self) -> bool:
@@ -284,8 +318,9 @@ def plan_net(net: "caffe_pb2.NetParameter", phase=None, level=None, stages=()) -
     state = make_state(net, phase, level, stages)
     filtered = filter_layers(net, state)
     _check_layer_fields(filtered)
-    weighted = resolve_loss_weights(filtered)
-    _check_bottoms_known(weighted, net, state)
+    _check_bottoms_known(filtered, net, state)
+    completed, automatic_tops = add_automatic_tops(filtered)
+    weighted = resolve_loss_weights(completed)
     planned_param = insert_splits(weighted)
 
     layers, blobs, inputs, available = [], [], [], set()
@@ -311,14 +346,16 @@ def plan_net(net: "caffe_pb2.NetParameter", phase=None, level=None, stages=()) -
             if blob not in known_blobs:
                 known_blobs.add(blob)
                 blobs.append(blob)
-            available.add(blob)
+            if blob not in automatic_tops:      # Caffe never counts them as net outputs
+                available.add(blob)
             if layer.type == "Input":
                 inputs.append(blob)
         shared = _resolve_shared_params(layer, owners)
         layers.append(PlannedLayer(
             index=index, name=layer.name, type=layer.type, bottoms=tuple(layer.bottom),
             tops=tuple(layer.top), loss_weights=tuple(layer.loss_weight), in_place=tuple(in_place),
-            shared_params=tuple(shared), param=layer))
+            shared_params=tuple(shared), param=layer,
+            automatic_tops=tuple(name for name in layer.top if name in automatic_tops)))
     return NetPlan(name=net.name, state=state, layers=layers, blobs=blobs, inputs=inputs,
                    outputs=sorted(available), force_backward=net.force_backward,
                    net_param=planned_param, warnings=warnings)

@@ -47,6 +47,8 @@ class Layer:
     min_tops = None
     max_tops = None
     equal_bottoms_and_tops = False
+    # Caffe's AutoTopBlobs: missing tops up to the required count are added anonymously (losses).
+    auto_top_blobs = False
     # Bottom indices that can never take a gradient, even under force_backward
     # (labels): Caffe's AllowForceBackward returning false.
     never_backward_bottoms = ()
@@ -239,6 +241,8 @@ class LossLayer(Layer):
 
     exact_bottoms = 2
     exact_tops = 1
+    # Caffe's AutoTopBlobs: written without a top, the layer gets an anonymous one (loss weight 1).
+    auto_top_blobs = True
     never_backward_bottoms = (1,)
     classification = False
     default_normalization = "VALID"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .errors import MinicaffeError
 
-_state = {"mode": "cpu", "device": 0}
+_state = {"mode": "cpu", "device": 0, "solver_count": 1, "solver_rank": 0, "multiprocess": False}
 
 
 def set_mode_cpu() -> None:
@@ -56,3 +56,32 @@ def _check_device(cuda, device_id):
     count = len(cuda.gpus)
     if device_id >= count:
         raise MinicaffeError(f"device {device_id} does not exist: numba sees {count} CUDA device(s)")
+
+
+# pycaffe's multi-GPU bookkeeping. minicaffe trains in one process on one
+# device, so these only record what pycaffe code sets (its scripts set them
+# before building solvers); there is no NCCL.
+
+def has_nccl() -> bool:
+    """pycaffe's ``caffe.has_nccl()``: False, minicaffe has no NCCL multi-GPU training."""
+    return False
+
+
+def solver_count() -> int:
+    return _state["solver_count"]
+
+
+def set_solver_count(count: int) -> None:
+    _state["solver_count"] = int(count)
+
+
+def solver_rank() -> int:
+    return _state["solver_rank"]
+
+
+def set_solver_rank(rank: int) -> None:
+    _state["solver_rank"] = int(rank)
+
+
+def set_multiprocess(multiprocess: bool) -> None:
+    _state["multiprocess"] = bool(multiprocess)

@@ -68,7 +68,7 @@ class Net(BatchedPasses, NetWeights):
     # ---------------------------------------------------------------- building
     def _build(self):
         plan = self.plan
-        self._blobs = OrderedDict()
+        self._blob_dict = OrderedDict()
         self._layers = []
         self._bottom_vecs, self._top_vecs = [], []
         self._bottom_need_backward = []
@@ -82,13 +82,13 @@ class Net(BatchedPasses, NetWeights):
         self.unknown_reasons = {}   # layer name -> why its shapes are unknown
         for planned in plan.layers:
             layer = self._create_layer(planned)
-            bottoms = [self._blobs[name] for name in planned.bottoms]
+            bottoms = [self._blob_dict[name] for name in planned.bottoms]
             tops = []
             for name in planned.tops:
-                if name not in self._blobs:
-                    self._blobs[name] = Blob((), dtype=self.dtype, name=name)
+                if name not in self._blob_dict:
+                    self._blob_dict[name] = Blob((), dtype=self.dtype, name=name)
                     blob_need_backward[name] = False
-                tops.append(self._blobs[name])
+                tops.append(self._blob_dict[name])
             bottom_need = []
             need_backward = False
             for j, name in enumerate(planned.bottoms):
@@ -130,6 +130,8 @@ class Net(BatchedPasses, NetWeights):
             self._force_backward(blob_need_backward)
         self._blob_need_backward = blob_need_backward
         self._layer_names = [layer.name for layer in self._layers]
+        self._blob_index = {name: index for index, name in enumerate(self._blob_dict)}
+        self._callbacks = {"before_forward": [], "after_forward": [], "before_backward": [], "after_backward": []}
 
     def _create_layer(self, planned):
         """The layer object; under shape inference, a placeholder when it cannot be created here."""
@@ -236,19 +238,58 @@ class Net(BatchedPasses, NetWeights):
     def forward_from_to(self, start: int, end: int) -> float:
         """Run Forward over layers start..end (inclusive); return their weighted loss."""
         loss = 0.0
+        callbacks = self._callbacks
         for i in range(start, end + 1):
+            for callback in callbacks["before_forward"]:
+                callback(i)
             loss += self._layers[i].run_forward(self._bottom_vecs[i], self._top_vecs[i])
             if self.debug_info:
                 self._log_debug("Forward", i)
+            for callback in callbacks["after_forward"]:
+                callback(i)
         return loss
 
     def backward_from_to(self, start: int, end: int) -> None:
         """Run Backward from layer start down to layer end (start >= end)."""
+        callbacks = self._callbacks
         for i in range(start, end - 1, -1):
+            for callback in callbacks["before_backward"]:
+                callback(i)
             if self._layer_need_backward[i]:
                 self._layers[i].run_backward(self._top_vecs[i], self._bottom_need_backward[i], self._bottom_vecs[i])
                 if self.debug_info:
                     self._log_debug("Backward", i)
+            for callback in callbacks["after_backward"]:
+                callback(i)
+
+    # pycaffe's Net callbacks: ``callback(layer_index)`` around each layer's Forward or Backward.
+    def before_forward(self, callback):
+        self._callbacks["before_forward"].append(callback)
+
+    def after_forward(self, callback):
+        self._callbacks["after_forward"].append(callback)
+
+    def before_backward(self, callback):
+        self._callbacks["before_backward"].append(callback)
+
+    def after_backward(self, callback):
+        self._callbacks["after_backward"].append(callback)
+
+    # pycaffe's underscore bindings of the C++ Net, which real pycaffe code uses.
+    def _forward(self, start: int, end: int) -> float:
+        return self.forward_from_to(start, end)
+
+    def _backward(self, start: int, end: int) -> None:
+        self.backward_from_to(start, end)
+
+    def _bottom_ids(self, layer_index: int) -> list:
+        return [self._blob_index[name] for name in self.plan.layers[layer_index].bottoms]
+
+    def _top_ids(self, layer_index: int) -> list:
+        return [self._blob_index[name] for name in self.plan.layers[layer_index].tops]
+
+    def _set_input_arrays(self, data, labels):
+        return self.set_input_arrays(data, labels)
 
     def _log_debug(self, direction, index):
         """Caffe's debug_info lines: the mean absolute value of each top (Forward) or bottom diff (Backward)."""
@@ -257,7 +298,7 @@ class Net(BatchedPasses, NetWeights):
         layer, planned = self._layers[index], self.plan.layers[index]
         if direction == "Forward":
             for name in planned.tops:
-                values = self._blobs[name].read_data()
+                values = self._blob_dict[name].read_data()
                 log.info("    [Forward] Layer %s, top blob %s data: %.6g", layer.name, name, np.abs(values).mean())
             for param_index, blob in enumerate(layer.blobs):
                 log.info("    [Forward] Layer %s, param blob %d data: %.6g", layer.name, param_index,
@@ -266,7 +307,7 @@ class Net(BatchedPasses, NetWeights):
         for name, needed in zip(planned.bottoms, self._bottom_need_backward[index]):
             if needed:
                 log.info("    [Backward] Layer %s, bottom blob %s diff: %.6g", layer.name, name,
-                         np.abs(self._blobs[name].read_diff()).mean())
+                         np.abs(self._blob_dict[name].read_diff()).mean())
         for param_index, blob in enumerate(layer.blobs):
             if layer.param_propagate_down[param_index]:
                 log.info("    [Backward] Layer %s, param blob %d diff: %.6g", layer.name, param_index,
@@ -282,26 +323,26 @@ class Net(BatchedPasses, NetWeights):
         for name, value in kwargs.items():
             if name not in self.plan.inputs:
                 raise MinicaffeError(f"'{name}' is not an input of this net (inputs: {', '.join(self.plan.inputs)})")
-            _assign_batch(self._blobs[name], value, "data", name)
+            _assign_batch(self._blob_dict[name], value, "data", name)
         start_index = self._layer_index(start, 0)
         end_index = self._layer_index(end, len(self._layers) - 1)
         self.last_loss = self.forward_from_to(start_index, end_index)
         names = list(self.plan.outputs) if end is None else list(self.plan.layers[end_index].tops)
         names += [name for name in (blobs or []) if name not in names]
-        return {name: self._blobs[name].data for name in names}
+        return {name: self._blob_dict[name].data for name in names}
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
         """pycaffe's ``backward``: set output diffs from ``kwargs``, run Backward, return input diffs."""
         for name, value in kwargs.items():
             if name not in self.plan.outputs:
                 raise MinicaffeError(f"'{name}' is not an output of this net (outputs: {', '.join(self.plan.outputs)})")
-            _assign_batch(self._blobs[name], value, "diff", name)
+            _assign_batch(self._blob_dict[name], value, "diff", name)
         start_index = self._layer_index(start, len(self._layers) - 1)
         end_index = self._layer_index(end, 0)
         self.backward_from_to(start_index, end_index)
         names = list(self.plan.inputs) if end is None else list(self.plan.layers[end_index].bottoms)
         names += [name for name in (diffs or []) if name not in names]
-        return {name: self._blobs[name].diff for name in names}
+        return {name: self._blob_dict[name].diff for name in names}
 
     def forward_backward(self) -> float:
         """One Forward and one Backward over the whole net; return the loss."""
@@ -333,7 +374,7 @@ class Net(BatchedPasses, NetWeights):
     # ---------------------------------------------------------------- pycaffe properties
     @property
     def blobs(self):
-        return self._blobs
+        return self._blob_dict
 
     @property
     def layers(self):
@@ -372,7 +413,23 @@ class Net(BatchedPasses, NetWeights):
 
     @property
     def _blob_names(self):
-        return list(self._blobs)
+        return list(self._blob_dict)
+
+    @property
+    def _blobs(self):
+        return list(self._blob_dict.values())
+
+    @property
+    def _blob_loss_weights(self):
+        return list(self.blob_loss_weights.values())
+
+    @property
+    def _inputs(self):
+        return [self._blob_index[name] for name in self.plan.inputs]
+
+    @property
+    def _outputs(self):
+        return [self._blob_index[name] for name in self.plan.outputs]
 
     @property
     def inputs(self):
@@ -384,7 +441,7 @@ class Net(BatchedPasses, NetWeights):
 
     @property
     def blob_loss_weights(self):
-        weights = OrderedDict((name, 0.0) for name in self._blobs)
+        weights = OrderedDict((name, 0.0) for name in self._blob_dict)
         for planned in self.plan.layers:
             for name, weight in zip(planned.tops, planned.loss_weights):
                 weights[name] = weight

@@ -50,7 +50,7 @@ class BatchedPasses:
         return self._unpad(outputs, reference), self._unpad(input_diffs, reference)
 
     def _batch_size(self):
-        return next(iter(self._blobs.values())).shape[0]
+        return next(iter(self._blob_dict.values())).shape[0]
 
     def _batches(self, arrays):
         """Batches of the net's batch size over ``arrays`` (one dict per batch, last one zero-padded)."""

@@ -75,6 +75,10 @@ class NetWeights:
         for planned, layer in zip(self.plan.layers, self._layers):
             entry = net.layer.add()
             entry.CopyFrom(planned.param)
+            if planned.automatic_tops:      # as Caffe, the file keeps the layer as it was written
+                kept = [name for name in entry.top if name not in planned.automatic_tops]
+                del entry.top[:]
+                entry.top.extend(kept)
             del entry.blobs[:]
             for blob in layer.blobs:
                 entry.blobs.append(array_to_blobproto(blob.data, blob.diff if write_diff else None))
@@ -84,6 +88,22 @@ class NetWeights:
         """Write the parameters as a ``.caffemodel`` (atomically)."""
         from .io import write_caffemodel
         write_caffemodel(self.to_proto(), path)
+
+    def save_hdf5(self, path, write_diff=False):
+        """Write the parameters in Caffe's HDF5 layout (``data/LAYER/i``), whatever the file is called.
+
+        pycaffe's ``Net.save_hdf5``; needs the ``data`` extra (h5py).
+        """
+        from .solvers.hdf5 import write_net_hdf5
+        write_net_hdf5(self, os.fspath(path), write_diff=write_diff)
+
+    def load_hdf5(self, path):
+        """Copy parameters, by layer name, from a file :meth:`save_hdf5` (or Caffe) wrote.
+
+        pycaffe's ``Net.load_hdf5``: the file is read as HDF5 whatever its extension.
+        """
+        from .solvers.hdf5 import read_net_hdf5
+        self.copy_from(read_net_hdf5(os.fspath(path)))
 
 
 def _shape_matches(shape, blob_proto):
