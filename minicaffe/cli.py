@@ -1,11 +1,17 @@
 """The ``minicaffe`` command: thin click commands over the library.
 
 Errors on bad input print one line (``minicaffe: error: ...``) and exit 1;
-``--debug`` shows the traceback instead.
+``--debug`` shows the traceback instead. Every command also takes Caffe's
+gflags spellings of its options (``-solver=S``, ``-stage a,b``, ``-noflag``;
+see ``_gflags_to_click``), so Caffe's scripts run with ``minicaffe`` in place
+of ``caffe``.
 """
 
 from __future__ import annotations
 
+import difflib
+import itertools
+import re
 import sys
 
 import click
@@ -14,9 +20,95 @@ from .errors import MinicaffeError
 
 _PHASES = click.Choice(["TRAIN", "TEST"], case_sensitive=False)
 
+# Caffe's tools read their flags with gflags: -flag or --flag, -flag=value or -flag value, underscores in
+# names, booleans as -flag, -noflag or -flag=true|false. click reads only --flag-name, so each command
+# rewrites the spellings of its own options before click parses (Caffe's scripts then run unchanged).
+_GFLAGS_TOKEN = re.compile(r"(--?)([A-Za-z][\w-]*)(?:=(.*))?\Z", re.S)
+_GFLAGS_BOOLEANS = {"1": True, "t": True, "true": True, "y": True, "yes": True,
+                    "0": False, "f": False, "false": False, "n": False, "no": False}
+_GFLAGS_HELP = ("Caffe's (gflags) spellings work too: -option_name VALUE, -option_name=VALUE, "
+                "--option_name=VALUE; on/off options as -flag, -noflag, -flag=true|false.")
+
+
+def _gflags_spellings(params):
+    """Option names (hyphenated) -> click's option, for options taking a value; and for on/off
+    options, name -> (click arguments for true, for false)."""
+    valued, switches = {}, {}
+    for param in params:
+        if not isinstance(param, click.Option):
+            continue
+        ons = [opt for opt in param.opts if opt.startswith("--")]
+        if not param.is_flag:
+            valued.update((opt[2:], opt) for opt in ons)
+            continue
+        offs = [opt for opt in param.secondary_opts if opt.startswith("--")]
+        switches.update((opt[2:], ([opt], offs[:1])) for opt in ons)
+        switches.update((opt[2:], ([opt], ons[:1])) for opt in offs)
+    for name, (on, off) in list(switches.items()):
+        # click's --no-nan-check is gflags' boolean nan_check: -nonan_check, -nan_check=false
+        if name.startswith("no-"):
+            switches.setdefault(name[3:], (off, on))
+    return valued, switches
+
+
+def _gflags_to_click(ctx, args, params):
+    """``args`` with gflags spellings of these options in click's; positionals and the rest as they were."""
+    valued, switches = _gflags_spellings(params)
+    shorts = {opt for param in params for opt in getattr(param, "opts", ()) if len(opt) == 2}
+    rewritten, tokens = [], iter(args)
+    for token in tokens:
+        if token == "--":
+            rewritten += [token, *tokens]
+            break
+        match = _GFLAGS_TOKEN.match(token)
+        if not match:
+            rewritten.append(token)
+            continue
+        dashes, name, value = match.groups()
+        name = name.replace("_", "-")
+        if name in valued:
+            rewritten.append(valued[name] if value is None else f"{valued[name]}={value}")
+            if value is None:
+                rewritten.extend(itertools.islice(tokens, 1))  # its value, never rewritten
+        elif name in switches or (value is None and name.startswith("no") and name[2:] in switches):
+            on, off = switches[name] if name in switches else switches[name[2:]][::-1]
+            state = True if value is None else _GFLAGS_BOOLEANS.get(value.lower())
+            if state is None:
+                raise click.BadOptionUsage(token, f"{token}: a boolean option takes true or false", ctx)
+            rewritten += on if state else off
+        elif dashes == "-" and len(name) > 1 and token[:2] not in shorts:
+            # click would read -foo as -f -o -o and name -f; name what was typed
+            known = [opt for param in params for opt in (*param.opts, *param.secondary_opts) if opt[:2] == "--"]
+            near = difflib.get_close_matches(f"--{name}", known)
+            raise click.NoSuchOption(token.partition("=")[0], possibilities=near, ctx=ctx)
+        else:
+            rewritten.append(token)
+    return rewritten
+
+
+class _GflagsCommand(click.Command):
+    """A command that also takes its options in Caffe's gflags spellings (see _gflags_to_click)."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, _gflags_to_click(ctx, args, self.get_params(ctx)))
+
+    def format_epilog(self, ctx, formatter):
+        super().format_epilog(ctx, formatter)
+        if any(isinstance(param, click.Option) for param in self.params):
+            formatter.write_paragraph()
+            formatter.write_text(_GFLAGS_HELP)
+
 
 class _Group(click.Group):
-    """Turns MinicaffeError into one line on stderr unless --debug was given."""
+    """Turns MinicaffeError into one line on stderr unless --debug was given.
+
+    Its commands take Caffe's gflags spellings, and Caffe's command names (device_query).
+    """
+
+    command_class = _GflagsCommand
+
+    def get_command(self, ctx, cmd_name):
+        return super().get_command(ctx, cmd_name) or super().get_command(ctx, cmd_name.replace("_", "-"))
 
     def invoke(self, ctx):
         try:
@@ -44,6 +136,10 @@ def main(ctx, debug):
 
     Nets and solvers written for Caffe (current, V1 or V0 format) are read as
     they are; `.caffemodel` weights load and save in Caffe's binary format.
+
+    Caffe's command lines work with `minicaffe` in place of `caffe`: the
+    commands take Caffe's gflags spellings (`train -solver=S -gpu 0`,
+    `-stage a,b`, `-noflag`) and Caffe's command names (`device_query`).
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -62,12 +158,39 @@ def _parse_input_shapes(ctx, param, values):
     return shapes
 
 
+def _split_stages(ctx, param, values):
+    # Caffe's -stage is one comma-separated list; repeating --stage adds to it.
+    return tuple(stage for value in values for stage in value.split(",") if stage)
+
+
+_STAGES = click.option("--stage", "stages", multiple=True, callback=_split_stages, metavar="A[,B...]",
+                       help="NetState stages, comma-separated (or repeat --stage).")
+
+
+class _GpuIds(click.ParamType):
+    """Caffe's -gpu: a device id, ids separated by ',' or 'all' (minicaffe runs on the first)."""
+
+    name = "gpu"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        if text == "all":
+            return text
+        ids = [part.strip() for part in text.split(",")]
+        if not all(part.isdigit() for part in ids):
+            self.fail(f"{value!r}: give a device id, ids separated by ',' (0,1) or 'all'", param, ctx)
+        return ",".join(ids)
+
+
+_GPUS = _GpuIds()
+
+
 @main.command()
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("--phase", type=_PHASES, default="TRAIN", show_default=True,
               help="Phase the net is built for (layers' include/exclude rules).")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
-@click.option("--stage", "stages", multiple=True, help="NetState stage (repeat for several).")
+@_STAGES
 @click.option("--input-shape", "input_shapes", multiple=True, callback=_parse_input_shapes,
               metavar="NAME=D1,D2,...", help="Override an Input top's shape (repeat for several).")
 def check(net, phase, level, stages, input_shapes):
@@ -95,10 +218,10 @@ def check(net, phase, level, stages, input_shapes):
 @click.option("--iterations", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of Forward passes (data layers advance each time).")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
-@click.option("--stage", "stages", multiple=True, help="NetState stage (repeat for several).")
-@click.option("--gpu", "gpu_id", type=int, default=None, metavar="ID",
-              help="Run in GPU mode on device ID (layers without GPU kernels run on the CPU).")
-def forward(net, weights, phase, iterations, level, stages, gpu_id):
+@_STAGES
+@click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device ('0'; of '0,1' or 'all' the first); "
+                                         "layers without GPU kernels run on the CPU.")
+def forward(net, weights, phase, iterations, level, stages, gpu):
     """Run Forward passes of NET and print its outputs.
 
     Each output blob is printed per iteration: a scalar as its value, a larger
@@ -108,28 +231,30 @@ def forward(net, weights, phase, iterations, level, stages, gpu_id):
     """
     from .run import run_forward
 
-    _select_device(gpu_id)
+    _select_device(gpu)
     for line in run_forward(net, weights=weights, phase=phase.upper(), iterations=iterations,
                             level=level, stages=stages):
         click.echo(line)
 
 
-def _select_device(gpu_id):
+def _select_device(gpu):
+    # the first of Caffe's -gpu ids, or device 0 for 'all'; train and test log theirs (train.select_mode)
     from .mode import set_device, set_mode_cpu, set_mode_gpu
-    if gpu_id is None:
+    if gpu is None:
         set_mode_cpu()
         return
-    set_device(gpu_id)
+    set_device(0 if gpu == "all" else int(gpu.split(",")[0]))
     set_mode_gpu()
 
 
 @main.command(name="device-query")
-@click.option("--gpu", "gpu_id", type=int, default=None, metavar="ID", help="Only this device.")
-def device_query(gpu_id):
+@click.option("--gpu", type=_GPUS, help="Only these devices: an id, ids separated by ',' or 'all' (the default).")
+def device_query(gpu):
     """Print the CUDA devices numba can use (Caffe's device_query)."""
     from .gpu import describe_devices
 
-    for line in describe_devices(None if gpu_id is None else [gpu_id]):
+    device_ids = None if gpu in (None, "all") else [int(part) for part in gpu.split(",")]
+    for line in describe_devices(device_ids):
         click.echo(line)
 
 
@@ -181,7 +306,7 @@ def upgrade(source, target, kind):
 @click.option("--weights", type=click.Path(dir_okay=False), help="A .caffemodel to load (by layer name).")
 @click.option("--phase", type=_PHASES, default="TRAIN", show_default=True, help="Phase to build the net in.")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
-@click.option("--stage", "stages", multiple=True, help="NetState stage (repeat for several).")
+@_STAGES
 @click.option("--stepsize", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Finite-difference step.")
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True,
@@ -209,21 +334,32 @@ def gradcheck(ctx, net, layers, weights, phase, level, stages, stepsize, thresho
 _EFFECTS = click.Choice(["stop", "snapshot", "none"])
 
 
+def _named_once(argument, option, what, usage):
+    """The file a command works on: its argument or Caffe's flag for it, exactly one of the two."""
+    if argument and option:
+        raise click.UsageError(f"give the {what} once, {usage}; not both")
+    if not (argument or option):
+        raise click.UsageError(f"give the {what}: {usage}")
+    return argument or option
+
+
 @main.command(name="train")
 @click.argument("solver_file", required=False, type=click.Path(dir_okay=False))
 @click.option("--solver", "solver_option", type=click.Path(dir_okay=False), help="The solver .prototxt.")
 @click.option("--weights", help="Pretrained .caffemodel(s), comma-separated, copied by layer name (fine-tuning).")
 @click.option("--snapshot", type=click.Path(dir_okay=False), help="A .solverstate to resume from.")
-@click.option("--gpu", help="GPU id to train on ('all' takes the first); CPU when absent.")
+@click.option("--gpu", type=_GPUS, help="GPU id to train on (of '0,1' or 'all' the first); CPU when absent.")
 @click.option("--level", type=int, default=0, show_default=True, help="Train net state level.")
-@click.option("--stage", "stages", multiple=True, help="Train net state stage (repeat for several).")
+@_STAGES
 @click.option("--sigint-effect", type=_EFFECTS, default="stop", show_default=True, help="What Ctrl-C does.")
 @click.option("--sighup-effect", type=_EFFECTS, default="snapshot", show_default=True, help="What SIGHUP does.")
 @click.option("--no-nan-check", is_flag=True, help="Keep training through NaN/Inf (Caffe's behaviour).")
 def train_command(solver_file, solver_option, weights, snapshot, gpu, level, stages, sigint_effect, sighup_effect,
                   no_nan_check):
-    """Train with a solver, as `caffe train`: SOLVER_FILE or --solver.
+    """Train with a solver, as `caffe train`: SOLVER_FILE or --solver (one of the two).
 
+    Caffe's command lines run as they are, e.g.
+    `minicaffe train -solver examples/mnist/lenet_solver.prototxt -gpu 0`.
     Logs Caffe's lines with glog's prefix on stderr (parse_log.py reads them),
     with a progress line on a terminal. SIGINT stops (snapshotting if
     snapshot_after_train), SIGHUP snapshots and goes on, unless the
@@ -233,45 +369,62 @@ def train_command(solver_file, solver_option, weights, snapshot, gpu, level, sta
     from .logs import setup_logging
     from .train import train
 
-    path = solver_option or solver_file
-    if not path:
-        raise click.UsageError("give the solver: minicaffe train SOLVER or --solver SOLVER")
+    path = _named_once(solver_file, solver_option, "solver", "as SOLVER_FILE or --solver SOLVER_FILE")
     setup_logging()
     train(path, weights=weights, snapshot=snapshot, gpu=gpu, level=level, stages=stages,
           sigint_effect=sigint_effect, sighup_effect=sighup_effect, nan_check=not no_nan_check)
 
 
 @main.command(name="test")
-@click.option("--model", required=True, type=click.Path(dir_okay=False), help="The net .prototxt (TEST phase).")
+@click.argument("net", required=False, type=click.Path(dir_okay=False))
+@click.option("--model", type=click.Path(dir_okay=False), help="The net .prototxt (or give it as NET).")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False), help="Trained .caffemodel(.h5).")
 @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="Batches to score.")
-@click.option("--gpu", help="GPU id; CPU when absent.")
-@click.option("--level", type=int, default=0, show_default=True)
-@click.option("--stage", "stages", multiple=True)
-def test_command(model, weights, iterations, gpu, level, stages):
-    """Score a trained model, as `caffe test`: `Batch i, NAME = V` lines, then the averages."""
+@click.option("--phase", type=_PHASES, default="TEST", show_default=True,
+              help="Accepted as `caffe test` accepts it; the net is scored in the TEST phase all the same.")
+@click.option("--gpu", type=_GPUS, help="GPU id (of '0,1' or 'all' the first); CPU when absent.")
+@click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
+@_STAGES
+def test_command(net, model, weights, iterations, phase, gpu, level, stages):
+    """Score a trained model, as `caffe test`: `Batch i, NAME = V` lines, then the averages.
+
+    The net is NET or --model (one of the two), built in the TEST phase.
+    """
     from .logs import setup_logging
     from .train import test
 
+    model = _named_once(net, model, "net", "as NET or --model NET")
+    if phase.upper() != "TEST":
+        click.echo(f"minicaffe: warning: test scores the TEST phase, as caffe test does; --phase {phase} "
+                   "is ignored", err=True)
     setup_logging()
     test(model, weights, iterations=iterations, gpu=gpu, level=level, stages=stages)
 
 
 @main.command(name="time")
-@click.argument("net", type=click.Path(dir_okay=False))
+@click.argument("net", required=False, type=click.Path(dir_okay=False))
+@click.option("--model", type=click.Path(dir_okay=False), help="The net .prototxt (or give it as NET).")
 @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True,
               help="Timed Forward-Backward passes (after one untimed pass).")
-@click.option("--phase", type=_PHASES, default="TRAIN", show_default=True, help="Phase to build the net in.")
+@click.option("--phase", type=_PHASES, default="TRAIN", show_default=True,
+              help="Phase to build the net in; time a deploy net as it is used with --phase TEST.")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
-@click.option("--stage", "stages", multiple=True, help="NetState stage (repeat for several).")
-@click.option("--gpu", "gpu_id", type=int, default=None, metavar="ID",
-              help="Run in GPU mode on device ID (layers without GPU kernels run on the CPU).")
-def time_command(net, iterations, phase, level, stages, gpu_id):
-    """Time NET's layers, as `caffe time`: average forward and backward per layer,
-    then the average Forward pass, Backward pass, Forward-Backward, and the total."""
+@_STAGES
+@click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device ('0'; of '0,1' or 'all' the first); "
+                                         "layers without GPU kernels run on the CPU.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Accepted as `caffe time` accepts it, and not loaded: weights do not change the timing.")
+def time_command(net, model, iterations, phase, level, stages, gpu, weights):
+    """Time a net's layers, as `caffe time`: average forward and backward per layer,
+    then the average Forward pass, Backward pass, Forward-Backward, and the total.
+
+    The net is NET or --model (one of the two); Caffe's
+    `caffe time -model NET -iterations 10` runs as it is.
+    """
     from .timing import run_time
 
-    _select_device(gpu_id)
+    net = _named_once(net, model, "net", "as NET or --model NET")
+    _select_device(gpu)
     for line in run_time(net, iterations=iterations, phase=phase.upper(), level=level, stages=stages):
         click.echo(line)
 
