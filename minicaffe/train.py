@@ -1,7 +1,8 @@
 """``minicaffe train`` and ``minicaffe test``: Caffe's ``caffe train`` and ``caffe test``.
 
 Library functions the CLI calls; logs go to the ``minicaffe`` logger in glog's
-format (see :mod:`minicaffe.logs`).
+format (see :mod:`minicaffe.logs`). ``train`` draws the CLI's ProgressLine, so
+the solver's own (Python) progress bar is off there: one bar, never two.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .errors import MinicaffeError
-from .logs import ProgressLine
+from .logs import ProgressLine, attach_progress
 from .net import Net
 from .proto.text import read_solver
 from .solvers import Solver
@@ -58,6 +59,7 @@ def train(solver_path, weights=None, snapshot=None, gpu=None, level=0, stages=()
     select_mode(gpu)
     solver = Solver(param, source=solver_path)
     solver.nan_check = nan_check
+    solver.progress_bar = False   # the ProgressLine below is the CLI's bar
     if weights:
         for path in str(weights).split(","):
             log.info("Finetuning from %s", path)
@@ -65,7 +67,7 @@ def train(solver_path, weights=None, snapshot=None, gpu=None, level=0, stages=()
                 net.copy_from(path)
     progress = ProgressLine(progress_stream if progress_stream is not None else sys.stderr,
                             solver.param.max_iter, solver.iter)
-    _attach_progress(progress)
+    attach_progress(progress)
     solver.add_callback(on_start=lambda: progress.update(solver.iter))
     log.info("Starting Optimization")
     try:
@@ -73,14 +75,8 @@ def train(solver_path, weights=None, snapshot=None, gpu=None, level=0, stages=()
             solver.solve(resume=snapshot)
     finally:
         progress.clear()
-        _attach_progress(None)
+        attach_progress(None)
     return solver
-
-
-def _attach_progress(progress):
-    for handler in logging.getLogger("minicaffe").handlers:
-        if hasattr(handler, "progress"):
-            handler.progress = progress
 
 
 @contextmanager

@@ -13,6 +13,10 @@ with ``snapshot_format: HDF5``), each written to a temporary file and renamed.
 Resuming is exact: the solverstate also keeps the random generator's state and
 each data layer's reading position (minicaffe fields; Caffe's own solverstates
 still load).
+
+From Python, training logs Caffe's lines to stderr with no set-up, and
+``solve()`` and ``step(n)`` with n > 1 draw a progress bar on a terminal or in a
+notebook (see :mod:`minicaffe.logs` for where the lines go and the switches).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from .. import fillers
+from .. import fillers, logs
 from ..errors import MinicaffeError
 from ..graph import TEST, TRAIN
 from ..io import array_to_blobproto, atomic_write_bytes, blobproto_to_array, write_caffemodel
@@ -56,6 +61,7 @@ class Solver:
     def __init__(self, solver, dtype=np.float32, source=None):
         """``solver``: a solver .prototxt path or a SolverParameter; ``source`` names the file a
         SolverParameter came from (relative net paths and the default snapshot prefix use it)."""
+        logs.default_logging()
         self.param = _read_param(solver)
         self.source = solver if isinstance(solver, (str, os.PathLike)) else source
         if self.type_name is not None and self.param.type != self.type_name:
@@ -80,6 +86,9 @@ class Solver:
         self.requested_early_exit = False
         # Stop at the first NaN/Inf in the loss or a parameter, naming the layer (Caffe trains on silently).
         self.nan_check = True
+        # A tqdm bar for solve() and step(n > 1) where logs.progress_wanted() allows (the CLI draws its own).
+        self.progress_bar = True
+        self._bar = None
 
     # ------------------------------------------------------------ construction
     def check_parameters(self):
@@ -175,9 +184,27 @@ class Solver:
         net.share_with(self.net)
 
     def step(self, iterations: int):
-        """Run ``iterations`` training iterations (Caffe's Solver::Step)."""
+        """Run ``iterations`` training iterations (Caffe's Solver::Step), with a progress bar when more than one."""
+        logs.default_logging()
+        iterations = int(iterations)
+        with self._progress(iterations, leave=False) if iterations > 1 else nullcontext():
+            self._step(iterations)
+
+    @contextmanager
+    def _progress(self, total, initial=0, leave=True):
+        """A bar over this call where one is wanted; inside solve(), step() draws none of its own."""
+        if self._bar is not None or not self.progress_bar:
+            yield
+            return
+        with logs.progress_bar(total, initial, leave) as self._bar:
+            try:
+                yield
+            finally:
+                self._bar = None
+
+    def _step(self, iterations):
         start_iter = self.iter
-        stop_iter = self.iter + int(iterations)
+        stop_iter = self.iter + iterations
         self.losses = []
         self.smoothed_loss = 0.0
         last_display_iter, timer = self.iter, time.perf_counter()
@@ -215,6 +242,8 @@ class Solver:
             if self.nan_check:
                 self._check_parameters_finite()
             self.iter += 1
+            if self._bar is not None:
+                self._bar.update(self.smoothed_loss)
             request = self.requested_action
             self.requested_action = None
             if (self.param.snapshot and self.iter % self.param.snapshot == 0) or request == "snapshot":
@@ -225,14 +254,19 @@ class Solver:
 
     def solve(self, resume=None):
         """Train to max_iter (restoring from ``resume`` first), snapshot, and run a final test."""
+        logs.default_logging()
         log.info("Solving %s", self.net.plan.name)
         log.info("Learning Rate Policy: %s", self.param.lr_policy)
         self.requested_early_exit = False
         if resume:
             log.info("Restoring previous solver status from %s", resume)
             self.restore(resume)
+        with self._progress(self.param.max_iter, self.iter):
+            self._solve()
+
+    def _solve(self):
         start_iter = self.iter
-        self.step(self.param.max_iter - self.iter)
+        self._step(self.param.max_iter - self.iter)
         if self.param.snapshot_after_train and (not self.param.snapshot or self.iter % self.param.snapshot != 0):
             self.snapshot()
         if self.requested_early_exit:
