@@ -17,6 +17,7 @@ from .blob import Blob
 from .fillers import set_random_seed
 from .graph import TEST, TRAIN, NetPlan, plan_net
 from .layer import Layer
+from .logs import init_log, log, set_progress
 from .mode import (has_nccl, set_device, set_mode_cpu, set_mode_gpu, set_multiprocess, set_solver_count,
                    set_solver_rank, solver_count, solver_rank)
 from .net import Net
@@ -54,5 +55,5 @@ __all__ = [
     "Solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver",
     "get_solver", "layer_type_list", "NetSpec", "to_proto", "layers", "params",
     "has_nccl", "solver_count", "set_solver_count", "solver_rank", "set_solver_rank", "set_multiprocess",
-    "draw", "coord_map", "Classifier", "Detector",
+    "draw", "coord_map", "Classifier", "Detector", "init_log", "log", "set_progress",
 ]
