@@ -215,3 +215,15 @@ def test_multi_gpu_bookkeeping_is_recorded():
     finally:
         minicaffe.set_solver_count(1)
         minicaffe.set_solver_rank(0)
+
+
+def test_solver_lr_is_the_current_learning_rate(tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text(NET)
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "{net}" base_lr: 0.1 lr_policy: "step" gamma: 0.5 stepsize: 2 max_iter: 10 '
+                      'solver_mode: CPU snapshot_after_train: false')
+    sgd = minicaffe.SGDSolver(str(solver))
+    assert sgd.lr == pytest.approx(0.1)
+    sgd.step(3)
+    assert sgd.lr == pytest.approx(0.05)

@@ -183,6 +183,11 @@ class Solver:
     def share_weights(self, net):
         net.share_with(self.net)
 
+    @property
+    def lr(self) -> float:
+        """The learning rate of the current iteration (pycaffe's ``SGDSolver.lr``)."""
+        return learning_rate(self.param, self.iter, self.current_step)[0]
+
     def step(self, iterations: int):
         """Run ``iterations`` training iterations (Caffe's Solver::Step), with a progress bar when more than one."""
         logs.default_logging()
