@@ -479,6 +479,32 @@ def compute_mean(db, mean_file, backend):
         click.echo(f"mean_value channel [{channel}]: {value:g}")
 
 
+@main.command(name="draw")
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--rankdir", type=click.Choice(["LR", "TB", "BT", "RL"], case_sensitive=False), default="LR",
+              show_default=True, help="Layout direction: LR left to right, TB top to bottom, BT, RL.")
+@click.option("--phase", type=click.Choice(["TRAIN", "TEST", "ALL"], case_sensitive=False), default="ALL",
+              show_default=True,
+              help="Draw only the layers kept in this phase by their include/exclude rules; ALL draws every layer.")
+@click.option("--display-lrm", is_flag=True,
+              help="Show the learning rate multipliers of Convolution, Deconvolution and InnerProduct layers.")
+def draw(net, out, rankdir, phase, display_lrm):
+    """Draw NET's layers and blobs as a graph in OUT (Caffe's python/draw_net.py).
+
+    The format is OUT's extension: .png, .svg, .pdf, .jpg (laid out by
+    Graphviz's `dot` program: apt-get install graphviz), or .dot/.gv, the DOT
+    text, which needs no Graphviz. Needs pydot: pip install 'minicaffe[draw]'.
+    """
+    from .draw import draw_net_to_file
+    from .proto.text import read_net
+
+    phase = phase.upper()
+    draw_net_to_file(read_net(net), out, rankdir=rankdir.upper(), phase=None if phase == "ALL" else phase,
+                     display_lrm=display_lrm)
+    click.echo(f"wrote {out}")
+
+
 # New commands go above this line: one small decorated function each, calling the library.
 
 
