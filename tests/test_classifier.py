@@ -211,3 +211,11 @@ def test_classifier_on_the_digits_example(tmp_path):
     np.testing.assert_allclose(centre.sum(axis=1), 1, rtol=1e-5)
     mirrored = net.forward(data=np.stack([im[:, ::-1].transpose(2, 0, 1) for im in images[:10]]))["prob"].copy()
     np.testing.assert_allclose(classifier.predict(images[:10]), (direct[:10] + mirrored) / 2, rtol=1e-4, atol=1e-6)
+
+
+def test_the_shipped_digits_deploy_net_is_the_training_net_without_data_and_loss():
+    shipped = read_net(os.path.join(EXAMPLES, "digits", "digits_deploy.prototxt"))
+    built = digits_deploy()
+    assert list(shipped.layer[0].input_param.shape[0].dim) == [1, 1, 8, 8]
+    assert [layer.SerializeToString() for layer in shipped.layer[1:]] == \
+        [layer.SerializeToString() for layer in built.layer[1:]]
