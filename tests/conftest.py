@@ -18,3 +18,22 @@ def write_file(tmp_path):
             path.write_text(content)
         return str(path)
     return write
+
+
+@pytest.fixture(autouse=True)
+def _restore_minicaffe_logger():
+    """Put the 'minicaffe' logger back after each test: building a solver from Python attaches
+    Caffe's default stderr handler (as pycaffe logs by default), which must not leak into the
+    output that later tests capture from the CLI."""
+    import logging
+    from minicaffe import logs
+    logger = logging.getLogger(logs.LOGGER_NAME)
+    saved = (list(logger.handlers), logger.level, logger.propagate, logs._init_log_level, logs._progress_switch)
+    yield
+    handlers, level, propagate, init_level, progress = saved
+    for handler in list(logger.handlers):
+        if handler not in handlers:
+            logger.removeHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = propagate
+    logs._init_log_level, logs._progress_switch = init_level, progress
