@@ -60,6 +60,7 @@ class Layer:
     # The (bottom shapes, top shapes) the layer was last reshaped for or left
     # by its Forward; None until set up.
     _blob_shapes = None
+    _param_shapes = ()            # the parameter blobs' shapes after set-up
 
     def __init__(self, layer_param, phase=TRAIN, dtype=np.float32):
         self.layer_param = layer_param
@@ -96,6 +97,7 @@ class Layer:
         self.reshape(bottom, top)
         self.seed_loss_weights(top)
         self._blob_shapes = _shapes_of(bottom, top)
+        self._param_shapes = tuple(blob.shape for blob in self.blobs)
 
     def reshape_for_forward(self, bottom, top, force=False):
         """Caffe's reshape-before-Forward: run ``reshape`` if any blob's shape changed (or ``force``).
@@ -103,6 +105,8 @@ class Layer:
         Tops whose shape changed get their loss weight stored in their diff
         again (a resized buffer starts at zero).
         """
+        if self.blobs and not self.always_reshape:
+            self._check_param_shapes()
         shapes = _shapes_of(bottom, top)
         if shapes == self._blob_shapes and not (force or self.always_reshape):
             return
@@ -158,7 +162,16 @@ class Layer:
             raise GraphError(f"{self.type} has no Backward, but a gradient to bottom(s) {needed} was asked "
                              "(force_backward, or propagate_down: true)", layer=self.name)
         self._check_shapes_unchanged(bottom, top)
+        if self.blobs and not self.always_reshape:
+            self._check_param_shapes()
         self._implementation("backward")(top, propagate_down, bottom)
+
+    def _check_param_shapes(self):
+        """Kernels size their loops from the shapes set up; a parameter reshaped since is refused."""
+        for index, (blob, shape) in enumerate(zip(self.blobs, self._param_shapes)):
+            if blob.shape != shape:
+                raise ShapeError(f"parameter blob {index} was reshaped after set-up; {self.type} needs the shape "
+                                 "it was set up with", layer=self.name, expected=shape, actual=blob.shape)
 
     def _check_shapes_unchanged(self, bottom, top):
         """Backward's kernels assume the shapes of the last Forward: refuse anything else."""

@@ -157,3 +157,11 @@ def test_memory_data_label_is_n_then_n_1_1_1():
 def test_caffe_is_minicaffe():
     import caffe
     assert caffe is minicaffe
+
+
+def test_a_parameter_reshaped_after_set_up_is_refused_before_any_kernel_runs():
+    net = net_at(2)
+    net.params["ip"][0].reshape(3, 3)            # was 3 x 27: the kernel would read past it
+    with pytest.raises(ShapeError, match=r"layer 'ip'.*parameter blob 0 was reshaped after set-up") as caught:
+        net.forward()
+    assert "(3, 27)" in str(caught.value) and "(3, 3)" in str(caught.value)
