@@ -3,101 +3,20 @@
 Errors on bad input print one line (``minicaffe: error: ...``) and exit 1;
 ``--debug`` shows the traceback instead. Every command also takes Caffe's
 gflags spellings of its options (``-solver=S``, ``-stage a,b``, ``-noflag``;
-see ``_gflags_to_click``), so Caffe's scripts run with ``minicaffe`` in place
+see :mod:`minicaffe.cli_gflags`), so Caffe's scripts run with ``minicaffe`` in place
 of ``caffe``.
 """
 
 from __future__ import annotations
 
-import difflib
-import itertools
-import re
 import sys
 
 import click
 
+from .cli_gflags import GflagsCommand
 from .errors import MinicaffeError
 
 _PHASES = click.Choice(["TRAIN", "TEST"], case_sensitive=False)
-
-# Caffe's tools read their flags with gflags: -flag or --flag, -flag=value or -flag value, underscores in
-# names, booleans as -flag, -noflag or -flag=true|false. click reads only --flag-name, so each command
-# rewrites the spellings of its own options before click parses (Caffe's scripts then run unchanged).
-_GFLAGS_TOKEN = re.compile(r"(--?)([A-Za-z][\w-]*)(?:=(.*))?\Z", re.S)
-_GFLAGS_BOOLEANS = {"1": True, "t": True, "true": True, "y": True, "yes": True,
-                    "0": False, "f": False, "false": False, "n": False, "no": False}
-_GFLAGS_HELP = ("Caffe's (gflags) spellings work too: -option_name VALUE, -option_name=VALUE, "
-                "--option_name=VALUE; on/off options as -flag, -noflag, -flag=true|false.")
-
-
-def _gflags_spellings(params):
-    """Option names (hyphenated) -> click's option, for options taking a value; and for on/off
-    options, name -> (click arguments for true, for false)."""
-    valued, switches = {}, {}
-    for param in params:
-        if not isinstance(param, click.Option):
-            continue
-        ons = [opt for opt in param.opts if opt.startswith("--")]
-        if not param.is_flag:
-            valued.update((opt[2:], opt) for opt in ons)
-            continue
-        offs = [opt for opt in param.secondary_opts if opt.startswith("--")]
-        switches.update((opt[2:], ([opt], offs[:1])) for opt in ons)
-        switches.update((opt[2:], ([opt], ons[:1])) for opt in offs)
-    for name, (on, off) in list(switches.items()):
-        # click's --no-nan-check is gflags' boolean nan_check: -nonan_check, -nan_check=false
-        if name.startswith("no-"):
-            switches.setdefault(name[3:], (off, on))
-    return valued, switches
-
-
-def _gflags_to_click(ctx, args, params):
-    """``args`` with gflags spellings of these options in click's; positionals and the rest as they were."""
-    valued, switches = _gflags_spellings(params)
-    shorts = {opt for param in params for opt in getattr(param, "opts", ()) if len(opt) == 2}
-    rewritten, tokens = [], iter(args)
-    for token in tokens:
-        if token == "--":
-            rewritten += [token, *tokens]
-            break
-        match = _GFLAGS_TOKEN.match(token)
-        if not match:
-            rewritten.append(token)
-            continue
-        dashes, name, value = match.groups()
-        name = name.replace("_", "-")
-        if name in valued:
-            rewritten.append(valued[name] if value is None else f"{valued[name]}={value}")
-            if value is None:
-                rewritten.extend(itertools.islice(tokens, 1))  # its value, never rewritten
-        elif name in switches or (value is None and name.startswith("no") and name[2:] in switches):
-            on, off = switches[name] if name in switches else switches[name[2:]][::-1]
-            state = True if value is None else _GFLAGS_BOOLEANS.get(value.lower())
-            if state is None:
-                raise click.BadOptionUsage(token, f"{token}: a boolean option takes true or false", ctx)
-            rewritten += on if state else off
-        elif dashes == "-" and len(name) > 1 and token[:2] not in shorts:
-            # click would read -foo as -f -o -o and name -f; name what was typed
-            known = [opt for param in params for opt in (*param.opts, *param.secondary_opts) if opt[:2] == "--"]
-            near = difflib.get_close_matches(f"--{name}", known)
-            raise click.NoSuchOption(token.partition("=")[0], possibilities=near, ctx=ctx)
-        else:
-            rewritten.append(token)
-    return rewritten
-
-
-class _GflagsCommand(click.Command):
-    """A command that also takes its options in Caffe's gflags spellings (see _gflags_to_click)."""
-
-    def parse_args(self, ctx, args):
-        return super().parse_args(ctx, _gflags_to_click(ctx, args, self.get_params(ctx)))
-
-    def format_epilog(self, ctx, formatter):
-        super().format_epilog(ctx, formatter)
-        if any(isinstance(param, click.Option) for param in self.params):
-            formatter.write_paragraph()
-            formatter.write_text(_GFLAGS_HELP)
-
 
 class _Group(click.Group):
     """Turns MinicaffeError into one line on stderr unless --debug was given.
@@ -105,7 +24,7 @@ class _Group(click.Group):
     Its commands take Caffe's gflags spellings, and Caffe's command names (device_query).
     """
 
-    command_class = _GflagsCommand
+    command_class = GflagsCommand
 
     def get_command(self, ctx, cmd_name):
         return super().get_command(ctx, cmd_name) or super().get_command(ctx, cmd_name.replace("_", "-"))
