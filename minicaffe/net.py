@@ -19,12 +19,13 @@ from .errors import GraphError, MinicaffeError, ShapeError
 from .graph import TEST, TRAIN, phase_value, plan_net
 from .layer import Layer
 from .net_batches import BatchedPasses
+from .net_pycaffe import PycaffeBindings
 from .net_weights import NetWeights
 from .proto import caffe_pb2
 from .registry import create_layer
 
 
-class Net(BatchedPasses, NetWeights):
+class Net(BatchedPasses, NetWeights, PycaffeBindings):
     """A net built for one phase (pycaffe's ``caffe.Net``).
 
     ``Net(model, phase, level=0, stages=None, weights=None, dtype=numpy.float32)``
@@ -262,35 +263,6 @@ class Net(BatchedPasses, NetWeights):
             for callback in callbacks["after_backward"]:
                 callback(i)
 
-    # pycaffe's Net callbacks: ``callback(layer_index)`` around each layer's Forward or Backward.
-    def before_forward(self, callback):
-        self._callbacks["before_forward"].append(callback)
-
-    def after_forward(self, callback):
-        self._callbacks["after_forward"].append(callback)
-
-    def before_backward(self, callback):
-        self._callbacks["before_backward"].append(callback)
-
-    def after_backward(self, callback):
-        self._callbacks["after_backward"].append(callback)
-
-    # pycaffe's underscore bindings of the C++ Net, which real pycaffe code uses.
-    def _forward(self, start: int, end: int) -> float:
-        return self.forward_from_to(start, end)
-
-    def _backward(self, start: int, end: int) -> None:
-        self.backward_from_to(start, end)
-
-    def _bottom_ids(self, layer_index: int) -> list:
-        return [self._blob_index[name] for name in self.plan.layers[layer_index].bottoms]
-
-    def _top_ids(self, layer_index: int) -> list:
-        return [self._blob_index[name] for name in self.plan.layers[layer_index].tops]
-
-    def _set_input_arrays(self, data, labels):
-        return self.set_input_arrays(data, labels)
-
     def _log_debug(self, direction, index):
         """Caffe's debug_info lines: the mean absolute value of each top (Forward) or bottom diff (Backward)."""
         import logging
@@ -410,26 +382,6 @@ class Net(BatchedPasses, NetWeights):
         """Caffe's Net::Update: data -= diff for every learnable parameter (its diff holds the step)."""
         for entry in self._learnable:
             entry.blob.data[...] -= entry.blob.diff
-
-    @property
-    def _blob_names(self):
-        return list(self._blob_dict)
-
-    @property
-    def _blobs(self):
-        return list(self._blob_dict.values())
-
-    @property
-    def _blob_loss_weights(self):
-        return list(self.blob_loss_weights.values())
-
-    @property
-    def _inputs(self):
-        return [self._blob_index[name] for name in self.plan.inputs]
-
-    @property
-    def _outputs(self):
-        return [self._blob_index[name] for name in self.plan.outputs]
 
     @property
     def inputs(self):
