@@ -37,3 +37,15 @@ def _restore_minicaffe_logger():
     logger.setLevel(level)
     logger.propagate = propagate
     logs._init_log_level, logs._progress_switch = init_level, progress
+
+
+def deploy_with_random_weights(folder, text, seed):
+    """Write a deploy net and a .caffemodel of its filler-drawn weights; (net path, weights path, net)."""
+    import minicaffe
+    deploy = folder / "deploy.prototxt"
+    deploy.write_text(text)
+    minicaffe.set_random_seed(seed)
+    net = minicaffe.Net(str(deploy), minicaffe.TEST)
+    weights = folder / "weights.caffemodel"
+    net.save(str(weights))
+    return str(deploy), str(weights), net

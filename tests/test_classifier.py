@@ -13,7 +13,7 @@ from minicaffe.errors import MinicaffeError, ShapeError
 from minicaffe.proto import caffe_pb2
 from minicaffe.proto.text import read_net, to_text
 
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, deploy_with_random_weights
 
 # Batch 4 (not a divisor of 10) makes forward_all pad its last batch; a 6 x 5 crop
 # tells height from width. An InnerProduct sees every pixel, so each crop and
@@ -32,13 +32,8 @@ CROP = (6, 5)
 @pytest.fixture
 def tiny(tmp_path):
     """(deploy path, weights path, (W, b)) of the tiny net with random weights."""
-    deploy = tmp_path / "deploy.prototxt"
-    deploy.write_text(DEPLOY)
-    caffe.set_random_seed(3)
-    net = caffe.Net(str(deploy), caffe.TEST)
-    weights = tmp_path / "tiny.caffemodel"
-    net.save(str(weights))
-    return str(deploy), str(weights), [blob.data.copy() for blob in net.params["score"]]
+    deploy, weights, net = deploy_with_random_weights(tmp_path, DEPLOY, seed=3)
+    return deploy, weights, [blob.data.copy() for blob in net.params["score"]]
 
 
 def softmax_net(params, crops_chw):

@@ -12,6 +12,8 @@ from minicaffe import io
 from minicaffe.detector import Detector, SelectiveSearchMissing
 from minicaffe.errors import MinicaffeError
 
+from tests.conftest import deploy_with_random_weights
+
 # Batch 3, so four windows take two batches (the second padded).
 DEPLOY = """
 name: "tiny_detector"
@@ -27,13 +29,7 @@ SETTINGS = {"mean": MEAN, "raw_scale": 255.0, "channel_swap": (2, 1, 0), "input_
 
 @pytest.fixture
 def tiny(tmp_path):
-    deploy = tmp_path / "deploy.prototxt"
-    deploy.write_text(DEPLOY)
-    caffe.set_random_seed(4)
-    net = caffe.Net(str(deploy), caffe.TEST)
-    weights = tmp_path / "tiny.caffemodel"
-    net.save(str(weights))
-    return str(deploy), str(weights), net
+    return deploy_with_random_weights(tmp_path, DEPLOY, seed=4)
 
 
 @pytest.fixture
