@@ -8,7 +8,10 @@ time, then the average Forward pass, Backward pass and Forward-Backward per
 iteration, and the total, in the lines Caffe logs (each iteration's time
 first). Backward runs the layers that need it, in reverse
 order, as ``Net.backward`` does. Parameter gradients accumulate over the
-iterations (no solver clears them), as in Caffe.
+iterations (no solver clears them), as in Caffe. A layer that computes by
+one of several paths (Convolution and Deconvolution: ``1x1``, ``direct``,
+``im2row``; see :mod:`minicaffe.layers.conv_common`) has the path it took
+after each of its two lines, in brackets (``... forward: 1.2 ms. [im2row]``).
 
 In GPU mode each layer is followed by a device synchronization, so the time
 of its kernels is charged to it (Caffe times with CUDA events).
@@ -29,6 +32,7 @@ class LayerTime:
     type: str
     forward_ms: float = 0.0
     backward_ms: float = 0.0
+    path: str = ""          # the convolution path the layer took ("" for other layers)
 
 
 @dataclass
@@ -85,7 +89,8 @@ def time_net(net, iterations=50) -> TimingReport:
         iteration_ms.append((end - pass_start) * 1e3)
     total = clock() - run_start
     scale = 1e3 / iterations
-    layers = [LayerTime(layer.name, layer.type, forward[i] * scale, backward[i] * scale)
+    layers = [LayerTime(layer.name, layer.type, forward[i] * scale, backward[i] * scale,
+                        getattr(layer, "conv_path", ""))
               for i, layer in enumerate(net.layers)]
     return TimingReport(iterations=iterations, layers=layers, forward_ms=forward_total * scale,
                         backward_ms=backward_total * scale, forward_backward_ms=total * scale,
@@ -102,8 +107,9 @@ def report_lines(report: TimingReport):
         yield f"Iteration: {index + 1} forward-backward time: {milliseconds:.4g} ms."
     yield "Average time per layer: "
     for layer in report.layers:
-        yield f"{layer.name:>10}\tforward: {layer.forward_ms:.4g} ms."
-        yield f"{layer.name:>10}\tbackward: {layer.backward_ms:.4g} ms."
+        path = f" [{layer.path}]" if layer.path else ""
+        yield f"{layer.name:>10}\tforward: {layer.forward_ms:.4g} ms.{path}"
+        yield f"{layer.name:>10}\tbackward: {layer.backward_ms:.4g} ms.{path}"
     yield f"Average Forward pass: {report.forward_ms:.4g} ms."
     yield f"Average Backward pass: {report.backward_ms:.4g} ms."
     yield f"Average Forward-Backward: {report.forward_backward_ms:.4g} ms."

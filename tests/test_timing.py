@@ -78,8 +78,10 @@ def test_report_has_caffes_lines(net_path):
     assert lines[5] == "Average time per layer: "
     per_layer = lines[6:6 + 2 * len(report.layers)]
     for layer, forward, backward in zip(report.layers, per_layer[::2], per_layer[1::2]):
-        assert re.fullmatch(rf" {{{10 - len(layer.name)}}}{layer.name}\tforward: [0-9.e+-]+ ms\.", forward)
-        assert re.fullmatch(rf" {{{10 - len(layer.name)}}}{layer.name}\tbackward: [0-9.e+-]+ ms\.", backward)
+        path = re.escape(f" [{layer.path}]") if layer.path else ""      # the convolution's path, after Caffe's line
+        assert re.fullmatch(rf" {{{10 - len(layer.name)}}}{layer.name}\tforward: [0-9.e+-]+ ms\.{path}", forward)
+        assert re.fullmatch(rf" {{{10 - len(layer.name)}}}{layer.name}\tbackward: [0-9.e+-]+ ms\.{path}", backward)
+    assert [layer.path for layer in report.layers] == ["", "direct", "", "", ""]
     tail = lines[6 + 2 * len(report.layers):]
     assert [line.split(":")[0] for line in tail[:4]] == ["Average Forward pass", "Average Backward pass",
                                                           "Average Forward-Backward", "Total Time"]
@@ -96,6 +98,7 @@ def test_time_command(net_path):
     result = CliRunner().invoke(main, ["time", net_path, "--iterations", "2"])
     assert result.exit_code == 0, result.output
     assert "conv\tforward: " in result.output and "conv\tbackward: " in result.output
+    assert re.search(r"conv\tforward: [0-9.e+-]+ ms\. \[direct\]\n", result.output)
     assert "Average Forward-Backward: " in result.output
     assert result.output.rstrip().endswith("*** Benchmark ends ***")
     test_phase = CliRunner().invoke(main, ["time", net_path, "--iterations", "1", "--phase", "TEST"])
@@ -105,3 +108,24 @@ def test_time_command(net_path):
     assert refused.exit_code == 2 and "--iterations" in refused.output
     missing = CliRunner().invoke(main, ["time", net_path + ".absent"])
     assert missing.exit_code == 1 and missing.output.startswith("minicaffe: error: ")
+
+
+PATHS_NET = NET.replace('bottom: "conv" top: "conv" }', 'bottom: "dense" top: "dense" }').replace(
+    'type: "InnerProduct" bottom: "conv"', 'type: "InnerProduct" bottom: "dense"').replace('layer { name: "relu"', '''
+layer { name: "pw" type: "Convolution" bottom: "conv" top: "pw" convolution_param { num_output: 12 kernel_size: 1 } }
+layer { name: "dense" type: "Convolution" bottom: "pw" top: "dense"
+  convolution_param { num_output: 12 kernel_size: 2 } }
+layer { name: "relu"''')
+
+
+def test_each_convolution_shows_the_path_it_took(write_file, monkeypatch):
+    """1x1, direct (few channels per group) and im2row layers; then the im2row path forced for every layer."""
+    path = write_file("paths.prototxt", PATHS_NET)
+    report = time_net(Net(path, "TRAIN"), iterations=1)
+    paths = {layer.name: layer.path for layer in report.layers if layer.type == "Convolution"}
+    assert paths == {"conv": "direct", "pw": "1x1", "dense": "im2row"}
+    pw_lines = [line for line in report_lines(report) if line.lstrip().startswith("pw\t")]
+    assert len(pw_lines) == 2 and all(line.endswith(" ms. [1x1]") for line in pw_lines)
+    monkeypatch.setenv("MINICAFFE_CONV_PATH", "im2row")
+    forced = time_net(Net(path, "TRAIN"), iterations=1)
+    assert {layer.path for layer in forced.layers if layer.type == "Convolution"} == {"im2row"}

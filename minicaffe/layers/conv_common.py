@@ -1,4 +1,4 @@
-"""What Convolution and Deconvolution share (Caffe's BaseConvolutionLayer).
+"""What Convolution and Deconvolution share (Caffe's BaseConvolutionLayer), and how each picks its path.
 
 Parameters (``convolution_param``): ``num_output``, ``kernel_size`` (or
 ``kernel_h``/``kernel_w``), ``stride``, ``pad``, ``dilation`` (each once or once
@@ -11,37 +11,61 @@ channels) to a *conv output* (``Cout`` channels): Convolution's bottom is the
 conv input, Deconvolution's bottom the conv output. The weight blob is
 ``(Cout, Cin / group, *kernel)``, which is ``(num_output, channels / group, ...)``
 for Convolution and ``(channels, num_output / group, ...)`` for Deconvolution,
-as in Caffe. Three operations, on a chunk of images at a time, with ``P`` the
-patch matrix (one row per output location of every image in the chunk, one
-column per (group, kernel tap, input channel); see :mod:`.im2col`) and ``Y``
-the conv output as a matrix (one row per location, one column per output
-channel):
+as in Caffe. Three operations, on whole flat blob arrays (every image):
 
-- apply: ``Y_g = P_g W_g^T`` for every group, then ``Y`` moved to the blob's
-  channels-first layout with the bias added on the way;
-- transpose: the conv output gathered channels-first, ``Y^T`` (a copy of whole
-  rows), ``P_g = Y_g W_g``, then row2im (which sums the overlapping patches
-  back into the conv input);
-- weight gradient: ``dW_g += Y_g^T P_g`` with the conv output's gradient as
-  ``Y``, from the same channels-first copy.
+- apply: conv output = the convolution of the conv input (+ bias per output
+  channel): Convolution's forward, Deconvolution's bottom gradient;
+- transpose: conv input = the transposed convolution of the conv output:
+  Convolution's bottom gradient, Deconvolution's forward (its bias added after);
+- weight gradient: ``dW[m, c, k] += sum over images and locations o of
+  Y[m, o] X[c, input of o at tap k]`` from a conv output ``Y`` and conv input
+  ``X`` (Convolution: top diff and bottom data; Deconvolution: bottom data and
+  top diff), and the bias gradient as the channel sums of ``Y``.
 
-(These orientations are the fastest of those measured with OpenBLAS, and the
-copies they need are cheap: only the forward product is transposed, in cache
-blocks.)
+Paths. Each layer computes these operations through one of three paths, one
+module each, all of them :class:`ConvPath` subclasses:
 
-The groups are one stacked ``numpy.matmul`` call (BLAS per group, no Python
-loop over them). A chunk holds as many images as fit a few megabytes of
-patches, so the buffer stays in cache between im2row and the product that
-reads it; all buffers are kept on the layer and reused by every pass.
+- ``"1x1"`` (:mod:`.conv_1x1`): 1x1 kernel, stride 1, no padding (any group,
+  dilation or number of spatial axes): matrix products on the blob as it is,
+  no im2row copy; taken wherever it fits but for 1x1 depthwise layers;
+- ``"direct"`` (:mod:`.conv_direct`): numba loops over planes, no patches and
+  no BLAS, for one or two spatial axes; taken for depthwise convolutions and
+  others with few channels per group (:meth:`.DirectPath.wins`, measured);
+- ``"im2row"`` (:mod:`.conv_im2row`): patches in a matrix, then BLAS
+  products; everything else.
 
-Threads: the products run on BLAS's threads; the numba kernels (im2row,
-row2im, the transposes) run on one thread. Making them ``parallel=True`` put
-numba's OpenMP workers and OpenBLAS's workers on the same cores, each
-spinning while the other ran: CIFAR-10 quick took 7 to 40 times longer on
-2 cores. Between two products there is only this layer's single-threaded work.
+The choice is made in :meth:`BaseConvolution.reshape`, which the layer runs
+only when a shape changed, so an unchanged net pays nothing for it: the first
+of the layer's ``paths`` (in that order) whose ``fits(layer)`` (it can compute
+the geometry) and ``wins(layer)`` (it is the faster there) hold.
+``layer.conv_path`` names the path taken (``layer.path`` is the path object),
+and ``minicaffe time`` prints it after each convolution layer's two lines.
+To force one (tests, benchmarks), set the environment variable
+``MINICAFFE_CONV_PATH`` (read at each reshape) or the attribute
+``force_path`` (on :class:`BaseConvolution` for every layer, on a layer
+class, or on one layer before its set-up; it takes precedence over the
+variable) to ``"im2row"``, ``"direct"`` or ``"1x1"``: that path is used
+wherever it fits, im2row elsewhere; ``"auto"`` (or unset) chooses by shape.
+Every path gives the same numbers up to float rounding.
+
+Threads. Two functions here run all of the paths' heavy work, so the thread
+budget is applied in one place: :func:`_product` does every matrix product
+(``numpy.matmul`` now, which runs on BLAS's threads), and :func:`_tasks` runs
+every direct kernel, which takes a range of independent tasks (planes) and
+releases the GIL, so its range can be split across a pool with bit-identical
+results (today one call on the calling thread). The direct kernels are not
+``parallel=True``: compiled so they took 2.3 s each from a cold cache
+instead of 0.8 s, and with numba's OpenMP layer every call waited 4-8 ms for
+its second thread whenever another process held a core (0.3 ms on one
+thread). The im2row path's numba kernels (im2row, row2im, the transposes) run
+on one thread: made ``parallel=True``, numba's OpenMP workers and OpenBLAS's
+spun on the same cores while the other ran (CIFAR-10 quick 7 to 40 times
+slower on 2 cores).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -52,42 +76,19 @@ from .im2col import ConvGeometry, ConvParamError, conv_output_dims, parse_spatia
 
 _U = np.uint64
 
-#: Bytes of patch matrix per chunk of images. A few MB keeps the patches in
-#: cache between im2row and the matrix product that reads them.
-COLUMN_BUDGET = 4 << 20
+
+def _product(a, b, out=None):
+    """``a @ b`` into ``out`` (numpy.matmul's semantics, for 2-D ``(M, K) @ (K, N)`` and stacked
+    ``(G, M, K) @ (G, K, N)``, either side possibly 2-D and shared by every group; ``out`` never overlaps
+    ``a`` or ``b``); returns ``out``. Every product of the convolution paths goes through here."""
+    return np.matmul(a, b, out=out)
 
 
-_BLOCK = 16   # locations per block in the transposes: a block of rows stays in L1 while its columns are written
-
-
-@cpu_kernel
-def _locations_to_images(product, channels, images, locations, out, bias, add_bias):
-    """out[n, c, p] = product[n * locations + p, c] (+ bias[c]): the product's rows back to channels-first."""
-    for n in range(images):
-        for first in range(0, locations, _BLOCK):
-            last = min(first + _BLOCK, locations)
-            for c in range(channels):
-                target = (n * channels + c) * locations
-                source = n * locations * channels + c
-                value = bias[c] if add_bias else product[_U(source)] * 0
-                for p in range(first, last):
-                    out[_U(target + p)] = product[_U(source + p * channels)] + value
-
-
-@cpu_kernel
-def _images_to_channels(data, channels, images, locations, out, sums, add_sums):
-    """out[c, n, p] = data[n, c, p]; with ``add_sums``, also sums[c] += the sum over n and p."""
-    for n in range(images):
-        for c in range(channels):
-            source = (n * channels + c) * locations
-            target = (c * images + n) * locations
-            total = data[_U(source)] * 0
-            for p in range(locations):
-                value = data[_U(source + p)]
-                out[_U(target + p)] = value
-                total += value
-            if add_sums:
-                sums[c] += total
+def _tasks(kernel, count, work, *args):
+    """``kernel(first, stop, *args)`` over the tasks ``[0, count)``: every direct kernel runs through here.
+    A task does about ``work`` multiply-adds and writes only its own outputs, in a fixed order, so the range
+    may be split into chunks on any threads (the kernels release the GIL) with bit-identical results."""
+    kernel(0, count, *args)
 
 
 @cpu_kernel
@@ -113,14 +114,69 @@ def _add_channel_bias(data, channels, images, locations, bias):
                 data[_U(target + p)] += value
 
 
+class ConvPath:
+    """One way to compute a layer's three operations; made by the layer's reshape for its current shapes.
+
+    A path declares ``name``, ``fits(layer)`` (it can compute this geometry) and
+    ``wins(layer)`` (the automatic choice takes it; only asked where it fits), and
+    implements :meth:`apply`, :meth:`transpose` and :meth:`weight_gradient` on flat
+    arrays of all the layer's images. Each layer's backward is a composition of
+    them (:meth:`backward`, :meth:`backward_transposed`), which a path may
+    override to share work between the two gradients. Buffers live on the layer
+    (``layer._buffer``), so a new path after a reshape reuses them.
+    """
+
+    name = ""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def apply(self, conv_input, conv_output, bias):
+        """conv_output = the convolution of conv_input (+ bias, or None)."""
+        raise NotImplementedError
+
+    def transpose(self, conv_output, conv_input):
+        """conv_input = the transposed convolution of conv_output."""
+        raise NotImplementedError
+
+    def weight_gradient(self, output_diff, conv_input, weight_diff, bias_diff):
+        """weight_diff (the weight blob's diff) += the weight gradient, bias_diff += the channel sums of
+        output_diff; either may be None (not wanted)."""
+        raise NotImplementedError
+
+    def backward(self, output_diff, conv_input, input_diff, weight_diff, bias_diff):
+        """Convolution's gradients for one bottom; input_diff, weight_diff and bias_diff are None where not
+        wanted."""
+        self.weight_gradient(output_diff, conv_input, weight_diff, bias_diff)
+        if input_diff is not None:
+            self.transpose(output_diff, input_diff)
+
+    def backward_transposed(self, input_diff, conv_output, output_diff, weight_diff):
+        """Deconvolution's gradients for one bottom (its bias gradient is the layer's): the weight gradient
+        from its bottom data (conv_output) and top diff (input_diff), and output_diff = apply(input_diff)."""
+        self.weight_gradient(conv_output, input_diff, weight_diff, None)
+        if output_diff is not None:
+            self.apply(input_diff, output_diff, None)
+
+    def output_channel_sums(self, conv_output, sums):
+        """sums[c] += the sum of conv-output channel c over every image and location."""
+        layer = self.layer
+        _channel_sums(conv_output, layer.conv_out_channels, layer.num, layer.locations, sums)
+
+
 class BaseConvolution(Layer):
-    """Caffe's BaseConvolutionLayer: parameters, weights, shapes, and the chunked im2col + BLAS core."""
+    """Caffe's BaseConvolutionLayer: parameters, weights, shapes, and the choice of a :class:`ConvPath`."""
 
     min_bottoms = 1
     min_tops = 1
     equal_bottoms_and_tops = True
     #: Deconvolution: the bottom is the conv output and the top the conv input.
     reverse = False
+    #: The :class:`ConvPath` classes this layer may use, in the order the automatic choice tries them; the
+    #: last one fits every geometry (set by the layer classes).
+    paths = ()
+    #: A path name to force ("auto" or None: by shape); see the module docstring.
+    force_path = None
 
     # ---------------------------------------------------------------- setup
     def setup(self, bottom, top):
@@ -193,8 +249,20 @@ class BaseConvolution(Layer):
         self.conv_in_size = self.geometry.image_size
         self.locations = self.geometry.locations
         self.conv_out_size = self.conv_out_channels * self.locations
-        per_image = max(1, self.geometry.width * self.locations * self.dtype.itemsize)
-        self.chunk = int(max(1, min(self.num, COLUMN_BUDGET // per_image)))
+        self.path = self._choose_path()
+        self.conv_path = self.path.name
+
+    def _choose_path(self):
+        forced = self.force_path or os.environ.get("MINICAFFE_CONV_PATH") or "auto"
+        names = [path.name for path in self.paths]
+        if forced != "auto" and forced not in names:
+            raise self.shape_error(f"unknown convolution path {forced!r} (force_path or MINICAFFE_CONV_PATH); "
+                                   f"known: auto, {', '.join(names)}")
+        fallback = self.paths[-1]
+        for path in self.paths:
+            if path.fits(self) and (path.name == forced if forced != "auto" else path.wins(self)):
+                return path(self)
+        return fallback(self)
 
     # ---------------------------------------------------------------- buffers
     def _buffer(self, name, size):
@@ -205,70 +273,7 @@ class BaseConvolution(Layer):
             self._buffers[name] = buffer
         return buffer[:size]
 
-    def _chunks(self):
-        for start in range(0, self.num, self.chunk):
-            yield start, min(self.chunk, self.num - start)
-
-    # ---------------------------------------------------------------- the three operations
-    def _weight_rows(self):
-        """The weight in the patches' order, (group, Cout / group, taps * Cin / group), for this pass."""
-        return self.geometry.weights_to_rows(self.blobs[0].data)
-
-    def _by_group(self, matrix, images):
-        """A (images * L, columns) matrix seen as (group, images * L, columns / group)."""
-        return matrix.reshape(images * self.locations, self.group, -1).transpose(1, 0, 2)
-
-    def _patches(self, conv_input, images):
-        """im2row of ``images`` conv-input images (flat) into the patch buffer, by group."""
-        g = self.geometry
-        patches = self._buffer("patches", g.rows_size(images))
-        g.im2row(conv_input, images, patches, self._buffer("scratch", g.scratch_size(images)))
-        return self._by_group(patches[:images * self.locations * g.width], images)
-
-    def _apply(self, patches, weight_rows, conv_output, images, bias):
-        """conv_output (flat images) = the patches times the weights (+ bias per output channel)."""
-        product = self._buffer("product", images * self.locations * self.conv_out_channels)
-        np.matmul(patches, weight_rows.transpose(0, 2, 1), out=self._by_group(product, images))
-        add_bias = bias is not None
-        _locations_to_images(product, self.conv_out_channels, images, self.locations, conv_output,
-                             bias if add_bias else product[:1], add_bias)
-
-    def _outputs(self, conv_output, images, bias_diff=None):
-        """The conv-output images (flat) as a (channels, images * L) matrix, by group; sums per channel into
-        bias_diff."""
-        product = self._buffer("product", images * self.locations * self.conv_out_channels)
-        add_sums = bias_diff is not None
-        _images_to_channels(conv_output, self.conv_out_channels, images, self.locations, product,
-                            bias_diff if add_sums else product[:1], add_sums)
-        return product.reshape(self.group, self.conv_out_channels // self.group, images * self.locations)
-
-    def _transpose(self, outputs, weight_rows, conv_input, images):
-        """conv_input (flat images) = row2im(outputs^T times the weights)."""
-        g = self.geometry
-        patches = self._buffer("patches", g.rows_size(images))[:images * self.locations * g.width]
-        np.matmul(outputs.transpose(0, 2, 1), weight_rows, out=self._by_group(patches, images))
-        g.row2im(patches, images, conv_input, self._buffer("scratch", g.scratch_size(images)))
-
-    def _weight_gradient(self, outputs, patches, accumulator):
-        accumulator += np.matmul(outputs, patches)
-
-    def _weight_accumulator(self):
-        """A zeroed (group, Cout / group, taps * Cin / group) array for this pass's weight gradient."""
-        size = self.blobs[0].count
-        accumulator = self._buffer("weight_diff", size).reshape(self.group, self.conv_out_channels // self.group, -1)
-        accumulator[...] = 0
-        return accumulator
-
-    def _store_weight_gradient(self, accumulator):
-        self.geometry.add_rows_to_weights(accumulator, self.blobs[0].diff)
-
     # ---------------------------------------------------------------- helpers for the layers
-    def _flat_chunks(self, array, size):
-        """(images, flat slice) over the chunks of a blob array with ``size`` elements per image."""
-        flat = array.reshape(-1)
-        for start, images in self._chunks():
-            yield images, flat[start * size:(start + images) * size]
-
     def _bias(self):
         return self.blobs[1].data if self.bias_term else None
 

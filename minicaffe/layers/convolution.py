@@ -17,8 +17,9 @@ bottom and top exchanged.
 
 Several bottoms (all of one shape) give as many tops, through the same weights;
 parameter gradients accumulate over them. See :mod:`.conv_common` for the
-parameters and how the work is laid out (im2row in numba, BLAS products over
-chunks of images).
+parameters, the three operations both layers are made of, and how each layer
+picks the path that computes them (``layer.conv_path``: ``"1x1"``,
+``"direct"`` or ``"im2row"``).
 
 Deliberate differences from Caffe, each an error naming the layer where Caffe
 goes wrong: a kernel extent larger than the padded input (Caffe's truncating
@@ -30,52 +31,44 @@ output would be empty. GPU mode runs these CPU kernels.
 
 from __future__ import annotations
 
-from itertools import repeat
-
 from ..registry import register
+from .conv_1x1 import Conv1x1Path
 from .conv_common import BaseConvolution, _add_channel_bias, _channel_sums
+from .conv_direct import DirectPath
+from .conv_im2row import Im2rowPath
+
+#: The paths, in the order the automatic choice tries them; im2row takes whatever the others do not.
+PATHS = (Conv1x1Path, DirectPath, Im2rowPath)
+
+
+def _flat(array):
+    return array.reshape(-1)
 
 
 @register("Convolution")
 class ConvolutionLayer(BaseConvolution):
     """Convolution; see the module docstring."""
 
+    paths = PATHS
+
     def forward(self, bottom, top):
-        weight_rows = self._weight_rows()
         bias = self._bias()
         for x_blob, y_blob in zip(bottom, top):
-            outputs = self._flat_chunks(y_blob.data, self.conv_out_size)
-            for (images, x), (_, y) in zip(self._flat_chunks(x_blob.data, self.conv_in_size), outputs):
-                self._apply(self._patches(x, images), weight_rows, y, images, bias)
+            self.path.apply(_flat(x_blob.data), _flat(y_blob.data), bias)
 
     def backward(self, top, propagate_down, bottom):
-        learn_weight = self.param_propagate_down[0]
-        weight_rows = self._weight_rows() if any(propagate_down) else None
-        accumulator = self._weight_accumulator() if learn_weight else None
+        weight_diff = self.blobs[0].diff if self.param_propagate_down[0] else None
         bias_diff = self._bias_diff()
         for y_blob, x_blob, need_input in zip(top, bottom, propagate_down):
-            if not learn_weight and not need_input:
-                if bias_diff is not None:
-                    _channel_sums(y_blob.diff.reshape(-1), self.conv_out_channels, self.num, self.locations,
-                                  bias_diff)
-                continue
-            top_diffs = self._flat_chunks(y_blob.diff, self.conv_out_size)
-            inputs = self._flat_chunks(x_blob.data, self.conv_in_size)
-            input_diffs = self._flat_chunks(x_blob.diff, self.conv_in_size) if need_input else repeat(None)
-            for (images, dy), (_, x), dx in zip(top_diffs, inputs, input_diffs):
-                outputs = self._outputs(dy, images, bias_diff)
-                if learn_weight:
-                    self._weight_gradient(outputs, self._patches(x, images), accumulator)
-                if dx is not None:
-                    self._transpose(outputs, weight_rows, dx[1], images)
-        if learn_weight:
-            self._store_weight_gradient(accumulator)
+            input_diff = _flat(x_blob.diff) if need_input else None
+            self.path.backward(_flat(y_blob.diff), _flat(x_blob.data), input_diff, weight_diff, bias_diff)
 
 
 @register("Deconvolution")
 class DeconvolutionLayer(BaseConvolution):
     """Deconvolution (transposed convolution); see the module docstring."""
 
+    paths = PATHS
     reverse = True
 
     def output_dims(self, input_dims, shape):
@@ -88,34 +81,18 @@ class DeconvolutionLayer(BaseConvolution):
         return dims
 
     def forward(self, bottom, top):
-        weight_rows = self._weight_rows()
         for x_blob, y_blob in zip(bottom, top):
-            outputs = self._flat_chunks(y_blob.data, self.conv_in_size)
-            for (images, x), (_, y) in zip(self._flat_chunks(x_blob.data, self.conv_out_size), outputs):
-                self._transpose(self._outputs(x, images), weight_rows, y, images)
+            self.path.transpose(_flat(x_blob.data), _flat(y_blob.data))
             if self.bias_term:
-                _add_channel_bias(y_blob.data.reshape(-1), self.num_output, self.num,
-                                  self.geometry.image_size // self.num_output, self.blobs[1].data)
+                _add_channel_bias(_flat(y_blob.data), self.num_output, self.num,
+                                  self.conv_in_size // self.num_output, self.blobs[1].data)
 
     def backward(self, top, propagate_down, bottom):
-        learn_weight = self.param_propagate_down[0]
-        weight_rows = self._weight_rows() if any(propagate_down) else None
-        accumulator = self._weight_accumulator() if learn_weight else None
+        weight_diff = self.blobs[0].diff if self.param_propagate_down[0] else None
         bias_diff = self._bias_diff()
         for y_blob, x_blob, need_input in zip(top, bottom, propagate_down):
             if bias_diff is not None:
-                _channel_sums(y_blob.diff.reshape(-1), self.num_output, self.num,
-                              self.geometry.image_size // self.num_output, bias_diff)
-            if not learn_weight and not need_input:
-                continue
-            top_diffs = self._flat_chunks(y_blob.diff, self.conv_in_size)
-            inputs = self._flat_chunks(x_blob.data, self.conv_out_size)
-            input_diffs = self._flat_chunks(x_blob.diff, self.conv_out_size) if need_input else repeat(None)
-            for (images, dy), (_, x), dx in zip(top_diffs, inputs, input_diffs):
-                patches = self._patches(dy, images)
-                if learn_weight:
-                    self._weight_gradient(self._outputs(x, images), patches, accumulator)
-                if dx is not None:
-                    self._apply(patches, weight_rows, dx[1], images, None)
-        if learn_weight:
-            self._store_weight_gradient(accumulator)
+                _channel_sums(_flat(y_blob.diff), self.num_output, self.num, self.conv_in_size // self.num_output,
+                              bias_diff)
+            output_diff = _flat(x_blob.diff) if need_input else None
+            self.path.backward_transposed(_flat(y_blob.diff), _flat(x_blob.data), output_diff, weight_diff)

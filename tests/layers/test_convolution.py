@@ -4,14 +4,15 @@ Forward runs in float32 (2-D) against references written as loops over output
 positions and kernel taps, independent of im2col; N-D forward runs in float64
 (the dtype of the gradient checks, so the N-D kernels compile once). Gradients
 are checked in float64 by finite differences over each option that changes
-the math.
+the math. Each runs on the path its geometry gets by itself (1x1, direct or
+im2row); test_convolution_paths.py compares every path with im2row.
 """
 
 import numpy as np
 import pytest
 
 from minicaffe.errors import GraphError, ShapeError, WeightsError
-from minicaffe.layers import conv_common
+from minicaffe.layers import conv_im2row
 from minicaffe.memory import shapes_only
 from minicaffe.net import Net
 from minicaffe.proto.text import parse_net
@@ -132,11 +133,12 @@ def test_convolution_chunks_give_the_same_result(monkeypatch):
     params = "num_output: 4 kernel_size: 3 pad: 1"
     layer, _, whole = forward(conv_text(params), x)
     weight, bias = layer.blobs[0].data.astype(np.float64), layer.blobs[1].data.astype(np.float64)
-    monkeypatch.setattr(conv_common, "COLUMN_BUDGET", 1)
+    monkeypatch.setattr(conv_im2row, "COLUMN_BUDGET", 1)
     chunked_layer = layer_from_text(conv_text(params), dtype=np.float32)
+    chunked_layer.force_path = "im2row"
     bottom, top = make_blobs(x, dtype=np.float32), empty_blobs(1, dtype=np.float32)
     chunked_layer.set_up(bottom, top)
-    assert chunked_layer.chunk == 1
+    assert chunked_layer.conv_path == "im2row" and chunked_layer.path.chunk == 1
     chunked_layer.blobs[0].data[...] = layer.blobs[0].data
     chunked_layer.blobs[1].data[...] = layer.blobs[1].data
     chunked_layer.run_forward(bottom, top)
@@ -299,8 +301,9 @@ def test_parameter_diffs_accumulate_and_propagate_down_is_honoured():
 
 def test_column_buffers_are_reused_across_passes():
     x = rng.standard_normal((2, 3, 6, 6))
-    layer = layer_from_text(conv_text("num_output: 4 kernel_size: 3 pad: 1"), dtype=np.float32)
+    layer = layer_from_text(conv_text("num_output: 8 kernel_size: 3 pad: 1"), dtype=np.float32)
     bottom, top = run_layer(layer, [x])
+    assert layer.conv_path == "im2row"
     top[0].diff[...] = 1.0
     layer.run_backward(top, [True], bottom)
     buffers = dict(layer._buffers)

@@ -1,0 +1,97 @@
+"""The 1x1 path: a 1x1 convolution with stride 1 and no padding is a matrix product on the blob as it is.
+
+Each image of the conv input is a ``(Cin, locations)`` matrix in the blob's own
+layout, so with the weight as ``(Cout, Cin)`` (per group: ``(Cout / group,
+Cin / group)``; the dilation of a 1x1 kernel changes nothing):
+
+- apply: ``Y[n] = W X[n]``, then the bias added per channel;
+- transpose: ``X[n] = W^T Y[n]``;
+- weight gradient: ``dW += sum over n of dY[n] X[n]^T``; the bias gradient the
+  channel sums of ``dY``.
+
+No patch matrix and no transposed copies (im2row would copy the image
+channels-last and the product back). With one group, apply and transpose are
+one stacked product over all images (a 2-D weight shared by every image),
+and the weight gradient one stacked product per chunk of images whose
+``(Cout, Cin)`` results fit :data:`PRODUCT_BUDGET` bytes, summed over the
+images in a fixed order; with several groups, one stacked product over the
+groups per image. Any number of spatial axes (none included) works the same.
+"""
+
+from __future__ import annotations
+
+from .conv_common import ConvPath, _add_channel_bias, _product
+
+#: Bytes of per-image weight-gradient products computed by one stacked product.
+PRODUCT_BUDGET = 4 << 20
+
+
+class Conv1x1Path(ConvPath):
+    """Products on the blob; see the module docstring."""
+
+    name = "1x1"
+
+    @staticmethod
+    def fits(layer):
+        g = layer.geometry
+        return all(k == 1 and s == 1 and p == 0 for k, s, p in zip(g.kernel, g.stride, g.pad))
+
+    @staticmethod
+    def wins(layer):
+        """Everything it fits but a 1x1 depthwise layer (a scale per channel): one product per channel per
+        image there, where the direct kernel is about 2x faster (0.19 against 0.38 ms, 16 channels at 120x160)."""
+        return not (layer.group > 1 and layer.conv_in_channels == layer.group == layer.conv_out_channels)
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.images = layer.num
+        self.group = layer.group
+        self.in_channels = layer.conv_in_channels // layer.group
+        self.out_channels = layer.conv_out_channels // layer.group
+        self.locations = layer.geometry.locations
+
+    def _weight(self):
+        return self.layer.blobs[0].data.reshape(self.group, self.out_channels, self.in_channels)
+
+    def _by_group(self, flat, channels):
+        return flat.reshape(self.images, self.group, channels, self.locations)
+
+    def _each_image(self, weight, source, target):
+        """target[n, g] = weight[g] source[n, g] for every image n, as few products as the layout allows."""
+        if self.group == 1:
+            _product(weight[0], source[:, 0], target[:, 0])
+            return
+        for n in range(self.images):
+            _product(weight, source[n], target[n])
+
+    def apply(self, conv_input, conv_output, bias):
+        self._each_image(self._weight(), self._by_group(conv_input, self.in_channels),
+                         self._by_group(conv_output, self.out_channels))
+        if bias is not None:
+            _add_channel_bias(conv_output, self.group * self.out_channels, self.images, self.locations, bias)
+
+    def transpose(self, conv_output, conv_input):
+        self._each_image(self._weight().transpose(0, 2, 1), self._by_group(conv_output, self.out_channels),
+                         self._by_group(conv_input, self.in_channels))
+
+    def weight_gradient(self, output_diff, conv_input, weight_diff, bias_diff):
+        if bias_diff is not None:
+            self.output_channel_sums(output_diff, bias_diff)
+        if weight_diff is None:
+            return
+        diff = weight_diff.reshape(self.group, self.out_channels, self.in_channels)
+        outputs = self._by_group(output_diff, self.out_channels)
+        inputs = self._by_group(conv_input, self.in_channels).transpose(0, 1, 3, 2)
+        per_image = diff.size
+        if self.group > 1:
+            product = self.layer._buffer("weight_products", per_image).reshape(diff.shape)
+            for n in range(self.images):
+                diff += _product(outputs[n], inputs[n], product)
+            return
+        chunk = int(max(1, min(self.images, PRODUCT_BUDGET // (per_image * diff.itemsize))))
+        products = self.layer._buffer("weight_products", chunk * per_image)
+        for start in range(0, self.images, chunk):
+            images = min(chunk, self.images - start)
+            product = products[:images * per_image].reshape(images, self.out_channels, self.in_channels)
+            _product(outputs[start:start + images, 0], inputs[start:start + images, 0], product)
+            diff[0] += product[0] if images == 1 else product.sum(axis=0)

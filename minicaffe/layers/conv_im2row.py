@@ -1,0 +1,198 @@
+"""The im2row path: patches in a matrix (numba, :mod:`.im2col`), then BLAS products; takes every geometry.
+
+With ``P`` the patch matrix (one row per output location of every image in a
+chunk, one column per (group, kernel tap, input channel)) and ``Y`` the conv
+output as a matrix (one row per location, one column per output channel):
+
+- apply: ``Y_g = P_g W_g^T`` for every group, then ``Y`` moved to the blob's
+  channels-first layout with the bias added on the way;
+- transpose: the conv output gathered channels-first, ``Y^T`` (a copy of whole
+  rows), ``P_g = Y_g W_g``, then row2im (which sums the overlapping patches
+  back into the conv input);
+- weight gradient: ``dW_g += Y_g^T P_g`` with the conv output's gradient as
+  ``Y``, from the same channels-first copy (which also sums the bias gradient).
+
+(These orientations are the fastest of those measured with OpenBLAS, and the
+copies they need are cheap: only the forward product is transposed, in cache
+blocks.) The groups are one stacked product (BLAS per group, no Python loop
+over them). A chunk holds as many images as fit :data:`COLUMN_BUDGET` bytes of
+patches, so the buffer stays in cache between im2row and the product that
+reads it; all buffers are kept on the layer and reused by every pass.
+Convolution's backward shares the channels-first copy of the output diff
+between the weight gradient and the input gradient, and Deconvolution's the
+patches of its top diff, so both override :class:`ConvPath`'s compositions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import cpu_kernel
+from .conv_common import ConvPath, _product
+
+_U = np.uint64
+
+#: Bytes of patch matrix per chunk of images. A few MB keeps the patches in
+#: cache between im2row and the matrix product that reads it.
+COLUMN_BUDGET = 4 << 20
+
+_BLOCK = 16   # locations per block in the transposes: a block of rows stays in L1 while its columns are written
+
+
+@cpu_kernel
+def _locations_to_images(product, channels, images, locations, out, bias, add_bias):
+    """out[n, c, p] = product[n * locations + p, c] (+ bias[c]): the product's rows back to channels-first."""
+    for n in range(images):
+        for first in range(0, locations, _BLOCK):
+            last = min(first + _BLOCK, locations)
+            for c in range(channels):
+                target = (n * channels + c) * locations
+                source = n * locations * channels + c
+                value = bias[c] if add_bias else product[_U(source)] * 0
+                for p in range(first, last):
+                    out[_U(target + p)] = product[_U(source + p * channels)] + value
+
+
+@cpu_kernel
+def _images_to_channels(data, channels, images, locations, out, sums, add_sums):
+    """out[c, n, p] = data[n, c, p]; with ``add_sums``, also sums[c] += the sum over n and p."""
+    for n in range(images):
+        for c in range(channels):
+            source = (n * channels + c) * locations
+            target = (c * images + n) * locations
+            total = data[_U(source)] * 0
+            for p in range(locations):
+                value = data[_U(source + p)]
+                out[_U(target + p)] = value
+                total += value
+            if add_sums:
+                sums[c] += total
+
+
+class Im2rowPath(ConvPath):
+    """im2row + BLAS; see the module docstring."""
+
+    name = "im2row"
+
+    @staticmethod
+    def fits(layer):
+        return True
+
+    @staticmethod
+    def wins(layer):
+        return True
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        g = layer.geometry
+        self.geometry = g
+        self.locations = g.locations
+        self.group = layer.group
+        self.out_channels = layer.conv_out_channels
+        per_image = max(1, g.width * g.locations * layer.dtype.itemsize)
+        self.chunk = int(max(1, min(layer.num, COLUMN_BUDGET // per_image)))
+
+    # ---------------------------------------------------------------- the layer's passes, chunk by chunk
+    def apply(self, conv_input, conv_output, bias):
+        weight_rows = self._weight_rows()
+        outputs = self._chunks(conv_output, self.layer.conv_out_size)
+        for (images, x), (_, y) in zip(self._chunks(conv_input, self.layer.conv_in_size), outputs):
+            self._apply(self._patches(x, images), weight_rows, y, images, bias)
+
+    def transpose(self, conv_output, conv_input):
+        weight_rows = self._weight_rows()
+        inputs = self._chunks(conv_input, self.layer.conv_in_size)
+        for (images, y), (_, x) in zip(self._chunks(conv_output, self.layer.conv_out_size), inputs):
+            self._transpose(self._outputs(y, images), weight_rows, x, images)
+
+    def backward(self, output_diff, conv_input, input_diff, weight_diff, bias_diff):
+        if weight_diff is None and input_diff is None:
+            if bias_diff is not None:
+                self.output_channel_sums(output_diff, bias_diff)
+            return
+        layer = self.layer
+        weight_rows = self._weight_rows() if input_diff is not None else None
+        accumulator = self._weight_accumulator() if weight_diff is not None else None
+        chunks = zip(self._chunks(output_diff, layer.conv_out_size), self._chunks(conv_input, layer.conv_in_size),
+                     self._chunks(input_diff, layer.conv_in_size))
+        for (images, dy), (_, x), (_, dx) in chunks:
+            outputs = self._outputs(dy, images, bias_diff)
+            if accumulator is not None:
+                accumulator += _product(outputs, self._patches(x, images))
+            if dx is not None:
+                self._transpose(outputs, weight_rows, dx, images)
+        if accumulator is not None:
+            self.geometry.add_rows_to_weights(accumulator, weight_diff)
+
+    def backward_transposed(self, input_diff, conv_output, output_diff, weight_diff):
+        if weight_diff is None and output_diff is None:
+            return
+        layer = self.layer
+        weight_rows = self._weight_rows() if output_diff is not None else None
+        accumulator = self._weight_accumulator() if weight_diff is not None else None
+        chunks = zip(self._chunks(input_diff, layer.conv_in_size), self._chunks(conv_output, layer.conv_out_size),
+                     self._chunks(output_diff, layer.conv_out_size))
+        for (images, dy), (_, x), (_, dx) in chunks:
+            patches = self._patches(dy, images)
+            if accumulator is not None:
+                accumulator += _product(self._outputs(x, images), patches)
+            if dx is not None:
+                self._apply(patches, weight_rows, dx, images, None)
+        if accumulator is not None:
+            self.geometry.add_rows_to_weights(accumulator, weight_diff)
+
+    # ---------------------------------------------------------------- pieces
+    def _chunks(self, flat, size):
+        """(images, flat slice) over the chunks of a flat blob array with ``size`` elements per image;
+        (images, None) throughout when ``flat`` is None."""
+        for start in range(0, self.layer.num, self.chunk):
+            images = min(self.chunk, self.layer.num - start)
+            yield images, None if flat is None else flat[start * size:(start + images) * size]
+
+    def _weight_rows(self):
+        """The weight in the patches' order, (group, Cout / group, taps * Cin / group), for this pass."""
+        return self.geometry.weights_to_rows(self.layer.blobs[0].data)
+
+    def _by_group(self, matrix, images):
+        """A (images * L, columns) matrix seen as (group, images * L, columns / group)."""
+        return matrix.reshape(images * self.locations, self.group, -1).transpose(1, 0, 2)
+
+    def _patches(self, conv_input, images):
+        """im2row of ``images`` conv-input images (flat) into the patch buffer, by group."""
+        g = self.geometry
+        patches = self.layer._buffer("patches", g.rows_size(images))
+        g.im2row(conv_input, images, patches, self.layer._buffer("scratch", g.scratch_size(images)))
+        return self._by_group(patches[:images * self.locations * g.width], images)
+
+    def _apply(self, patches, weight_rows, conv_output, images, bias):
+        """conv_output (flat images) = the patches times the weights (+ bias per output channel)."""
+        product = self.layer._buffer("product", images * self.locations * self.out_channels)
+        _product(patches, weight_rows.transpose(0, 2, 1), self._by_group(product, images))
+        add_bias = bias is not None
+        _locations_to_images(product, self.out_channels, images, self.locations, conv_output,
+                             bias if add_bias else product[:1], add_bias)
+
+    def _outputs(self, conv_output, images, bias_diff=None):
+        """The conv-output images (flat) as a (channels, images * L) matrix, by group; sums per channel into
+        bias_diff."""
+        product = self.layer._buffer("product", images * self.locations * self.out_channels)
+        add_sums = bias_diff is not None
+        _images_to_channels(conv_output, self.out_channels, images, self.locations, product,
+                            bias_diff if add_sums else product[:1], add_sums)
+        return product.reshape(self.group, self.out_channels // self.group, images * self.locations)
+
+    def _transpose(self, outputs, weight_rows, conv_input, images):
+        """conv_input (flat images) = row2im(outputs^T times the weights)."""
+        g = self.geometry
+        patches = self.layer._buffer("patches", g.rows_size(images))[:images * self.locations * g.width]
+        _product(outputs.transpose(0, 2, 1), weight_rows, self._by_group(patches, images))
+        g.row2im(patches, images, conv_input, self.layer._buffer("scratch", g.scratch_size(images)))
+
+    def _weight_accumulator(self):
+        """A zeroed (group, Cout / group, taps * Cin / group) array for this pass's weight gradient."""
+        size = self.layer.blobs[0].count
+        accumulator = self.layer._buffer("weight_diff", size).reshape(self.group, self.out_channels // self.group,
+                                                                      -1)
+        accumulator[...] = 0
+        return accumulator
+
