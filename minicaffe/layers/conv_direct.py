@@ -25,8 +25,10 @@ of ``_BLOCK`` that stay in L1 across the taps), branch-free and contiguous, so
 LLVM vectorizes them: 2-3x faster than row-by-row loops on 7x7 to 56x56 planes
 and on stride 2, where rows are short or read with a stride. The spare
 columns are computed and dropped (forward), or kept at zero so they add
-nothing (transpose, weight gradient). Buffers are allocated per task, the
-phase planes zeroed (their padding stays zero).
+nothing (transpose, weight gradient; so an inf or NaN in the input can reach
+a weight gradient through a spare column, 0 times inf, where im2row's would
+stay finite). Buffers are allocated per task, the phase planes zeroed (their
+padding stays zero).
 
 - forward (apply): ``y[n, m] = b[m] + sum over c in m's group and taps (i, j)
   of w[m, c, i, j] x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]``, one task
