@@ -16,8 +16,10 @@ import numpy as np
 
 from .blob import Blob
 from .errors import GraphError, MinicaffeError, ShapeError
+from .fold import find_chains, folding_enabled
 from .graph import TEST, TRAIN, phase_value, plan_net
 from .layer import Layer
+from .mode import mode
 from .net_batches import BatchedPasses
 from .net_pycaffe import PycaffeBindings
 from .net_weights import NetWeights
@@ -39,6 +41,8 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
         phase, weights = _constructor_args(args, phase, weights)
         self._shape_inference = shape_inference
         self.debug_info = False     # Caffe's debug_info: log per-layer magnitudes in Forward and Backward
+        # TEST nets merge a BatchNorm/Scale/Bias chain into the Convolution it follows (minicaffe.fold).
+        self.fold_inference = True
         self.dtype = np.dtype(dtype)
         if isinstance(model, caffe_pb2.NetParameter):
             from .proto.upgrade import upgrade_net
@@ -132,6 +136,8 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
         self._blob_need_backward = blob_need_backward
         self._layer_names = [layer.name for layer in self._layers]
         self._blob_index = {name: index for index, name in enumerate(self._blob_dict)}
+        self._folds = find_chains(self)
+        self._ran_folded = set()        # Convolutions whose chain the last Forward ran folded
         self._callbacks = {"before_forward": [], "after_forward": [], "before_backward": [], "after_backward": []}
 
     def _create_layer(self, planned):
@@ -240,18 +246,57 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
         """Run Forward over layers start..end (inclusive); return their weighted loss."""
         loss = 0.0
         callbacks = self._callbacks
-        for i in range(start, end + 1):
+        folds = self.active_folds()
+        i = start
+        while i <= end:
+            chain = folds.get(i)
+            last = chain.last if chain is not None and chain.last <= end else i
             for callback in callbacks["before_forward"]:
                 callback(i)
-            loss += self._layers[i].run_forward(self._bottom_vecs[i], self._top_vecs[i])
-            if self.debug_info:
-                self._log_debug("Forward", i)
-            for callback in callbacks["after_forward"]:
-                callback(i)
+            layer = self._layers[i]
+            if last > i:
+                layer.folded = chain.scale_and_shift()
+                self._ran_folded.add(i)
+            else:
+                self._ran_folded.discard(i)
+            try:
+                loss += layer.run_forward(self._bottom_vecs[i], self._top_vecs[i])
+            finally:
+                if last > i:
+                    layer.folded = None
+            for index in range(i, last + 1):      # layers folded into layer i ran with it
+                if index > i:
+                    for callback in callbacks["before_forward"]:
+                        callback(index)
+                if self.debug_info:
+                    self._log_debug("Forward", index)
+                for callback in callbacks["after_forward"]:
+                    callback(index)
+            i = last + 1
         return loss
+
+    def _unfold_before_backward(self, start, end):
+        """Run, layer by layer, the folded chains Backward will reach: their Backward needs what each
+        layer's own Forward keeps (the chain's top ends with the same values, to float rounding)."""
+        for first in sorted(self._ran_folded):
+            chain = self._folds[first]
+            if chain.first > start or chain.last < end:
+                continue
+            for index in range(chain.first, chain.last + 1):
+                self._layers[index].run_forward(self._bottom_vecs[index], self._top_vecs[index])
+            self._ran_folded.discard(first)
+
+    def active_folds(self) -> dict:
+        """The BatchNorm/Scale/Bias chains Forward merges into their Convolution now (see minicaffe.fold):
+        ``{index of the Convolution: FoldedChain}``; empty when folding is off or the net runs on a GPU."""
+        if not self._folds or not self.fold_inference or mode() != "cpu" or not folding_enabled():
+            return {}
+        return self._folds
 
     def backward_from_to(self, start: int, end: int) -> None:
         """Run Backward from layer start down to layer end (start >= end)."""
+        if self._ran_folded:
+            self._unfold_before_backward(start, end)
         callbacks = self._callbacks
         for i in range(start, end - 1, -1):
             for callback in callbacks["before_backward"]:

@@ -20,7 +20,7 @@ groups per image. Any number of spatial axes (none included) works the same.
 
 from __future__ import annotations
 
-from .conv_common import ConvPath, _add_channel_bias, _product
+from .conv_common import ConvPath, _add_channel_bias, _product, _scale_and_shift_channels
 
 #: Bytes of per-image weight-gradient products computed by one stacked product.
 PRODUCT_BUDGET = 4 << 20
@@ -64,10 +64,13 @@ class Conv1x1Path(ConvPath):
         for n in range(self.images):
             _product(weight, source[n], target[n])
 
-    def apply(self, conv_input, conv_output, bias):
+    def apply(self, conv_input, conv_output, bias, scale=None):
         self._each_image(self._weight(), self._by_group(conv_input, self.in_channels),
                          self._by_group(conv_output, self.out_channels))
-        if bias is not None:
+        if scale is not None:       # a folded BatchNorm/Scale: the same one pass as a bias
+            _scale_and_shift_channels(conv_output, self.group * self.out_channels, self.images, self.locations,
+                                      scale, bias)
+        elif bias is not None:
             _add_channel_bias(conv_output, self.group * self.out_channels, self.images, self.locations, bias)
 
     def transpose(self, conv_output, conv_input):

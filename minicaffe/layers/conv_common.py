@@ -104,6 +104,18 @@ def _channel_sums(data, channels, images, locations, sums):
 
 
 @cpu_kernel
+def _scale_and_shift_channels(data, channels, images, locations, scale, shift):
+    """data[n, c, p] = data[n, c, p] * scale[c] + shift[c]."""
+    for n in range(images):
+        for c in range(channels):
+            target = (n * channels + c) * locations
+            factor = scale[c]
+            value = shift[c]
+            for p in range(locations):
+                data[_U(target + p)] = data[_U(target + p)] * factor + value
+
+
+@cpu_kernel
 def _add_channel_bias(data, channels, images, locations, bias):
     """data[n, c, p] += bias[c]."""
     for n in range(images):
@@ -131,8 +143,10 @@ class ConvPath:
     def __init__(self, layer):
         self.layer = layer
 
-    def apply(self, conv_input, conv_output, bias):
-        """conv_output = the convolution of conv_input (+ bias, or None)."""
+    def apply(self, conv_input, conv_output, bias, scale=None):
+        """conv_output = the convolution of conv_input (+ bias, or None); with ``scale`` (one value per
+        output channel, Convolution's folded BatchNorm/Scale: see :mod:`minicaffe.fold`),
+        ``scale * convolution + bias``."""
         raise NotImplementedError
 
     def transpose(self, conv_output, conv_input):

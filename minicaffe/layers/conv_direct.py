@@ -314,8 +314,10 @@ class DirectPath(ConvPath):
         self.transpose_work = plane_work * (layer.conv_out_channels // layer.group)
         self.weight_work = self.forward_work * layer.num
 
-    def apply(self, conv_input, conv_output, bias):
+    def apply(self, conv_input, conv_output, bias, scale=None):
         weight = self.layer.blobs[0].data.reshape(-1)
+        if scale is not None:       # a folded BatchNorm/Scale: this path's weights are few, scale a copy
+            weight = (weight.reshape(scale.size, -1) * scale[:, None]).reshape(-1)
         add_bias = bias is not None
         _tasks(_direct_forward, self.output_planes, self.forward_work, conv_input, weight,
                bias if add_bias else weight, add_bias, self.dims, conv_output)

@@ -93,8 +93,10 @@ class Im2rowPath(ConvPath):
         self.chunk = int(max(1, min(layer.num, COLUMN_BUDGET // per_image)))
 
     # ---------------------------------------------------------------- the layer's passes, chunk by chunk
-    def apply(self, conv_input, conv_output, bias):
+    def apply(self, conv_input, conv_output, bias, scale=None):
         weight_rows = self._weight_rows()
+        if scale is not None:       # a folded BatchNorm/Scale (weights_to_rows may be a view: a new array)
+            weight_rows = weight_rows * scale.reshape(self.group, -1, 1)
         outputs = self._chunks(conv_output, self.layer.conv_out_size)
         for (images, x), (_, y) in zip(self._chunks(conv_input, self.layer.conv_in_size), outputs):
             self._apply(self._patches(x, images), weight_rows, y, images, bias)

@@ -51,10 +51,16 @@ class ConvolutionLayer(BaseConvolution):
 
     paths = PATHS
 
+    #: (scale, shift) per output channel while the net runs a folded BatchNorm/Scale/Bias chain through
+    #: this layer (see :mod:`minicaffe.fold`); None otherwise.
+    folded = None
+
     def forward(self, bottom, top):
-        bias = self._bias()
+        bias, scale = self._bias(), None
+        if self.folded is not None:
+            scale, bias = self.folded
         for x_blob, y_blob in zip(bottom, top):
-            self.path.apply(_flat(x_blob.data), _flat(y_blob.data), bias)
+            self.path.apply(_flat(x_blob.data), _flat(y_blob.data), bias, scale)
 
     def backward(self, top, propagate_down, bottom):
         weight_diff = self.blobs[0].diff if self.param_propagate_down[0] else None
