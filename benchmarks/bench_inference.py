@@ -3,7 +3,8 @@
 Run from the project's root (OpenCV and PyTorch come with the `bench` extra):
 
     .venv/bin/pip install -e '.[bench]'
-    .venv/bin/python benchmarks/bench_inference.py --load          # every net, writes benchmarks/results/inference.md
+    .venv/bin/python benchmarks/bench_inference.py --load          # every net: benchmarks/results/inference.md
+                                                                   # (about 13 min on 2 cores)
     .venv/bin/python benchmarks/bench_inference.py --quick         # smoke run: the small nets, printed only
     .venv/bin/python benchmarks/bench_inference.py --nets pnet,mobilenet --batches 1 --threads 1
 
@@ -35,11 +36,15 @@ same prototxt and weights with ``DNN_BACKEND_OPENCV`` / ``DNN_TARGET_CPU``.
 Timing, per net x batch x thread setting: one untimed run of each engine (the
 check; numba compiles here), ``--warmup`` untimed rounds (none for a net whose
 check took over a quarter of the budget: the check warmed it up), then rounds
-of one timed forward per engine in turn (minicaffe, OpenCV, PyTorch), each
-after a short pause (``--pause-ms``) so that one engine's spinning worker
-threads do not tax the next; up to ``--repeats`` rounds, and no round that
-would end past ``--max-seconds`` of timed passes (at least ``--min-repeats``
-are run: VGG-16 at batch 16 gets one or two). Figures are medians, minima in
+of one timed forward per engine in turn (minicaffe, OpenCV, PyTorch); up to
+``--repeats`` rounds, and no round that would end past ``--max-seconds`` of
+timed passes (at least ``--min-repeats`` are run: VGG-16 at batch 16 gets
+one or two). An engine whose passes take under 0.1 s runs one untimed pass
+right before each timed one, back to back, as in a loop of forward calls:
+its worker threads are awake and another engine's threads that spin after
+their work have stopped. (A pause between passes instead made PyTorch's two
+OpenMP threads take 10 ms for an RNet pass of 0.2 ms: here, waking a
+sleeping thread pool costs more than a small net's pass.) Figures are medians, minima in
 brackets. Every engine runs with the same thread count: OpenCV's
 ``cv2.setNumThreads``, PyTorch's ``torch.set_num_threads``, minicaffe's
 ``minicaffe.threads.set_num_threads`` when that module exists, else numba's
@@ -54,6 +59,14 @@ own kernels, and its times on CaffeNet and MobileNet did not change with
 thread count, as a user gets it), each net is timed idle and then beside one
 busy process (``while True: pass``, pinned to the last CPU this process may
 use); the slowdown is the ratio of the medians.
+
+Each row also says how many cores other processes (and the hypervisor) kept
+busy while it was timed, from ``/proc/stat`` less this process's own CPU
+time (both counted in 10 ms ticks: rough for a row timed in a fraction of a
+second): on a shared machine PyTorch's OpenMP threads in particular wait for a
+descheduled partner at every layer (SqueezeNet at batch 1 took up to 900 ms a
+pass instead of 13 while another process kept one of two cores busy), so a
+row timed beside more than 0.1 core of other work is not an idle machine's.
 
 The targets (issue 20) are computed from the figures, never written by hand:
 forward within 1.5x of OpenCV on every net at every batch (each thread
@@ -107,6 +120,8 @@ WITHIN_OPENCV = 1.5           # forward within 1.5x of OpenCV dnn
 THREAD_SPEEDUP = 1.6          # the most threads >= 1.6x faster than one ...
 SPEEDUP_NETS = ("resnet50", "mobilenet")     # ... on these, at batch 16
 LOAD_SLOWDOWN = 2.0           # under load at most 2x slower than idle
+REWARM_SECONDS = 0.1          # a pass shorter than this follows an untimed one of the same engine
+BUSY_CORES = 0.1              # other processes using more than this while a row is timed: not an idle machine
 
 
 # ====================================================================== deploy nets
@@ -532,47 +547,74 @@ class ThreadControl:
         torch.set_num_threads(count)
 
 
+def cpu_seconds():
+    """(CPU seconds used on the whole machine, by this process), or None where /proc/stat is missing.
+
+    Their changes over a measurement give how many cores other processes kept busy meanwhile (hypervisor
+    steal included): figures taken beside them are not an idle machine's.
+    """
+    try:
+        with open("/proc/stat") as handle:
+            ticks = [int(value) for value in handle.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    own = os.times()
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
 def measure(engines, args, check_seconds):
-    """{engine: [ms, ...]}: warm-up rounds, then alternated timed rounds within the time budget.
+    """({engine: [ms, ...]}, cores other processes used): warm-up, then alternated rounds within the budget.
 
     The check run is a warm-up too: a net whose check took over a quarter of the budget gets no other.
-    A round is not started when the mean round so far says it would end past ``--max-seconds``.
+    A round is not started when the mean round so far says it would end past ``--max-seconds``. A short
+    pass is preceded by an untimed one of the same engine (see the module's docstring).
     """
     active = [engine for engine in ENGINES if engine not in engines.errors]
+    last = {}                # seconds of each engine's last pass
     for _ in range(args.warmup if check_seconds < args.max_seconds / 4 else 0):
         for engine in active:
+            start = time.perf_counter()
             engines.runs[engine]()
+            last[engine] = time.perf_counter() - start
     times = {engine: [] for engine in active}
+    before, started = cpu_seconds(), time.perf_counter()
     spent = 0.0
     for index in range(args.repeats):
         if index >= args.min_repeats and spent * (index + 1) / index > args.max_seconds:
             break
         for engine in active:
-            time.sleep(args.pause_ms / 1e3)
+            if last.get(engine, float("inf")) < REWARM_SECONDS:
+                engines.runs[engine]()
             start = time.perf_counter()
             engines.runs[engine]()
-            elapsed = time.perf_counter() - start
+            last[engine] = elapsed = time.perf_counter() - start
             times[engine].append(elapsed * 1e3)
             spent += elapsed
-    return times
+    after, wall = cpu_seconds(), time.perf_counter() - started
+    others = None
+    if before is not None and after is not None:
+        others = max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / wall
+    return times, others
 
 
 def checked_and_timed(engines, args, differences):
-    """Check the engines against minicaffe at the current thread setting, then time them: (times, errors).
+    """Check the engines against minicaffe at the current thread setting, then time them.
+
+    Returns (times, errors, cores other processes used while timing).
 
     When minicaffe itself fails, the net gets no timing at all (there is nothing to check the others against).
     """
     if "minicaffe" in engines.errors:
-        return {}, dict(engines.errors)
+        return {}, dict(engines.errors), None
     start = time.perf_counter()
     try:
         engines.net.forward()
         engines.check(args.tolerance, differences)
-        times = measure(engines, args, time.perf_counter() - start)
+        times, others = measure(engines, args, time.perf_counter() - start)
     except Exception as exc:
         engines.errors["minicaffe"] = failure(exc)
-        times = {}
-    return times, dict(engines.errors)
+        times, others = {}, None
+    return times, dict(engines.errors), others
 
 
 def build_engines(name, batch, files, args, source_net):
@@ -599,16 +641,18 @@ def load_child(args):
             key = f"{name}/{batch}"
             differences[key] = {}
             engines = build_engines(name, batch, files, args, source_net)
-            idle, _ = checked_and_timed(engines, args, differences[key])
+            idle, _, others_idle = checked_and_timed(engines, args, differences[key])
             busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             try:
                 if cpu is not None:
                     os.sched_setaffinity(busy.pid, {cpu})
-                loaded, errors = checked_and_timed(engines, args, differences[key])
+                time.sleep(0.5)         # its interpreter starts up before it spins; a small net is timed in ms
+                loaded, errors, others_load = checked_and_timed(engines, args, differences[key])
             finally:
                 busy.kill()
                 busy.wait()
-            results[key] = {"idle": idle, "load": loaded, "errors": errors, "cpu": cpu}
+            results[key] = {"idle": idle, "load": loaded, "errors": errors, "cpu": cpu,
+                            "others": [others_idle, others_load]}
             print(f"load {key}: " + ", ".join(f"{engine} {statistics.median(idle[engine]):.1f} -> "
                                                f"{statistics.median(loaded[engine]):.1f} ms"
                                                for engine in idle if loaded.get(engine)) +
@@ -637,6 +681,10 @@ def plural(count):
     return f"{count} thread{'s' if count != 1 else ''}"
 
 
+def cores(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
 def cell(times):
     if not times:
         return "-"
@@ -654,8 +702,8 @@ def ratio_text(ours, theirs):
 
 def thread_table(rows):
     lines = ["| net | batch | minicaffe (ms) | OpenCV dnn (ms) | PyTorch (ms) | minicaffe / OpenCV | "
-             f"minicaffe / PyTorch | within {WITHIN_OPENCV}x of OpenCV | runs |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+             f"minicaffe / PyTorch | within {WITHIN_OPENCV}x of OpenCV | runs | other processes (cores) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for row in rows:
         ours, opencv = median(row, "minicaffe"), median(row, "OpenCV")
         verdict = "-" if not (ours and opencv) else ("met" if ours <= WITHIN_OPENCV * opencv else "missed")
@@ -663,14 +711,14 @@ def thread_table(rows):
                  "mismatch" if row["errors"][engine].startswith("output mismatch") else "failed" for engine in ENGINES]
         lines.append(f"| {TITLES[row['net']]} | {row['batch']} | {' | '.join(cells)} | "
                      f"{ratio_text(ours, opencv)} | {ratio_text(ours, median(row, 'PyTorch'))} | {verdict} | "
-                     f"{len(row['times'].get('minicaffe', []))} |")
+                     f"{len(row['times'].get('minicaffe', []))} | {cores(row['others'])} |")
     return "\n".join(lines)
 
 
 def load_table(load):
     lines = ["| net | batch | " + " | ".join(f"{engine} idle (ms) | under load | slowdown" for engine in ENGINES)
-             + f" | minicaffe at most {LOAD_SLOWDOWN:g}x |",
-             "| --- | ---: |" + " ---: | ---: | ---: |" * len(ENGINES) + " --- |"]
+             + f" | minicaffe at most {LOAD_SLOWDOWN:g}x | other processes (cores): idle / load |",
+             "| --- | ---: |" + " ---: | ---: | ---: |" * len(ENGINES) + " --- | ---: |"]
     for key, result in load["results"].items():
         name, batch = key.split("/")
         cells, verdict = [], "-"
@@ -683,7 +731,9 @@ def load_table(load):
             cells.append(f"{cell(idle)} | {cell(loaded)} | {slowdown:.2f}x")
             if engine == "minicaffe":
                 verdict = "met" if slowdown <= LOAD_SLOWDOWN else "missed"
-        lines.append(f"| {TITLES[name]} | {batch} | {' | '.join(cells)} | {verdict} |")
+        idle_others, load_others = result["others"]
+        lines.append(f"| {TITLES[name]} | {batch} | {' | '.join(cells)} | {verdict} | "
+                     f"{cores(idle_others)} / {cores(load_others)} |")
     return "\n".join(lines)
 
 
@@ -791,6 +841,18 @@ def agreement_table(differences):
     return "\n".join(lines)
 
 
+def busy_note(by_threads, load):
+    """How many figures were taken beside other work, which an idle machine's should not be."""
+    def busy(value):
+        return value is not None and value > BUSY_CORES
+    rows = [row["others"] for table_rows in by_threads.values() for row in table_rows]
+    note = f"{sum(map(busy, rows))} of {len(rows)} rows of the thread tables"
+    if load is not None:
+        idle = [result["others"][0] for result in load["results"].values()]
+        note += f" and {sum(map(busy, idle))} of {len(idle)} idle figures of the load table"
+    return note + f" were timed beside more than {BUSY_CORES} core of other work: not an idle machine's figures."
+
+
 def report(args, command, control, load_before, minutes, by_threads, errors, differences, load):
     lines = [
         "# Inference: forward pass, minicaffe against OpenCV dnn and PyTorch CPU",
@@ -801,7 +863,11 @@ def report(args, command, control, load_before, minutes, by_threads, errors, dif
         f"every engine; rounds of one pass per engine in turn after the check run and {args.warmup} warm-up "
         f"round(s) (none where the check took over {args.max_seconds / 4:g} s), up to {args.repeats} rounds "
         f"within about {args.max_seconds:g} s of timed passes per net, batch and setting (at least "
-        f"{args.min_repeats}; the `runs` column counts them). See the script's docstring for the method.",
+        f"{args.min_repeats}; the `runs` column counts them); a pass under {REWARM_SECONDS:g} s follows an untimed "
+        "one of the same engine. See the script's docstring for the method.",
+        "",
+        "`other processes`: the cores that other processes (and the hypervisor) kept busy while a row was timed. "
+        f"{busy_note(by_threads, load)}",
         "",
         "## Targets (issue 20), computed from the tables below",
         "",
@@ -845,7 +911,6 @@ def parse(argv):
     parser.add_argument("--max-seconds", type=float, default=20.0,
                         help="time budget of the timed rounds of one net, batch and setting (all engines)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds after the check run")
-    parser.add_argument("--pause-ms", type=float, default=20.0, help="pause before each timed pass")
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="largest difference allowed, relative to the largest magnitude of minicaffe's blob")
     parser.add_argument("--seed", type=int, default=0)
@@ -900,9 +965,10 @@ def main(argv=None):
                 engines = build_engines(name, batch, files, args, source_net)
                 for count in args.thread_list:
                     control.set(count)
-                    times, found = checked_and_timed(engines, args, differences[key])
+                    times, found, others = checked_and_timed(engines, args, differences[key])
                     errors.setdefault(key, {}).update(found)
-                    by_threads[count].append({"net": name, "batch": batch, "times": times, "errors": found})
+                    by_threads[count].append({"net": name, "batch": batch, "times": times, "errors": found,
+                                              "others": others})
                     print(f"{plural(count)}, {name} batch {batch}: " + ", ".join(
                         f"{engine} {statistics.median(t):.1f} ms" for engine, t in times.items()) +
                         "".join(f"; {engine}: {message}" for engine, message in found.items()),
