@@ -800,6 +800,18 @@ def targets(by_threads, load, names):
     return rows
 
 
+def source_version():
+    """The commit minicaffe was run from, and whether its files differed from it (git; '?' without)."""
+    def git(*command):
+        return subprocess.run(["git", "-C", ROOT, *command], capture_output=True, text=True, check=True).stdout
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        changed = git("status", "--porcelain", "--", "minicaffe")
+    except (OSError, subprocess.CalledProcessError):
+        return "(commit unknown)"
+    return f"at {commit}" + (" with uncommitted changes in minicaffe/" if changed.strip() else "")
+
+
 def environment(control, load_before):
     import cv2
     import numba
@@ -821,7 +833,8 @@ def environment(control, load_before):
                           ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                            "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "MINICAFFE_NUM_THREADS")
                           if os.environ.get(name)) or "no thread variables set"
-    return (f"{model}, {os.cpu_count()} CPUs ({cpus} usable), Python {platform.python_version()}, "
+    return (f"minicaffe {source_version()}; {model}, {os.cpu_count()} CPUs ({cpus} usable), "
+            f"Python {platform.python_version()}, "
             f"numpy {np.__version__}, thread pools (threadpoolctl): {pools}; numba {numba.__version__}, "
             f"threading layer {layer}; PyTorch {torch.__version__}; OpenCV {cv2.__version__}; {variables}; "
             f"minicaffe's threads set by {control.how}; load average {load_before:.2f} before, "
