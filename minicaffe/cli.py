@@ -18,13 +18,35 @@ from .errors import MinicaffeError
 
 _PHASES = click.Choice(["TRAIN", "TEST"], case_sensitive=False)
 
+
+def _set_threads(ctx, param, value):
+    if value is not None:
+        from .threads import set_num_threads
+        set_num_threads(value)
+
+
+def _threads_option():
+    return click.Option(["--threads"], type=click.IntRange(min=1), metavar="N", expose_value=False, is_eager=True,
+                        callback=_set_threads,
+                        help="Threads for the CPU work (default: the cores this process may use, "
+                             "or MINICAFFE_NUM_THREADS).")
+
+
+class _Command(GflagsCommand):
+    """A command that takes Caffe's gflags spellings (GflagsCommand) and --threads N, as the group does."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(_threads_option())
+
+
 class _Group(click.Group):
     """Turns MinicaffeError into one line on stderr unless --debug was given.
 
-    Its commands take Caffe's gflags spellings, and Caffe's command names (device_query).
+    Its commands take Caffe's gflags spellings, --threads N, and Caffe's command names (device_query).
     """
 
-    command_class = GflagsCommand
+    command_class = _Command
 
     def get_command(self, ctx, cmd_name):
         return super().get_command(ctx, cmd_name) or super().get_command(ctx, cmd_name.replace("_", "-"))
@@ -48,6 +70,10 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the full traceback when something fails.")
+@click.option("--threads", type=click.IntRange(min=1), metavar="N", expose_value=False, is_eager=True,
+              callback=_set_threads, help="Threads for the CPU work of every command (each command also takes "
+                                          "--threads); default: the cores this process may use, or "
+                                          "MINICAFFE_NUM_THREADS.")
 @click.version_option(package_name="minicaffe")
 @click.pass_context
 def main(ctx, debug):

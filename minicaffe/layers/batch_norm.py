@@ -31,14 +31,61 @@ Gradient with batch statistics (means over N and S per channel)::
 and with global statistics ``dx = dy / sqrt(var + eps)``. The normalized
 output is cached for Backward, so it works in place and under later in-place
 layers (Scale, ReLU) that overwrite the top.
+
+CPU: numba kernels over the rows of the (N*C, S) view on minicaffe's threads
+(:mod:`minicaffe.threads`), with Bias's ``channel_affine`` and
+``channel_sums``. Each channel's statistics are computed by one thread in a
+fixed order, in float64 (two passes: the mean, then squares about it), so
+they are the same run to run and at any thread count.
 """
 
 import numpy as np
 
+from .. import threads
 from ..errors import GraphError
 from ..graph import TEST
+from ..kernels import cpu_kernel
 from ..layer import Layer
 from ..registry import register
+from .bias import apply_channel_affine, sum_channels
+
+
+@cpu_kernel(nogil=True)
+def channel_moments(x, channels, mean, var, start, stop):
+    """Per channel c in [start, stop) of the (N*C, S) rows: mean and biased variance, in float64."""
+    count = (x.shape[0] // channels) * x.shape[1]
+    for c in range(start, stop):
+        total = 0.0
+        for r in range(c, x.shape[0], channels):
+            row = x[r]
+            for j in range(row.size):
+                total += row[j]
+        center = total / count
+        squares = 0.0
+        for r in range(c, x.shape[0], channels):
+            row = x[r]
+            for j in range(row.size):
+                deviation = row[j] - center
+                squares += deviation * deviation
+        mean[c] = center
+        var[c] = squares / count
+
+
+@cpu_kernel(nogil=True, fastmath=False)
+def normalize_backward(dy, y, dx, in_place, mean_dy, mean_dy_y, inv_std, channels, start, stop):
+    """dx = ((dy - mean(dy)) - y * mean(dy * y)) * inv_std over rows [start, stop); ``in_place``: dx is dy
+    (one array in the loop, so that it vectorizes: see bias.channel_affine)."""
+    for r in range(start, stop):
+        c = r % channels
+        a, b, s = mean_dy[c], mean_dy_y[c], inv_std[c]
+        normalized, out = y[r], dx[r]
+        if in_place:
+            for j in range(out.size):
+                out[j] = ((out[j] - a) - normalized[j] * b) * s
+        else:
+            gradient = dy[r]
+            for j in range(out.size):
+                out[j] = ((gradient[j] - a) - normalized[j] * b) * s
 
 
 @register("BatchNorm")
@@ -81,25 +128,34 @@ class BatchNormLayer(Layer):
         self.view = (shape[0], self.channels, bottom[0].count_axes(2))
         top[0].reshape(shape)
 
+    def _rows(self, array):
+        return array.reshape(self.view[0] * self.view[1], self.view[2])
+
     def forward(self, bottom, top):
-        x = bottom[0].data.reshape(self.view)
+        x = self._rows(bottom[0].data)
         dtype = x.dtype.type
+        channels = self.channels
         if self.use_global_stats:
             factor = self.blobs[2].data[0]
             scale = dtype(0) if factor == 0 else dtype(1) / factor
             mean = self.blobs[0].data * scale
             var = self.blobs[1].data * scale
         else:
-            mean = x.mean(axis=(0, 2))
-            centered = x - mean[None, :, None]
-            var = np.einsum("ncs,ncs->c", centered, centered) / dtype(self.view[0] * self.view[2])
+            mean64 = np.empty(channels)
+            var64 = np.empty(channels)
+            threads.parallel_for(channels, lambda start, stop: channel_moments(x, channels, mean64, var64, start, stop),
+                                 x.size // max(1, channels))
+            mean, var = mean64.astype(dtype), var64.astype(dtype)
             self._update_running_stats(mean, var)
         self.inv_std = dtype(1) / np.sqrt(var + dtype(self.eps))
-        y = top[0].data.reshape(self.view)
-        np.subtract(x, mean[None, :, None], out=y)
-        y *= self.inv_std[None, :, None]
+        y = self._rows(top[0].data)
+        apply_channel_affine(x, y, channels, shift=mean, scale=self.inv_std)
         if not self.use_global_stats:
-            self.x_norm = y.copy()
+            if self.x_norm is None or self.x_norm.shape != y.shape:
+                self.x_norm = np.empty_like(y)
+            x_norm = self.x_norm.reshape(-1)
+            flat = y.reshape(-1)
+            threads.parallel_for(flat.size, lambda start, stop: np.copyto(x_norm[start:stop], flat[start:stop]))
 
     def _update_running_stats(self, mean, var):
         f = self.dtype.type(self.moving_average_fraction)
@@ -118,17 +174,17 @@ class BatchNormLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        dy = top[0].diff.reshape(self.view)
-        dx = bottom[0].diff.reshape(self.view)
-        inv_std = self.inv_std[None, :, None]
+        dy = self._rows(top[0].diff)
+        dx = self._rows(bottom[0].diff)
+        channels = self.channels
         if self.use_global_stats:
-            np.multiply(dy, inv_std, out=dx)
+            apply_channel_affine(dy, dx, channels, scale=self.inv_std)
             return
         y = self.x_norm
-        count = self.dtype.type(self.view[0] * self.view[2])
-        mean_dy = dy.sum(axis=(0, 2)) / count
-        mean_dy_y = np.einsum("ncs,ncs->c", dy, y) / count
+        count = self.view[0] * self.view[2]
         # Both means are taken before dx is written: in place, dx is dy.
-        np.subtract(dy, mean_dy[None, :, None], out=dx)
-        dx -= y * mean_dy_y[None, :, None]
-        dx *= inv_std
+        mean_dy = (sum_channels(dy, channels) / count).astype(self.dtype)
+        mean_dy_y = (sum_channels(dy, channels, y) / count).astype(self.dtype)
+        in_place = bottom[0] is top[0]
+        threads.parallel_for(dy.shape[0], lambda start, stop: normalize_backward(
+            dy, y, dx, in_place, mean_dy, mean_dy_y, self.inv_std, channels, start, stop), dy.shape[1])

@@ -11,14 +11,93 @@ Viewing ``x`` as outer x dim x inner (dim = ``b``'s count):
 ``y[o, d, i] = x[o, d, i] + b[d]``. Gradients: ``dx = dy``;
 ``db[d] = sum_{o,i} dy[o, d, i]``, accumulated into a learned ``b``'s diff and
 written into a second bottom's diff. Works in place.
+
+CPU: the two kernels below, shared with Scale and BatchNorm, run on
+minicaffe's threads (:mod:`minicaffe.threads`) over rows of the
+``(outer * dim, inner)`` view, a small blob on one thread: ``channel_affine``
+maps each row, ``channel_sums`` sums each channel, one channel per thread,
+in a fixed order and in float64, so sums are the same at any thread count.
+``channel_affine`` rounds after each operation, as numpy and Caffe do (no
+fused multiply-add).
 """
 
 import numpy as np
 
+from .. import threads
 from ..errors import GraphError
 from ..fillers import fill
+from ..kernels import cpu_kernel
 from ..layer import Layer
 from ..registry import register
+
+
+@cpu_kernel(nogil=True, fastmath=False)
+def channel_affine(x, y, in_place, shift, scale, bias, dim, start, stop):
+    """y[r] = (x[r] - shift[d]) * scale[d] + bias[d] with d = r % dim, for rows [start, stop).
+
+    ``in_place``: x is y, and the loop reads and writes y alone (LLVM vectorizes a loop over
+    two arrays only after a run-time check that they do not overlap, which the same array fails).
+    """
+    for r in range(start, stop):
+        d = r % dim
+        minus, times, plus = shift[d], scale[d], bias[d]
+        out = y[r]
+        if in_place:
+            for j in range(out.size):
+                out[j] = (out[j] - minus) * times + plus
+        else:
+            row = x[r]
+            for j in range(row.size):
+                out[j] = (row[j] - minus) * times + plus
+
+
+@cpu_kernel(nogil=True)
+def channel_sums(a, b, use_b, dim, sums, start, stop):
+    """sums[d] = sum over rows r = d, d + dim, ... of a[r] (times b[r] with ``use_b``), d in [start, stop)."""
+    for d in range(start, stop):
+        total = 0.0
+        for r in range(d, a.shape[0], dim):
+            row, other = a[r], b[r]
+            if use_b:
+                for j in range(row.size):
+                    total += row[j] * other[j]
+            else:
+                for j in range(row.size):
+                    total += row[j]
+        sums[d] = total
+
+
+def apply_channel_affine(x, y, dim, shift=None, scale=None, bias=None):
+    """``channel_affine`` over rows of the (rows, inner) arrays ``x`` and ``y`` on minicaffe's threads;
+    a missing operand is the identity (0, 1, 0)."""
+    identity = {}
+
+    def operand(values, fill_value):
+        if values is not None:
+            return values.reshape(-1)
+        if fill_value not in identity:
+            identity[fill_value] = np.full(dim, fill_value, dtype=x.dtype)
+        return identity[fill_value]
+
+    shift, scale, bias = operand(shift, 0), operand(scale, 1), operand(bias, 0)
+    in_place = (x.shape == y.shape and x.strides == y.strides
+                and x.__array_interface__["data"][0] == y.__array_interface__["data"][0])
+    threads.parallel_for(x.shape[0], lambda start, stop: channel_affine(x, y, in_place, shift, scale, bias, dim,
+                                                                        start, stop), x.shape[1])
+
+
+def sum_channels(a, dim, b=None):
+    """Per channel sums (float64, shape (dim,)) of a (times b) over the rows of (rows, inner) arrays."""
+    sums = np.empty(dim, dtype=np.float64)
+    other = a if b is None else b
+    threads.parallel_for(dim, lambda start, stop: channel_sums(a, other, b is not None, dim, sums, start, stop),
+                         a.size // max(1, dim))
+    return sums
+
+
+def rows(array, layout):
+    """The (outer * dim, inner) view of an array in an (outer, dim, inner) layout."""
+    return array.reshape(layout[0] * layout[1], layout[2])
 
 
 def learned_operand_shape(layer, bottom0, axis_param, num_axes, what):
@@ -72,16 +151,16 @@ class BiasLayer(Layer):
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
-        outer, dim, inner = self.layout
-        bias = self._operand(bottom).data.reshape(1, dim, 1)
-        np.add(bottom[0].data.reshape(self.layout), bias, out=top[0].data.reshape(self.layout))
+        apply_channel_affine(rows(bottom[0].data, self.layout), rows(top[0].data, self.layout), self.layout[1],
+                             bias=self._operand(bottom).data)
 
     def backward(self, top, propagate_down, bottom):
-        dy = top[0].diff.reshape(self.layout)
+        dy = rows(top[0].diff, self.layout)
         if len(bottom) == 1:
             if self.param_propagate_down[0]:
-                self.blobs[0].diff.reshape(-1)[...] += dy.sum(axis=(0, 2))
+                self.blobs[0].diff.reshape(-1)[...] += sum_channels(dy, self.layout[1]).astype(self.dtype)
         elif propagate_down[1]:
-            bottom[1].diff.reshape(-1)[...] = dy.sum(axis=(0, 2))
+            bottom[1].diff.reshape(-1)[...] = sum_channels(dy, self.layout[1])
         if propagate_down[0] and bottom[0] is not top[0]:
-            np.copyto(bottom[0].diff, top[0].diff)
+            source, target = top[0].diff.reshape(-1), bottom[0].diff.reshape(-1)
+            threads.parallel_for(source.size, lambda start, stop: np.copyto(target[start:stop], source[start:stop]))

@@ -7,10 +7,15 @@ and a later bottom wins only when strictly greater, as Caffe's loop does; the
 gradient goes to the winner alone. PROD's gradient to bottom i is the product of
 the other bottoms (``stable_prod_grad``, the default) or ``y / x_i`` (which
 breaks where ``x_i`` is 0), times the top's diff.
+
+CPU: numpy on chunks of the flattened blobs, run on minicaffe's threads
+(:mod:`minicaffe.threads`; numpy releases the GIL in its loops, and a chunk's
+temporaries stay in cache); a small blob stays on one thread.
 """
 
 import numpy as np
 
+from .. import threads
 from ..errors import GraphError
 from ..layer import Layer
 from ..proto import caffe_pb2
@@ -50,42 +55,63 @@ class EltwiseLayer(Layer):
             self.max_index = np.zeros(bottom[0].shape, dtype=np.int32)
 
     def forward(self, bottom, top):
-        out = top[0].data
+        out = top[0].data.reshape(-1)
+        inputs = [blob.data.reshape(-1) for blob in bottom]
+        max_index = self.max_index.reshape(-1) if self.operation == _MAX else None
+        threads.parallel_for(out.size, lambda start, stop: self._forward_chunk(
+            [x[start:stop] for x in inputs], out[start:stop], None if max_index is None else max_index[start:stop]))
+
+    def _forward_chunk(self, inputs, out, max_index):
         if self.operation == _PROD:
-            np.multiply(bottom[0].data, bottom[1].data, out=out)
-            for blob in bottom[2:]:
-                out *= blob.data
+            np.multiply(inputs[0], inputs[1], out=out)
+            for data in inputs[2:]:
+                out *= data
         elif self.operation == _SUM:
-            out[...] = 0
-            for coeff, blob in zip(self.coeffs, bottom):
+            if (self.coeffs[0] == 1.0 and self.coeffs[1] == 1.0
+                    and not any(np.may_share_memory(out, data) for data in inputs)):
+                np.add(inputs[0], inputs[1], out=out)     # one pass for the common two-term sum
+                rest = zip(self.coeffs[2:], inputs[2:])
+            else:
+                out[...] = 0
+                rest = zip(self.coeffs, inputs)
+            for coeff, data in rest:
                 if coeff == 1.0:
-                    out += blob.data
+                    out += data
                 else:
-                    out += self.dtype.type(coeff) * blob.data
+                    out += self.dtype.type(coeff) * data
         else:
-            first, second = bottom[0].data, bottom[1].data
+            first, second = inputs[0], inputs[1]
             first_wins = first > second
             np.copyto(out, np.where(first_wins, first, second))
-            self.max_index[...] = np.where(first_wins, 0, 1)
-            for index, blob in enumerate(bottom[2:], start=2):
-                wins = blob.data > out
-                out[wins] = blob.data[wins]
-                self.max_index[wins] = index
+            max_index[...] = np.where(first_wins, 0, 1)
+            for index, data in enumerate(inputs[2:], start=2):
+                wins = data > out
+                out[wins] = data[wins]
+                max_index[wins] = index
 
     def backward(self, top, propagate_down, bottom):
-        top_diff = top[0].diff
-        for i, blob in enumerate(bottom):
-            if not propagate_down[i]:
+        top_diff = top[0].diff.reshape(-1)
+        top_data = top[0].data.reshape(-1)
+        inputs = [blob.data.reshape(-1) for blob in bottom]
+        diffs = [blob.diff.reshape(-1) if propagate_down[i] else None for i, blob in enumerate(bottom)]
+        max_index = self.max_index.reshape(-1) if self.operation == _MAX else None
+        threads.parallel_for(top_diff.size, lambda start, stop: self._backward_chunk(
+            top_diff[start:stop], top_data[start:stop], [x[start:stop] for x in inputs],
+            [None if d is None else d[start:stop] for d in diffs],
+            None if max_index is None else max_index[start:stop]))
+
+    def _backward_chunk(self, top_diff, top_data, inputs, diffs, max_index):
+        for i, diff in enumerate(diffs):
+            if diff is None:
                 continue
-            diff = blob.diff
             if self.operation == _PROD:
                 if self.stable_prod_grad:
-                    others = [other.data for j, other in enumerate(bottom) if j != i]
+                    others = [data for j, data in enumerate(inputs) if j != i]
                     np.copyto(diff, others[0])
                     for data in others[1:]:
                         diff *= data
                 else:
-                    np.divide(top[0].data, blob.data, out=diff)
+                    np.divide(top_data, inputs[i], out=diff)
                 diff *= top_diff
             elif self.operation == _SUM:
                 coeff = self.coeffs[i]
@@ -94,4 +120,4 @@ class EltwiseLayer(Layer):
                 else:
                     np.multiply(top_diff, self.dtype.type(coeff), out=diff)
             else:
-                np.copyto(diff, np.where(self.max_index == i, top_diff, 0))
+                np.copyto(diff, np.where(max_index == i, top_diff, 0))

@@ -4,10 +4,11 @@ The bottom is viewed as M x K with M the product of the axes before ``axis`` and
 K the product of the rest; the weight is N x K (``transpose: true`` stores K x N,
 as Caffe). Gradients: ``dW += dy^T x`` (or ``x^T dy`` transposed), ``db += sum dy``,
 ``dx = dy W``. Parameter diffs accumulate, as all of Caffe's.
+
+The products run on minicaffe's threads (:func:`minicaffe.threads.matmul`).
 """
 
-import numpy as np
-
+from .. import threads
 from ..fillers import fill
 from ..layer import Layer
 from ..registry import register
@@ -50,7 +51,7 @@ class InnerProductLayer(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.m, self.k)
         y = top[0].data.reshape(self.m, self.num_output)
-        np.matmul(x, self._weight_nk().T, out=y)
+        threads.matmul(x, self._weight_nk().T, out=y)
         if self.bias_term:
             y += self.blobs[1].data
 
@@ -59,10 +60,10 @@ class InnerProductLayer(Layer):
         x = bottom[0].data.reshape(self.m, self.k)
         if self.param_propagate_down[0]:
             if self.transpose:
-                self.blobs[0].diff += x.T @ dy
+                self.blobs[0].diff += threads.matmul(x.T, dy)
             else:
-                self.blobs[0].diff += dy.T @ x
+                self.blobs[0].diff += threads.matmul(dy.T, x)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:
-            np.matmul(dy, self._weight_nk(), out=bottom[0].diff.reshape(self.m, self.k))
+            threads.matmul(dy, self._weight_nk(), out=bottom[0].diff.reshape(self.m, self.k))

@@ -34,12 +34,16 @@ ph stride_h - pad_h + kernel_h)`` (likewise columns).
 
 Every Backward accumulates over overlapping windows (stride < kernel).
 
-CPU: numba kernels, one plane of the N*C at a time (one thread: with BLAS
-threads beside them, parallel kernels lost far more to thread contention on
-small inputs than they won on large ones; see docs/compatibility.md); the argmax
-mask and the stochastic draws live in buffers that are kept between iterations
-and reallocated only when the shape changes. The kernels take contiguous
-(planes, H, W) arrays and are shared with SPP and LRN (:class:`Pooler`).
+CPU: numba kernels, one plane of the N*C at a time, run on minicaffe's threads
+over chunks of planes (:mod:`minicaffe.threads`; a small blob stays on one
+thread). They used to run on one thread because numba's parallel kernels
+fought BLAS's spinning threads for the cores; BLAS now runs on one thread
+inside minicaffe's own pool, whose idle threads block (MAX 3x3 stride 2 over
+4x64x112x112: 8.8 ms on one thread, 4.9 ms on two, on a 2-core machine). The
+argmax mask and the stochastic draws live in buffers that are kept between
+iterations and reallocated only when the shape changes. The kernels take
+contiguous (planes, H, W) arrays and are shared with SPP and LRN
+(:class:`Pooler`).
 
 Deviations from Caffe, each where Caffe's behaviour is undefined or a defect:
 a window that lies entirely outside the input (possible only when stride >
@@ -57,7 +61,7 @@ import math
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, threads
 from ..errors import GraphError
 from ..fillers import rng
 from ..graph import TRAIN
@@ -77,7 +81,7 @@ _FLT_MAX = float(np.finfo(np.float32).max)
 # Arrays are C-contiguous (planes, H, W) views; masks are int32 (planes, PH, PW)
 # holding the chosen cell as h * W + w within its plane, -1 for none.
 
-@kernels.cpu_kernel
+@kernels.cpu_kernel(nogil=True)
 def max_pool_forward(x, top, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
     """MAX pooling: top = window max (first one wins), mask = its index in the plane."""
     planes, height, width = x.shape
@@ -107,7 +111,7 @@ def max_pool_forward(x, top, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h
                 where[ph, pw] = index
 
 
-@kernels.cpu_kernel
+@kernels.cpu_kernel(nogil=True)
 def route_backward(top_diff, mask, bottom_diff):
     """MAX / STOCHASTIC (TRAIN) Backward: bottom_diff[mask] += top_diff. Arrays (planes, -1)."""
     planes, outputs = top_diff.shape
@@ -121,7 +125,7 @@ def route_backward(top_diff, mask, bottom_diff):
                 diff[index] += gradient[i]
 
 
-@kernels.cpu_kernel
+@kernels.cpu_kernel(nogil=True)
 def ave_pool_forward(x, top, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
     """AVE pooling: window sum over the input / window size clipped to the padded bounds."""
     planes, height, width = x.shape
@@ -152,7 +156,7 @@ def ave_pool_forward(x, top, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_
                     out[ph, pw] = 0.0
 
 
-@kernels.cpu_kernel
+@kernels.cpu_kernel(nogil=True)
 def ave_pool_backward(top_diff, bottom_diff, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
     """AVE Backward: each cell of a window gets top_diff / divisor (accumulated)."""
     planes, height, width = bottom_diff.shape
@@ -181,7 +185,7 @@ def ave_pool_backward(top_diff, bottom_diff, kernel_h, kernel_w, stride_h, strid
                         row[w] += share
 
 
-@kernels.cpu_kernel
+@kernels.cpu_kernel(nogil=True)
 def stochastic_pool_train(x, top, mask, uniform, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
     """STOCHASTIC, TRAIN: draw the first cell whose running sum reaches uniform * window sum."""
     planes, height, width = x.shape
@@ -216,7 +220,7 @@ def stochastic_pool_train(x, top, mask, uniform, kernel_h, kernel_w, stride_h, s
                 top[p, ph, pw] = plane[index // width, index % width] if index >= 0 else 0.0
 
 
-@kernels.cpu_kernel
+@kernels.cpu_kernel(nogil=True)
 def stochastic_pool_test(x, top, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
     """STOCHASTIC, TEST: the probability-weighted average sum(x^2) / sum(x), 0 when sum(x) <= 0."""
     planes, height, width = x.shape
@@ -239,7 +243,7 @@ def stochastic_pool_test(x, top, kernel_h, kernel_w, stride_h, stride_w, pad_h, 
                 top[p, ph, pw] = squares / total if total > 0 else 0.0
 
 
-@kernels.cpu_kernel
+@kernels.cpu_kernel(nogil=True)
 def stochastic_pool_test_backward(x, top_diff, bottom_diff, kernel_h, kernel_w, stride_h, stride_w,
                                   pad_h, pad_w):
     """Gradient of sum(x^2)/sum(x): (2 x S - Q) / S^2 per cell (accumulated; none when S <= 0)."""
@@ -326,29 +330,40 @@ class Pooler:
         return self.mask
 
     def forward(self, x, top):
+        args = self._args()
         if self.method == MAX:
-            max_pool_forward(x, top, self._mask_for(top.shape), *self._args())
+            mask = self._mask_for(top.shape)
+            self._over_planes(x, lambda a, b: max_pool_forward(x[a:b], top[a:b], mask[a:b], *args))
         elif self.method == AVE:
-            ave_pool_forward(x, top, *self._args())
+            self._over_planes(x, lambda a, b: ave_pool_forward(x[a:b], top[a:b], *args))
         elif self.train:
             if self.uniform is None or self.uniform.shape != top.shape or self.uniform.dtype != top.dtype:
                 self.uniform = np.empty(top.shape, dtype=top.dtype)
             rng().random(out=self.uniform, dtype=top.dtype)
-            stochastic_pool_train(x, top, self._mask_for(top.shape), self.uniform, *self._args())
+            mask, uniform = self._mask_for(top.shape), self.uniform
+            self._over_planes(x, lambda a, b: stochastic_pool_train(x[a:b], top[a:b], mask[a:b], uniform[a:b], *args))
         else:
-            stochastic_pool_test(x, top, *self._args())
+            self._over_planes(x, lambda a, b: stochastic_pool_test(x[a:b], top[a:b], *args))
 
     def backward(self, top_diff, x, bottom_diff):
+        args = self._args()
         if self.method == AVE:
-            ave_pool_backward(top_diff, bottom_diff, *self._args())
+            self._over_planes(bottom_diff, lambda a, b: ave_pool_backward(top_diff[a:b], bottom_diff[a:b], *args))
         elif self.method == MAX or self.train:
             if self.mask is None or self.mask.shape != top_diff.shape:
                 raise GraphError("pooling Backward before a Forward at this shape", layer=self.layer)
             planes = top_diff.shape[0]
-            route_backward(top_diff.reshape(planes, -1), self.mask.reshape(planes, -1),
-                           bottom_diff.reshape(planes, -1))
+            gradient = top_diff.reshape(planes, -1)
+            mask = self.mask.reshape(planes, -1)
+            diff = bottom_diff.reshape(planes, -1)
+            self._over_planes(bottom_diff, lambda a, b: route_backward(gradient[a:b], mask[a:b], diff[a:b]))
         else:
-            stochastic_pool_test_backward(x, top_diff, bottom_diff, *self._args())
+            self._over_planes(x, lambda a, b: stochastic_pool_test_backward(x[a:b], top_diff[a:b],
+                                                                           bottom_diff[a:b], *args))
+
+    def _over_planes(self, planes, body):
+        """``body(first, last)`` over chunks of the planes, on minicaffe's threads."""
+        threads.parallel_for(planes.shape[0], body, planes.shape[1] * planes.shape[2])
 
 
 # ====================================================================== layer

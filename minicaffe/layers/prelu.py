@@ -11,14 +11,39 @@ In place, the input is kept for Backward.
 
 Deviation from (some builds of) Caffe: the slope diff accumulates as every
 parameter diff does; BVLC's older CPU code zeroed it first.
+
+CPU: ReLU's one-pass numba kernels over rows (one channel of one image each), run on
+minicaffe's threads (:mod:`minicaffe.threads`; a small blob stays on one
+thread). The slope gradient is summed per channel, each channel by one
+thread in a fixed order (images, then positions, in float64), so it is the
+same at any thread count.
 """
 
 import numpy as np
 
+from .. import threads
 from ..fillers import fill
+from ..kernels import cpu_kernel
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register
+from .relu import leaky_backward, leaky_forward
+
+
+# Rows are (N*C, S) views: row r is channel r % channels of image r // channels.
+# A shared slope is one channel (channels = 1).
+
+@cpu_kernel(nogil=True)
+def prelu_slope_gradient(x, dy, images, channels, sums, start, stop):
+    """sums[c] = sum over images and positions of dy * x where x <= 0, channels [start, stop)."""
+    for c in range(start, stop):
+        total = 0.0
+        for n in range(images):
+            row, gradient = x[n * channels + c], dy[n * channels + c]
+            for j in range(row.size):
+                if row[j] <= 0:
+                    total += gradient[j] * row[j]
+        sums[c] = total
 
 
 @register("PReLU")
@@ -45,25 +70,39 @@ class PReLULayer(Layer):
         self.view = (bottom[0].shape[0], bottom[0].shape[1], bottom[0].count_axes(2))
         top[0].reshape(bottom[0].shape)
 
-    def _slopes(self):
-        slope = self.blobs[0].data
-        return slope.reshape(()) if self.channel_shared else slope.reshape(1, -1, 1)
+    def _rows(self, array):
+        return array.reshape(self.view[0] * self.view[1], self.view[2])
 
     def forward(self, bottom, top):
-        x = bottom[0].data.reshape(self.view)
-        if bottom[0] is top[0]:
-            self._saved_input = x.copy()
-        top[0].data.reshape(self.view)[...] = np.where(x > 0, x, x * self._slopes())
+        x = self._rows(bottom[0].data)
+        y = self._rows(top[0].data)
+        keep = bottom[0] is top[0]
+        if keep:
+            if self._saved_input is None or self._saved_input.shape != x.shape:
+                self._saved_input = np.empty_like(x)
+            saved = self._saved_input
+        else:
+            saved = x
+        slopes = self.blobs[0].data.reshape(-1)
+        channels = slopes.size
+        threads.parallel_for(x.shape[0], lambda start, stop: leaky_forward(x, y, keep, saved, keep, slopes,
+                                                                           channels, start, stop), x.shape[1])
 
     def backward(self, top, propagate_down, bottom):
-        x = self._saved_input if bottom[0] is top[0] else bottom[0].data.reshape(self.view)
-        dy = top[0].diff.reshape(self.view)
-        negative = x <= 0
+        x = self._saved_input if bottom[0] is top[0] else self._rows(bottom[0].data)
+        dy = self._rows(top[0].diff)
+        images, channels, spatial = self.view
         if self.param_propagate_down[0]:    # before dx: in place, dx overwrites dy
-            masked = np.where(negative, x, 0)
+            sums = np.empty(channels, dtype=np.float64)
+            threads.parallel_for(channels, lambda start, stop: prelu_slope_gradient(
+                x, dy, images, channels, sums, start, stop), images * spatial)
             if self.channel_shared:
-                self.blobs[0].diff[...] += np.vdot(dy, masked)
+                self.blobs[0].diff[...] += self.dtype.type(sums.sum())
             else:
-                self.blobs[0].diff[...] += np.einsum("ncs,ncs->c", dy, masked)
+                self.blobs[0].diff[...] += sums.astype(self.dtype)
         if propagate_down[0]:
-            np.multiply(dy, np.where(negative, self._slopes(), 1), out=bottom[0].diff.reshape(self.view))
+            dx = self._rows(bottom[0].diff)
+            slopes = self.blobs[0].data.reshape(-1)
+            in_place = bottom[0] is top[0]
+            threads.parallel_for(dx.shape[0], lambda start, stop: leaky_backward(
+                x, dy, dx, in_place, slopes, slopes.size, start, stop), dx.shape[1])

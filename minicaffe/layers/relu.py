@@ -2,12 +2,72 @@
 
 Gradient: ``dx = dy * (1 if x > 0 else negative_slope)``, testing the bottom's
 data as Caffe does (in place, that is already the output, as in Caffe).
+
+CPU: the one-pass numba kernels below, shared with PReLU (one slope per row,
+here the same for all), over chunks of rows run on minicaffe's threads
+(:mod:`minicaffe.threads`; a small blob stays on one thread). A negative input
+times a zero slope gives ``+0``, as Caffe's sum does; NaN stays NaN.
 """
 
-import numpy as np
+import math
 
+from .. import threads
+from ..kernels import cpu_kernel
 from ..layer import Layer
 from ..registry import register
+
+
+# The kernels take (rows, S) views, one slope per row: slopes[r % channels]. In place they
+# loop over the one array, because LLVM vectorizes a loop over two arrays only after a
+# run-time check that they do not overlap, which the same array fails (scalar code, 2.4x
+# slower on a ReLU).
+
+@cpu_kernel(nogil=True, inline="always")
+def _leaky(value, slope, zero):
+    return value if value > 0 else value * slope + zero
+
+
+@cpu_kernel(nogil=True)
+def leaky_forward(x, y, in_place, saved, keep, slopes, channels, start, stop):
+    """y = x if x > 0 else slope * x over rows [start, stop) (``in_place``: x is y); with ``keep``,
+    each row of x is first copied to ``saved``."""
+    zero = y.dtype.type(0.0)
+    for r in range(start, stop):
+        slope = slopes[r % channels]
+        out = y[r]
+        if keep:
+            saved[r, :] = x[r]
+        if in_place:
+            for j in range(out.size):
+                out[j] = _leaky(out[j], slope, zero)
+        else:
+            row = x[r]
+            for j in range(row.size):
+                out[j] = _leaky(row[j], slope, zero)
+
+
+@cpu_kernel(nogil=True)
+def leaky_backward(x, dy, dx, in_place, slopes, channels, start, stop):
+    """dx = dy * (1 if x > 0 else slope) over rows [start, stop); ``in_place``: dx is dy."""
+    for r in range(start, stop):
+        slope = slopes[r % channels]
+        row, out = x[r], dx[r]
+        if in_place:
+            for j in range(row.size):
+                out[j] = out[j] if row[j] > 0 else out[j] * slope
+        else:
+            gradient = dy[r]
+            for j in range(row.size):
+                out[j] = gradient[j] if row[j] > 0 else gradient[j] * slope
+
+
+def rows_view(array):
+    """(rows, S) view of a blob's array: S the product of the axes after the first two (the last for 2-D)."""
+    if array.ndim <= 1:
+        return array.reshape(1, array.size)
+    if array.ndim == 2:
+        return array
+    return array.reshape(array.shape[0] * array.shape[1], math.prod(array.shape[2:]))
 
 
 @register("ReLU")
@@ -22,15 +82,17 @@ class ReLULayer(Layer):
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
-        x = bottom[0].data
-        if self.negative_slope == 0:
-            np.maximum(x, 0, out=top[0].data)
-        else:
-            top[0].data[...] = np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
+        x, y = rows_view(bottom[0].data), rows_view(top[0].data)
+        slopes = x.dtype.type(self.negative_slope).reshape(1)
+        in_place = bottom[0] is top[0]
+        threads.parallel_for(x.shape[0], lambda start, stop: leaky_forward(x, y, in_place, x, False, slopes, 1,
+                                                                           start, stop), x.shape[1])
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        positive = bottom[0].data > 0
-        slope = top[0].diff.dtype.type(self.negative_slope)
-        bottom[0].diff[...] = top[0].diff * np.where(positive, 1, slope)
+        x, dy, dx = rows_view(bottom[0].data), rows_view(top[0].diff), rows_view(bottom[0].diff)
+        slopes = dx.dtype.type(self.negative_slope).reshape(1)
+        in_place = bottom[0] is top[0]
+        threads.parallel_for(x.shape[0], lambda start, stop: leaky_backward(x, dy, dx, in_place, slopes, 1,
+                                                                            start, stop), x.shape[1])

@@ -18,15 +18,19 @@ input is kept for ``ds``.
 Deviation from Caffe: when a learned ``s`` has as many elements as ``x``,
 Caffe overwrites its diff instead of accumulating; here it accumulates as every
 parameter diff does.
+
+CPU: Bias's kernels (``channel_affine``, ``channel_sums``) on minicaffe's
+threads; sums per channel are the same at any thread count.
 """
 
 import numpy as np
 
+from .. import threads
 from ..fillers import fill
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register
-from .bias import broadcast_layout, learned_operand_shape
+from .bias import apply_channel_affine, broadcast_layout, learned_operand_shape, rows, sum_channels
 
 
 @register("Scale")
@@ -64,30 +68,38 @@ class ScaleLayer(Layer):
         top[0].reshape(bottom[0].shape)
 
     def forward(self, bottom, top):
+        x = rows(bottom[0].data, self.layout)
+        if bottom[0] is top[0]:                # ds needs x, which y overwrites
+            if self._saved_input is None or self._saved_input.shape != x.shape:
+                self._saved_input = np.empty_like(x)
+            saved = self._saved_input
+            threads.parallel_for(x.size, lambda start, stop: np.copyto(saved.reshape(-1)[start:stop],
+                                                                      x.reshape(-1)[start:stop]))
+        y = rows(top[0].data, self.layout)
         dim = self.layout[1]
-        x = bottom[0].data.reshape(self.layout)
-        if bottom[0] is top[0]:
-            self._saved_input = x.copy()       # ds needs x, which y overwrites
-        y = top[0].data.reshape(self.layout)
-        np.multiply(x, self._scale(bottom).data.reshape(1, dim, 1), out=y)
+        scale = self._scale(bottom).data
+        if self.bias_term and self.bias_layout == self.layout:
+            apply_channel_affine(x, y, dim, scale=scale, bias=self.blobs[-1].data)
+            return
+        apply_channel_affine(x, y, dim, scale=scale)
         if self.bias_term:
-            y_bias = top[0].data.reshape(self.bias_layout)
-            y_bias += self.blobs[-1].data.reshape(1, self.bias_layout[1], 1)
+            y_bias = rows(top[0].data, self.bias_layout)
+            apply_channel_affine(y_bias, y_bias, self.bias_layout[1], bias=self.blobs[-1].data)
 
     def backward(self, top, propagate_down, bottom):
         # Parameter and scale gradients first: in place, dx overwrites dy.
         if self.bias_term and self.param_propagate_down[-1]:
-            dy = top[0].diff.reshape(self.bias_layout)
-            self.blobs[-1].diff.reshape(-1)[...] += dy.sum(axis=(0, 2))
+            dy = rows(top[0].diff, self.bias_layout)
+            self.blobs[-1].diff.reshape(-1)[...] += sum_channels(dy, self.bias_layout[1]).astype(self.dtype)
         learned = len(bottom) == 1
-        dy = top[0].diff.reshape(self.layout)
+        dy = rows(top[0].diff, self.layout)
+        dim = self.layout[1]
         if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
-            x = self._saved_input if bottom[0] is top[0] else bottom[0].data.reshape(self.layout)
-            scale_grad = np.einsum("odi,odi->d", dy, x)
+            x = self._saved_input if bottom[0] is top[0] else rows(bottom[0].data, self.layout)
+            scale_grad = sum_channels(dy, dim, x)
             if learned:
-                self.blobs[0].diff.reshape(-1)[...] += scale_grad
+                self.blobs[0].diff.reshape(-1)[...] += scale_grad.astype(self.dtype)
             else:
                 bottom[1].diff.reshape(-1)[...] = scale_grad
         if propagate_down[0]:
-            scale = self._scale(bottom).data.reshape(1, self.layout[1], 1)
-            np.multiply(dy, scale, out=bottom[0].diff.reshape(self.layout))
+            apply_channel_affine(dy, rows(bottom[0].diff, self.layout), dim, scale=self._scale(bottom).data)
