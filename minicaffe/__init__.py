@@ -9,7 +9,8 @@ unchanged: ``Net``, ``TRAIN``/``TEST``, ``Layer`` (for Python layers),
 ``NetSpec``, ``layers`` (``L``), ``params`` (``P``) and ``to_proto``,
 ``draw``, ``coord_map``, ``Classifier``, ``Detector``, the solvers, and
 ``init_log``/``log``. Beyond pycaffe: ``read_net``, ``plan_net`` (the graph
-plan) and ``minicaffe.testing`` (gradient checks).
+plan), ``set_num_threads``/``get_num_threads`` (the thread budget, see
+:mod:`minicaffe.threads`) and ``minicaffe.testing`` (gradient checks).
 """
 
 from . import errors, io
@@ -22,6 +23,7 @@ from .mode import (has_nccl, set_device, set_mode_cpu, set_mode_gpu, set_multipr
                    set_solver_rank, solver_count, solver_rank)
 from .net import Net
 from .net_spec import NetSpec, to_proto
+from .threads import get_num_threads, set_num_threads
 from . import params
 from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver, SGDSolver, Solver,
                       get_solver)
@@ -56,4 +58,5 @@ __all__ = [
     "get_solver", "layer_type_list", "NetSpec", "to_proto", "layers", "params",
     "has_nccl", "solver_count", "set_solver_count", "solver_rank", "set_solver_rank", "set_multiprocess",
     "draw", "coord_map", "Classifier", "Detector", "init_log", "log", "set_progress",
+    "get_num_threads", "set_num_threads",
 ]

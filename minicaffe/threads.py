@@ -38,7 +38,9 @@ its threads and its idle workers spin after every call, so with a busy
 process on one core a forward became 5-70x slower; at one BLAS thread its
 workers never run. This is process-wide: numpy products in your own code then
 run on one thread too (wrap them in ``threadpoolctl.threadpool_limits(n)`` to
-give them more; minicaffe takes BLAS back to one at its next product).
+give them more; minicaffe takes BLAS back to one at its next product). Only
+numpy's BLAS is held: the OpenBLAS that other packages bundle (OpenCV's, for
+one) keeps its own thread count.
 
 **numba's own parallel kernels.** minicaffe compiles none: chunks in this pool
 cost no ``parallel=True`` compilation (about 1 s per specialization from a
@@ -148,8 +150,23 @@ def _hold_blas_to_one():
     global _blas
     if _blas is None:
         from threadpoolctl import ThreadpoolController
-        _blas = ThreadpoolController().select(user_api="blas").lib_controllers
+        _blas = _numpys_blas(ThreadpoolController().select(user_api="blas").lib_controllers)
     _blas_held()
+
+
+def _numpys_blas(libraries):
+    """The BLAS libraries numpy calls, not those other packages bundle (OpenCV and others ship an
+    OpenBLAS of their own, whose threads are theirs to set): the ones inside numpy's folders
+    (``numpy/``, ``numpy.libs/``), else, for a numpy linked to the system's BLAS, those outside
+    every installed package's folder."""
+    import numpy
+    package = os.path.dirname(os.path.abspath(numpy.__file__))
+    owned = (package + os.sep, package + ".libs" + os.sep)
+    mine = [library for library in libraries if os.path.abspath(library.filepath).startswith(owned)]
+    if mine:
+        return mine
+    site = os.path.dirname(package) + os.sep
+    return [library for library in libraries if not os.path.abspath(library.filepath).startswith(site)]
 
 
 def _blas_held():

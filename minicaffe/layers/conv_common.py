@@ -49,18 +49,17 @@ wherever it fits, im2row elsewhere; ``"auto"`` (or unset) chooses by shape.
 Every path gives the same numbers up to float rounding.
 
 Threads. Two functions here run all of the paths' heavy work, so the thread
-budget is applied in one place: :func:`_product` does every matrix product
-(``numpy.matmul`` now, which runs on BLAS's threads), and :func:`_tasks` runs
-every direct kernel, which takes a range of independent tasks (planes) and
-releases the GIL, so its range can be split across a pool with bit-identical
-results (today one call on the calling thread). The direct kernels are not
-``parallel=True``: compiled so they took 2.3 s each from a cold cache
-instead of 0.8 s, and with numba's OpenMP layer every call waited 4-8 ms for
-its second thread whenever another process held a core (0.3 ms on one
-thread). The im2row path's numba kernels (im2row, row2im, the transposes) run
-on one thread: made ``parallel=True``, numba's OpenMP workers and OpenBLAS's
-spun on the same cores while the other ran (CIFAR-10 quick 7 to 40 times
-slower on 2 cores).
+budget is applied in one place (:mod:`minicaffe.threads`): :func:`_product`
+does every matrix product (``threads.matmul``: big products cut into blocks
+that the pool's threads take one at a time, BLAS itself on one thread), and
+:func:`_tasks` runs every direct kernel, which takes a range of independent
+tasks (planes) and releases the GIL, so ``threads.parallel_for`` splits its
+range across the pool with bit-identical results. The direct kernels are not
+``parallel=True``: compiled so they took 2.3 s each from a cold cache instead
+of 0.8 s, and with numba's OpenMP layer every call waited 4-8 ms for its
+second thread whenever another process held a core. The im2row path's own
+numba kernels (im2row, row2im, the transposes) still run on the calling
+thread.
 """
 
 from __future__ import annotations
@@ -69,6 +68,7 @@ import os
 
 import numpy as np
 
+from .. import threads
 from ..fillers import fill
 from ..kernels import cpu_kernel
 from ..layer import Layer
@@ -81,14 +81,14 @@ def _product(a, b, out=None):
     """``a @ b`` into ``out`` (numpy.matmul's semantics, for 2-D ``(M, K) @ (K, N)`` and stacked
     ``(G, M, K) @ (G, K, N)``, either side possibly 2-D and shared by every group; ``out`` never overlaps
     ``a`` or ``b``); returns ``out``. Every product of the convolution paths goes through here."""
-    return np.matmul(a, b, out=out)
+    return threads.matmul(a, b, out)
 
 
 def _tasks(kernel, count, work, *args):
     """``kernel(first, stop, *args)`` over the tasks ``[0, count)``: every direct kernel runs through here.
     A task does about ``work`` multiply-adds and writes only its own outputs, in a fixed order, so the range
     may be split into chunks on any threads (the kernels release the GIL) with bit-identical results."""
-    kernel(0, count, *args)
+    threads.parallel_for(count, lambda first, stop: kernel(first, stop, *args), work)
 
 
 @cpu_kernel
