@@ -29,8 +29,9 @@ FASTMATH = frozenset({"reassoc", "contract", "arcp"})
 def cpu_kernel(function=None, **options):
     """``@njit`` as minicaffe's CPU kernels use it: cached, vectorizing fast-math, and
     numpy's error model, since Python's (a zero check on every float division) keeps
-    LLVM from vectorizing loops that divide (14x slower on a sigmoid)."""
-    settings = {"cache": True, "error_model": "numpy", "fastmath": set(FASTMATH)}
+    LLVM from vectorizing loops that divide (14x slower on a sigmoid); without the GIL,
+    so the thread pool (:mod:`minicaffe.threads`) can run kernels side by side."""
+    settings = {"cache": True, "error_model": "numpy", "fastmath": set(FASTMATH), "nogil": True}
     settings.update(options)
     if function is None:
         return njit(**settings)

@@ -236,7 +236,14 @@ class _Pool:
             self.grow(helpers)
         for _ in range(helpers):
             self._jobs.put(job)
-        job.work()
+        # The caller works on the job too, as a pool thread: work a chunk splits runs inline there as
+        # well, so a chunk computes the same way whichever thread takes it.
+        nested = getattr(_local, "in_pool", False)
+        _local.in_pool = True
+        try:
+            job.work()
+        finally:
+            _local.in_pool = nested
         job.done.acquire()
         if job.error is not None:
             raise job.error

@@ -324,3 +324,36 @@ def test_batch_norm_statistics_repeat_bit_for_bit(budget, small_chunks):
     np.testing.assert_allclose(results[0][0], mean, rtol=1e-6)
     m = x[:, 0].size
     np.testing.assert_allclose(results[0][1], x.astype(np.float64).var(axis=(0, 2, 3)) * m / (m - 1), rtol=1e-5)
+
+
+def test_im2row_chunks_on_the_pool_equal_one_thread_with_a_folded_chain(budget, monkeypatch):
+    """Several im2row chunks run side by side, each with its thread's own buffers: the same bits as one
+    thread, run to run, with and without a BatchNorm/Scale chain folded in."""
+    import minicaffe
+    from minicaffe.layers import conv_im2row
+    from minicaffe.proto.text import parse_net
+    monkeypatch.setattr(conv_im2row, "COLUMN_BUDGET", 1)        # one image per chunk: 5 chunks
+    text = """
+    layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 5 dim: 6 dim: 7 dim: 7 } } }
+    layer { name: "conv" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: 12
+      kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" } } }
+    layer { name: "bn" type: "BatchNorm" bottom: "y" top: "y" }
+    layer { name: "scale" type: "Scale" bottom: "y" top: "y" scale_param { bias_term: true } }
+    """
+    net = minicaffe.Net(parse_net(text), minicaffe.TEST)
+    rng = np.random.default_rng(2)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = rng.uniform(0.5, 1.5, blob.shape)
+    net.blobs["x"].data[...] = rng.normal(size=net.blobs["x"].shape)
+    assert net.layer_dict["conv"].conv_path == "im2row" and net.layer_dict["conv"].path.chunk == 1
+    results = {}
+    for fold in (True, False):
+        net.fold_inference = fold
+        for count in (1, 2, 2, 3):
+            threads.set_num_threads(count)
+            results.setdefault(fold, []).append(net.forward()["y"].copy())
+    for runs in results.values():
+        for other in runs[1:]:
+            np.testing.assert_array_equal(other, runs[0])
+    np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-5, atol=1e-5)

@@ -25,8 +25,11 @@ patches of its top diff, so both override :class:`ConvPath`'s compositions.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
+from .. import threads
 from ..kernels import cpu_kernel
 from .conv_common import ConvPath, _product
 
@@ -97,9 +100,17 @@ class Im2rowPath(ConvPath):
         weight_rows = self._weight_rows()
         if scale is not None:       # a folded BatchNorm/Scale (weights_to_rows may be a view: a new array)
             weight_rows = weight_rows * scale.reshape(self.group, -1, 1)
-        outputs = self._chunks(conv_output, self.layer.conv_out_size)
-        for (images, x), (_, y) in zip(self._chunks(conv_input, self.layer.conv_in_size), outputs):
-            self._apply(self._patches(x, images), weight_rows, y, images, bias)
+        chunks = list(zip(self._chunks(conv_input, self.layer.conv_in_size),
+                          self._chunks(conv_output, self.layer.conv_out_size)))
+
+        def apply_chunks(first, stop):
+            # Several chunks: each on one thread, with buffers of that thread's own (its product then
+            # runs inline there); each writes only its own images, so the result does not depend on
+            # which thread takes which chunk.
+            key = "" if len(chunks) == 1 else f"@{threading.get_ident()}"
+            for (images, x), (_, y) in chunks[first:stop]:
+                self._apply(self._patches(x, images, key), weight_rows, y, images, bias, key)
+        threads.run(apply_chunks, [(index, index + 1) for index in range(len(chunks))])
 
     def transpose(self, conv_output, conv_input):
         weight_rows = self._weight_rows()
@@ -159,16 +170,16 @@ class Im2rowPath(ConvPath):
         """A (images * L, columns) matrix seen as (group, images * L, columns / group)."""
         return matrix.reshape(images * self.locations, self.group, -1).transpose(1, 0, 2)
 
-    def _patches(self, conv_input, images):
-        """im2row of ``images`` conv-input images (flat) into the patch buffer, by group."""
+    def _patches(self, conv_input, images, key=""):
+        """im2row of ``images`` conv-input images (flat) into the patch buffer (``key``: whose), by group."""
         g = self.geometry
-        patches = self.layer._buffer("patches", g.rows_size(images))
-        g.im2row(conv_input, images, patches, self.layer._buffer("scratch", g.scratch_size(images)))
+        patches = self.layer._buffer("patches" + key, g.rows_size(images))
+        g.im2row(conv_input, images, patches, self.layer._buffer("scratch" + key, g.scratch_size(images)))
         return self._by_group(patches[:images * self.locations * g.width], images)
 
-    def _apply(self, patches, weight_rows, conv_output, images, bias):
+    def _apply(self, patches, weight_rows, conv_output, images, bias, key=""):
         """conv_output (flat images) = the patches times the weights (+ bias per output channel)."""
-        product = self.layer._buffer("product", images * self.locations * self.out_channels)
+        product = self.layer._buffer("product" + key, images * self.locations * self.out_channels)
         _product(patches, weight_rows.transpose(0, 2, 1), self._by_group(product, images))
         add_bias = bias is not None
         _locations_to_images(product, self.out_channels, images, self.locations, conv_output,
