@@ -16,8 +16,9 @@ DummyData refill is not timed); parameter gradients are computed, the solver's
 update is not run on either side.
 
 Both run in this process with the same number of threads: PyTorch's intra-op
-threads are set to the number BLAS uses (minicaffe's numba kernels run on one
-thread, its matrix products on BLAS's threads). The two are timed in
+threads are set to the number of cores, and minicaffe's budget is the same
+(:mod:`minicaffe.threads`: its pool splits products and layers, numpy's BLAS
+itself runs on one thread). The two are timed in
 alternating rounds so that a change in the machine's load hits both; the
 figure is the median over all timed iterations, after warm-up iterations that
 also compile minicaffe's numba kernels. The minicaffe per-layer breakdown is
@@ -31,10 +32,9 @@ AVX-512 kernels, in a subprocess (OpenBLAS reads the variable when it loads;
 `--variants no` skips it): minicaffe's convolutions are BLAS products, so
 their speed is OpenBLAS's.
 
-All of minicaffe's numba kernels run on one thread, beside BLAS's threads:
-numba's parallel (OpenMP) workers spin after each kernel on the cores that
-OpenBLAS's workers need next, which made whole iterations several times
-slower when some layers had parallel kernels.
+minicaffe's thread pool sleeps when idle, and numpy's BLAS is held at one
+thread while minicaffe splits products itself: OpenBLAS's own workers spin
+after each call on the cores the next layer needs.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import minicaffe  # noqa: E402
 from minicaffe.fillers import set_random_seed  # noqa: E402
 from minicaffe.net import Net  # noqa: E402
 from minicaffe.timing import time_net  # noqa: E402
@@ -196,6 +197,7 @@ def run_all(rounds, iterations):
 
     threads = blas_threads()
     torch.set_num_threads(threads)
+    minicaffe.set_num_threads(threads)
     rows = []
     for name, path, batch in NETS:
         row = benchmark(name, path, batch, rounds, iterations, threads)
@@ -207,13 +209,13 @@ def run_all(rounds, iterations):
 
 
 NOTES = """\
-Why a net misses the target, where it does: minicaffe's convolutions are im2row copies (numba, one thread)
-and BLAS matrix products, so a convolution-heavy net runs at OpenBLAS's speed. On the 5x5 convolutions of
+Why a net misses the target, where it does: minicaffe's convolutions with few channels per group run as
+direct numba loops, the rest as im2row copies and BLAS matrix products (chunks of images side by side), so a convolution-heavy net runs at OpenBLAS's speed. On the 5x5 convolutions of
 CIFAR-10 quick, measured one thread at a time while developing this benchmark, OpenBLAS's sgemm reached about
 90 GFLOP/s with its Haswell kernels and about 150 with its AVX-512 ones, where PyTorch's oneDNN direct
 convolutions reached about 200 (conv2's forward: about 15 ms against 6.5 ms). The first convolution (3 input
-channels, 75 values per patch) is small products and layout copies, which run on one thread. BVLC Caffe runs the
-same im2col and BLAS scheme, one image at a time."""
+channels, 75 values per patch) is small products and layout copies. BVLC Caffe runs the same im2col and BLAS
+scheme, one image at a time."""
 
 
 def share(row, kind):
@@ -281,8 +283,8 @@ def main(argv=None):
         + (f", as `OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}` in the environment says"
            if "OPENBLAS_CORETYPE" in os.environ else "") + f"), numba {numba.__version__}, "
         f"PyTorch {torch.__version__}. "
-        f"Threads: {first['threads']} for BLAS and for PyTorch (`torch.set_num_threads`); minicaffe's "
-        "numba kernels run on one thread.",
+        f"Threads: {first['threads']} for PyTorch (`torch.set_num_threads`) and for minicaffe's budget "
+        "(`minicaffe.set_num_threads`; numpy's BLAS itself on one thread).",
         "",
         f"Median milliseconds per iteration over {args.rounds} alternating rounds of {args.iterations} "
         "iterations each, minimum in brackets; lower is better. Both sides run the same weights on the same "
