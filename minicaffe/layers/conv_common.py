@@ -64,6 +64,7 @@ thread.
 
 from __future__ import annotations
 
+import abc
 import os
 
 import numpy as np
@@ -126,7 +127,7 @@ def _add_channel_bias(data, channels, images, locations, bias):
                 data[_U(target + p)] += value
 
 
-class ConvPath:
+class ConvPath(abc.ABC):
     """One way to compute a layer's three operations; made by the layer's reshape for its current shapes.
 
     A path declares ``name``, ``fits(layer)`` (it can compute this geometry) and
@@ -143,20 +144,21 @@ class ConvPath:
     def __init__(self, layer):
         self.layer = layer
 
+    @abc.abstractmethod
     def apply(self, conv_input, conv_output, bias, scale=None):
         """conv_output = the convolution of conv_input (+ bias, or None); with ``scale`` (one value per
         output channel, Convolution's folded BatchNorm/Scale: see :mod:`minicaffe.fold`),
         ``scale * convolution + bias``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def transpose(self, conv_output, conv_input):
         """conv_input = the transposed convolution of conv_output."""
-        raise NotImplementedError
 
     def weight_gradient(self, output_diff, conv_input, weight_diff, bias_diff):
         """weight_diff (the weight blob's diff) += the weight gradient, bias_diff += the channel sums of
-        output_diff; either may be None (not wanted)."""
-        raise NotImplementedError
+        output_diff; either may be None (not wanted). A path that computes the gradients together
+        overrides :meth:`backward` and :meth:`backward_transposed` instead."""
+        raise TypeError(f"{type(self).__name__} defines neither weight_gradient nor both backward methods")
 
     def backward(self, output_diff, conv_input, input_diff, weight_diff, bias_diff):
         """Convolution's gradients for one bottom; input_diff, weight_diff and bias_diff are None where not
