@@ -214,7 +214,8 @@ class Layer:
 
 
 def _shapes_of(bottom, top):
-    return tuple(blob.shape for blob in bottom), tuple(blob.shape for blob in top)
+    # Called twice per layer per Forward: list comprehensions and the attribute, not generators and a property.
+    return tuple([blob._shape for blob in bottom]), tuple([blob._shape for blob in top])
 
 
 # ====================================================================== losses
