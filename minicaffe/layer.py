@@ -54,6 +54,9 @@ class Layer:
     never_backward_bottoms = ()
     # False for layers Caffe gives no Backward (Accuracy, ArgMax, Threshold...).
     has_backward = True
+    # For a type that comes from a Caffe fork, not BVLC: the fork, as `minicaffe layers` shows it
+    # (e.g. "SSD (weiliu89/caffe, branch ssd)").
+    fork = None
     # True when reshape must run before every Forward even if no shape changed
     # (Python layers: user code may shape its tops from anything).
     always_reshape = False
