@@ -13,13 +13,14 @@ from .graph import phase_name
 from .net import Net
 
 
-def check_net(path, phase="TRAIN", level=0, stages=(), input_shapes=None) -> Net:
+def check_net(path, phase="TRAIN", level=0, stages=(), input_shapes=None, end=None) -> Net:
     """A shapes-only Net for ``path``: every shape and rule checked, no blob memory allocated.
 
+    ``end``: only the layers up to that one (see :class:`minicaffe.net.Net`).
     Raises a MinicaffeError naming the file, layer or blob if the net is invalid.
     """
     return Net(path, phase, level=level, stages=stages, input_shapes=input_shapes,
-               shape_inference=True)
+               shape_inference=True, end=end)
 
 
 def format_shape(shape) -> str:
@@ -65,6 +66,8 @@ def describe(net: Net) -> str:
                  "(twice that with diffs)")
     for layer_name, reason in net.unknown_reasons.items():
         lines.append(f"note: shapes from layer '{layer_name}' on are unknown (?): {reason}")
+    for note in net.notes:
+        lines.append("note: " + note)
     for warning in plan.warnings:
         lines.append("warning: " + warning)
     return "\n".join(lines)

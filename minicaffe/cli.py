@@ -130,6 +130,12 @@ class _GpuIds(click.ParamType):
 _GPUS = _GpuIds()
 
 
+_END = click.option("--end", metavar="LAYER",
+                    help="Build and run the net only up to and including LAYER (pycaffe's forward(end=...)); "
+                         "the layers after it are left out unparsed, so a Caffe fork's layer or field there "
+                         "does not stop the net (each one skipped is noted).")
+
+
 @main.command()
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("--phase", type=_PHASES, default="TRAIN", show_default=True,
@@ -138,7 +144,8 @@ _GPUS = _GpuIds()
 @_STAGES
 @click.option("--input-shape", "input_shapes", multiple=True, callback=_parse_input_shapes,
               metavar="NAME=D1,D2,...", help="Override an Input top's shape (repeat for several).")
-def check(net, phase, level, stages, input_shapes):
+@_END
+def check(net, phase, level, stages, input_shapes, end):
     """Validate NET and print its graph with shapes.
 
     Prints each layer kept for the phase, level and stages, in run order: its
@@ -147,11 +154,11 @@ def check(net, phase, level, stages, input_shapes):
     shared parameters. No blob memory is allocated. A shape that needs data to
     be known (a data layer whose source is absent) shows as `?`, as does
     everything downstream. Exits 1 with one line naming the file, layer or
-    blob when the net is invalid.
+    blob when the net is invalid. With --end LAYER, only the layers up to LAYER.
     """
     from .check import check_net, describe
 
-    checked = check_net(net, phase=phase.upper(), level=level, stages=stages, input_shapes=input_shapes)
+    checked = check_net(net, phase=phase.upper(), level=level, stages=stages, input_shapes=input_shapes, end=end)
     click.echo(describe(checked))
     click.echo("OK")
 
@@ -166,19 +173,22 @@ def check(net, phase, level, stages, input_shapes):
 @_STAGES
 @click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device ('0'; of '0,1' or 'all' the first); "
                                          "layers without GPU kernels run on the CPU.")
-def forward(net, weights, phase, iterations, level, stages, gpu):
+@_END
+def forward(net, weights, phase, iterations, level, stages, gpu, end):
     """Run Forward passes of NET and print its outputs.
 
     Each output blob is printed per iteration: a scalar as its value, a larger
     blob as its shape and summary statistics; loss outputs in Caffe's form
     `NAME = V (* W = W*V loss)`. With several iterations the averages follow.
-    The last line is the total weighted loss, averaged over iterations.
+    The last line is the total weighted loss, averaged over iterations. With
+    --end LAYER, only the layers up to LAYER run, and LAYER's tops are among
+    the outputs.
     """
     from .run import run_forward
 
     _select_device(gpu)
     for line in run_forward(net, weights=weights, phase=phase.upper(), iterations=iterations,
-                            level=level, stages=stages):
+                            level=level, stages=stages, end=end):
         click.echo(line)
 
 
@@ -204,22 +214,34 @@ def device_query(gpu):
 
 
 @main.command(name="layers")
-def list_layers():
-    """List the layer types minicaffe knows, with a line on each."""
+@click.option("--forks", "forks_only", is_flag=True,
+              help="Only the types from Caffe forks and plugins, not BVLC Caffe's.")
+def list_layers(forks_only):
+    """List the layer types minicaffe knows, with a line on each.
+
+    A type that is not BVLC Caffe's names where it comes from: the Caffe fork
+    (SSD, py-faster-rcnn, SegNet, DeepLab, ...) or the plugin package that
+    registered it (entry point group `minicaffe.layers`).
+    """
     import sys
 
+    from .plugins import plugin_of
     from .registry import known_types, layer_class
 
     names = known_types()
     width = max(len(name) for name in names)
     for name in names:
         cls = layer_class(name)
+        plugin = plugin_of(name)
+        origin = f"plugin {plugin}" if plugin else cls.fork
+        if forks_only and not origin:
+            continue
         # The module docstring opens with the layer's formula; the class's may add to it.
         doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip().splitlines()
         summary = doc[0] if doc else ""
         if summary.startswith(name + ":"):
             summary = summary[len(name) + 1:].strip()
-        click.echo(f"{name:<{width}}  {summary}")
+        click.echo(f"{name:<{width}}  {summary}" + (f"  [from {origin}]" if origin else ""))
 
 
 @main.command()

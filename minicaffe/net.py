@@ -37,8 +37,11 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
     """
 
     def __init__(self, model, *args, phase=None, level=0, stages=None, weights=None, dtype=np.float32,
-                 input_shapes=None, shape_inference=False):
+                 input_shapes=None, shape_inference=False, end=None):
         phase, weights = _constructor_args(args, phase, weights)
+        # `end`: build only the layers up to and including this one (file order), leaving out the
+        # rest unparsed, so a Caffe fork's layer after it does not stop the net; `notes` says what.
+        self.notes = []
         self._shape_inference = shape_inference
         self.debug_info = False     # Caffe's debug_info: log per-layer magnitudes in Forward and Backward
         # TEST nets merge a BatchNorm/Scale/Bias chain into the Convolution it follows (minicaffe.fold).
@@ -50,6 +53,12 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
             net_param.CopyFrom(model)
             upgrade_net(net_param, source=net_param.name or "<NetParameter>")
             self._source = net_param.name or "<NetParameter>"
+            if end is not None:
+                self.notes = _keep_layers_until(net_param, end)
+        elif end is not None:
+            from .proto.text import read_net_until
+            net_param, self.notes = read_net_until(model, end)
+            self._source = os.fspath(model)
         else:
             from .proto.text import read_net
             net_param = read_net(model)
@@ -563,3 +572,13 @@ def _prune_backward(plan, layers, layer_need_backward, bottom_need_backward):
 
 
 __all__ = ["Net", "TRAIN", "TEST"]
+
+
+def _keep_layers_until(net_param, end):
+    """Drop the layers after the one named ``end`` from ``net_param``; the note saying so."""
+    names = [layer.name for layer in net_param.layer]
+    if end not in names:
+        raise GraphError(f"end: the net has no layer named '{end}'", layer=end)
+    dropped = names[names.index(end) + 1:]
+    del net_param.layer[names.index(end) + 1:]
+    return [f"end {end}: {len(dropped)} layers after it left out"] if dropped else []

@@ -31,6 +31,11 @@ def known_types() -> list:
     return sorted(_LAYER_CLASSES)
 
 
+def registered_types():
+    """The type names registered so far (built-ins and plugins loaded up to now)."""
+    return list(_LAYER_CLASSES)
+
+
 def layer_class(type_name: str, layer_name=None):
     """The class registered for ``type_name``; a GraphError naming close matches if none is."""
     _load_builtin_layers()
@@ -43,10 +48,18 @@ def layer_class(type_name: str, layer_name=None):
     from .caffeinit import find_python_layer
     if find_python_layer(type_name) is not None:
         return _LAYER_CLASSES["Python"]
+    from .fork_names import FORK_OF_TYPE
+    fork = FORK_OF_TYPE.get(type_name)
+    if fork is not None:
+        raise GraphError(f"layer type '{type_name}' comes from {fork}, a Caffe fork whose layer minicaffe does "
+                         "not implement; run the net up to a layer before it (`--end LAYER`, "
+                         "`Net(..., end=LAYER)`), or add the type from a plugin (docs/compatibility.md)",
+                         layer=layer_name)
     close = difflib.get_close_matches(type_name, list(_LAYER_CLASSES), n=3, cutoff=0.5)
     hint = ("; did you mean " + " or ".join(f"'{name}'" for name in close) + "?") if close else ""
     raise GraphError(f"unknown layer type '{type_name}'{hint} "
-                     f"(minicaffe knows {len(_LAYER_CLASSES)} types: see `minicaffe layers`)",
+                     f"(minicaffe knows {len(_LAYER_CLASSES)} types: see `minicaffe layers`; a type from a "
+                     "Caffe fork can come from a plugin, or `--end LAYER` runs the net up to a layer before it)",
                      layer=layer_name)
 
 
@@ -56,5 +69,7 @@ def create_layer(layer_param, phase, dtype):
 
 
 def _load_builtin_layers():
-    # Importing the package runs every layer module's @register.
+    # Importing the package runs every layer module's @register; plugins register theirs on loading.
     from . import layers  # noqa: F401
+    from .plugins import load_plugins
+    load_plugins()

@@ -21,9 +21,14 @@ def summary_line(name, array) -> str:
             f"min {array.min():.6g}, max {array.max():.6g}")
 
 
-def run_forward(path, weights=None, phase="TEST", iterations=1, level=0, stages=()):
-    """Yield the report lines of ``iterations`` Forward passes of the net at ``path``."""
-    net = Net(path, phase, level=level, stages=stages, weights=weights)
+def run_forward(path, weights=None, phase="TEST", iterations=1, level=0, stages=(), end=None):
+    """Yield the report lines of ``iterations`` Forward passes of the net at ``path``.
+
+    ``end``: only the layers up to that one are built and run; what was left out is noted first.
+    """
+    net = Net(path, phase, level=level, stages=stages, weights=weights, end=end)
+    for note in net.notes:
+        yield "note: " + note
     loss_weights = net.blob_loss_weights
     totals = {}
     total_loss = 0.0

@@ -69,6 +69,12 @@ class DataTransformer:
             raise self._error("transform_param: force_color and force_gray cannot both be set")
         self.force_color = bool(param.force_color)
         self.force_gray = bool(param.force_gray)
+        # The SSD fork's augmentation fields parse (caffe.proto), but minicaffe does not implement
+        # them: refuse rather than train on data the user did not ask for.
+        ssd_only = [field.name for field, _ in param.ListFields() if field.number >= 8]
+        if ssd_only:
+            raise self._error(f"transform_param: {', '.join(ssd_only)} belong to the SSD fork's data "
+                              "augmentation, which minicaffe does not implement")
         self.mean_image = None
         self._means = {}
 

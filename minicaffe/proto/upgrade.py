@@ -56,6 +56,7 @@ from __future__ import annotations
 
 from ..errors import UpgradeError
 from . import caffe_pb2
+from .fork_fields import NOTE_FORK_FIELDS, reread_fork_fields
 from .upgrade_tables import (  # the tables: type names, enums, where each legacy field goes
     SOLVER_TYPES,
     V0_LAYER_TYPES,
@@ -252,6 +253,8 @@ def upgrade_net(net, source: str = "<net>") -> list[str]:
     if net_needs_batch_norm_upgrade(net):
         upgrade_batch_norm(net)
         notes.append(NOTE_BATCH_NORM)
+    if reread_fork_fields(net):
+        notes.append(NOTE_FORK_FIELDS)
     return notes
 
 

@@ -67,6 +67,7 @@ class Solver:
         if self.type_name is not None and self.param.type != self.type_name:
             log.info("solver file names type %s; building %s as asked", self.param.type, self.type_name)
         _fill_snapshot_prefix(self.param, self.source)
+        self._refuse_ssd_fields()
         self.check_parameters()
         if self.param.random_seed >= 0:
             fillers.set_random_seed(self.param.random_seed)
@@ -96,6 +97,16 @@ class Solver:
 
     def fail(self, message):
         raise MinicaffeError(f"{self.source or 'solver'}: {message}")
+
+    def _refuse_ssd_fields(self):
+        # SSD's solver fields parse (caffe.proto) so its files load, but its detection evaluation and
+        # "plateau" policy are not implemented: say so rather than ignore them.
+        param = self.param
+        if param.eval_type == "detection":
+            self.fail('eval_type "detection" (the SSD fork\'s mAP evaluation in test passes) is not '
+                      "implemented; remove it to report the test nets' outputs as Caffe does")
+        if param.lr_policy == "plateau" or len(param.plateau_winsize):
+            self.fail('the SSD fork\'s "plateau" lr_policy (plateau_winsize) is not implemented')
 
     def _choose_mode(self):
         from .. import gpu, mode
