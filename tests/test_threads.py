@@ -44,7 +44,14 @@ def small_chunks(monkeypatch):
 
 
 def blas_threads():
-    return {info["internal_api"]: info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+    """numpy's BLAS pools (OpenCV, imported by other tests, brings an OpenBLAS of its own that
+    minicaffe leaves alone)."""
+    from threadpoolctl import ThreadpoolController
+
+    from minicaffe.threads import _numpys_blas
+    libraries = _numpys_blas(ThreadpoolController().select(user_api="blas").lib_controllers)
+    assert libraries, threadpool_info()
+    return {library.filepath: library.num_threads for library in libraries}
 
 
 # ---------------------------------------------------------------- the budget

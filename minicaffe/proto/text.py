@@ -44,6 +44,7 @@ def parse_text(text: str, message, source: str = "<string>"):
             if rewritten is None:
                 raise _prototxt_error(text, exc, source) from None
             text = rewritten
+            message.Clear()   # Parse merges into what the failed attempt had read
 
 
 def _with_plugin_field_named(text, exc):
@@ -79,13 +80,15 @@ def _unknown_field_reason(text, line, column, type_name, field_name, reason):
         names = [field.name for field in descriptor.fields]
     except KeyError:
         names = []
-    if type_name in ("caffe.LayerParameter", "caffe.V1LayerParameter") and field_name.endswith("_param"):
-        # A *_param minicaffe lacks is nearly always a fork's layer, not a typo: offer only a very
-        # close name (norm_param is not "transform_param").
-        close = difflib.get_close_matches(field_name, names, n=1, cutoff=0.85)
+    if type_name in ("caffe.LayerParameter", "caffe.V1LayerParameter"):
+        # A layer field minicaffe lacks is nearly always a fork's layer, not a typo: offer only a
+        # very close name (norm_param is not "transform_param"), and none for a known fork's field.
+        fork = FORK_OF_FIELD.get(field_name)
+        close = [] if fork else difflib.get_close_matches(field_name, names, n=1, cutoff=0.85)
         if close:
             return f'{in_layer}{reason} Did you mean "{close[0]}"?'
-        fork = FORK_OF_FIELD.get(field_name)
+        if not field_name.endswith("_param"):
+            return in_layer + reason
         origin = (f"it comes from {fork}, a Caffe fork whose layer minicaffe does not implement"
                   if fork else "it comes from a Caffe fork minicaffe does not know")
         return (f'{in_layer}field "{field_name}" is not in minicaffe\'s schema (BVLC Caffe\'s and the forks '
