@@ -39,11 +39,20 @@ def atomic_write_bytes(path, payload: bytes) -> None:
             tmp.write(payload)
             tmp.flush()
             os.fsync(tmp.fileno())
+        give_default_mode(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):
             os.unlink(tmp_path)
         raise
+
+
+def give_default_mode(path) -> None:
+    """The permissions ``open(path, "w")`` would have given (mkstemp makes files owner-only, 0600),
+    so a snapshot or a saved caffemodel is as readable as the files Caffe writes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _read_bytes(path) -> bytes:

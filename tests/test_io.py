@@ -138,6 +138,16 @@ def test_atomic_write_keeps_old_file_on_crash(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["snap.caffemodel"]       # no temporary left behind
 
 
+def test_written_files_get_the_umask_mode_not_mkstemps_owner_only(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = tmp_path / "model.caffemodel"
+        io.write_caffemodel(make_model(), path)
+        assert path.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)
+
+
 def test_pycaffe_io_helpers():
     arrays = [np.ones((2, 3), dtype=np.float32), np.zeros(4, dtype=np.float32)]
     back = io.blobprotovector_str_to_arraylist(io.arraylist_to_blobprotovector_str(arrays))

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import MinicaffeError, WeightsError
 from ..proto import caffe_pb2
-from ..io import array_to_blobproto
+from ..io import array_to_blobproto, give_default_mode
 
 
 def _h5py():
@@ -35,6 +35,7 @@ def _atomic_h5(path, write):
     try:
         with h5py.File(tmp_path, "w") as h5:
             write(h5)
+        give_default_mode(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):
