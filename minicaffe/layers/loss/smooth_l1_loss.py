@@ -121,6 +121,7 @@ def _smooth_l1_gradient_gpu(a, b, inside, outside, weighted, sigma2, factor, top
 
 @register("SmoothL1Loss")
 class SmoothL1LossLayer(LossLayer):
+    fork = "py-faster-rcnn (rbgirshick/caffe-fast-rcnn)"
     exact_bottoms = None
     min_bottoms = 2
     max_bottoms = 4
