@@ -33,7 +33,9 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
     ``Net(model, phase, level=0, stages=None, weights=None, dtype=numpy.float32)``
     or the legacy ``Net(model, weights, phase)``. ``model`` is a ``.prototxt``
     path or a NetParameter; ``dtype=numpy.float64`` builds a double net (for
-    gradient checks).
+    gradient checks). ``end="LAYER"`` (minicaffe) builds only the layers up to
+    and including LAYER, leaving the rest unparsed, so a Caffe fork's layer or
+    field after it does not stop the net; ``net.notes`` says what was left out.
     """
 
     def __init__(self, model, *args, phase=None, level=0, stages=None, weights=None, dtype=np.float32,
