@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import phase_name
+from .graph import TRAIN, phase_name
 from .net import Net
 
 
@@ -27,8 +27,14 @@ def format_shape(shape) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
 
 
-def describe(net: Net) -> str:
-    """The checked net as text: one line per layer, then inputs, outputs and totals."""
+def describe(net: Net, end=None) -> str:
+    """The checked net as text: one line per layer, then inputs, outputs and totals.
+
+    A net with no loss (no top with a nonzero loss_weight: Caffe computes the
+    loss from those only) gets a last line: a warning in the TRAIN phase, where
+    training it would compute no gradients; a note in the TEST phase, where a
+    deploy net rightly has none. ``end``: the --end LAYER the net was cut at.
+    """
     plan = net.plan
     state = plan.state
     split_count = sum(layer.is_split for layer in plan.layers)
@@ -70,7 +76,18 @@ def describe(net: Net) -> str:
         lines.append("note: " + note)
     for warning in plan.warnings:
         lines.append("warning: " + warning)
-    return "\n".join(lines)
+    return "\n".join(lines + _no_loss_lines(net, end))
+
+
+def _no_loss_lines(net, end=None) -> list:
+    if any(planned.is_loss for planned in net.plan.layers):
+        return []
+    if end is not None:
+        return [f"note: no loss among the layers up to '{end}' (--end)"]
+    if net.phase == TRAIN:
+        return ["warning: no loss: no top has a nonzero loss_weight, so training this net computes no "
+                "gradients (add a loss layer, or a loss_weight on a top)"]
+    return ["note: no loss (fine for a deploy net): no top has a nonzero loss_weight"]
 
 
 def format_bytes(count: int) -> str:

@@ -321,8 +321,11 @@ def _named_once(argument, option, what, usage):
 @click.option("--sigint-effect", type=_EFFECTS, default="stop", show_default=True, help="What Ctrl-C does.")
 @click.option("--sighup-effect", type=_EFFECTS, default="snapshot", show_default=True, help="What SIGHUP does.")
 @click.option("--no-nan-check", is_flag=True, help="Keep training through NaN/Inf (Caffe's behaviour).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="OUT.png",
+              help="Draw the loss curves (as `minicaffe plot`) in OUT.png, redrawn as training goes "
+                   "(at display and test intervals, at most once a second) and at the end; needs matplotlib.")
 def train_command(solver_file, solver_option, weights, snapshot, gpu, level, stages, sigint_effect, sighup_effect,
-                  no_nan_check):
+                  no_nan_check, plot_path):
     """Train with a solver, as `caffe train`: SOLVER_FILE or --solver (one of the two).
 
     Caffe's command lines run as they are, e.g.
@@ -338,8 +341,13 @@ def train_command(solver_file, solver_option, weights, snapshot, gpu, level, sta
 
     path = _named_once(solver_file, solver_option, "solver", "as SOLVER_FILE or --solver SOLVER_FILE")
     setup_logging()
-    train(path, weights=weights, snapshot=snapshot, gpu=gpu, level=level, stages=stages,
-          sigint_effect=sigint_effect, sighup_effect=sighup_effect, nan_check=not no_nan_check)
+    from contextlib import nullcontext
+    if plot_path:
+        from .plot import LivePlot
+    with LivePlot(plot_path) if plot_path else nullcontext() as live:
+        train(path, weights=weights, snapshot=snapshot, gpu=gpu, level=level, stages=stages,
+              sigint_effect=sigint_effect, sighup_effect=sighup_effect, nan_check=not no_nan_check,
+              **({"setup": live.attach} if live else {}))
 
 
 @main.command(name="test")
@@ -473,6 +481,8 @@ def draw(net, out, rankdir, phase, display_lrm):
 
 
 # New commands go above this line: one small decorated function each, calling the library.
+
+from . import cli_plot  # noqa: E402,F401  (registers parse-log and plot)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,6 +59,7 @@ this pool.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 import queue
@@ -182,11 +183,14 @@ class _Job:
 
     ``done`` is a lock held until the last chunk finishes (a bare lock: waking a thread on it
     costs less than on a threading.Event, which is a condition variable written in Python).
+    ``context`` is the caller's contextvars, which pool threads run the chunks in: numpy's
+    ``errstate`` lives there, so a caller's ``np.errstate(...)`` holds for its chunks too.
     """
 
-    __slots__ = ("body", "bounds", "claim", "finished", "done", "error")
+    __slots__ = ("body", "bounds", "claim", "finished", "done", "error", "context")
 
     def __init__(self, body, bounds):
+        self.context = contextvars.copy_context()
         self.body = body
         self.bounds = bounds
         self.claim = itertools.count()      # next() is atomic under the GIL
@@ -229,7 +233,8 @@ class _Pool:
     def _serve(self):
         _local.in_pool = True
         while True:
-            self._jobs.get().work()
+            job = self._jobs.get()
+            job.context.copy().run(job.work)     # a copy each: one Context cannot be entered by two threads
 
     def run(self, job, helpers):
         if len(self._threads) < helpers:

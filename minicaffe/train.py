@@ -49,8 +49,11 @@ def _device_id(gpu):
 
 
 def train(solver_path, weights=None, snapshot=None, gpu=None, level=0, stages=(), sigint_effect="stop",
-          sighup_effect="snapshot", nan_check=True, progress_stream=None):
-    """Train as ``caffe train`` does; returns the Solver when done (or stopped)."""
+          sighup_effect="snapshot", nan_check=True, progress_stream=None, setup=None):
+    """Train as ``caffe train`` does; returns the Solver when done (or stopped).
+
+    ``setup``: called with the Solver once it is built, before training (to add callbacks: ``train --plot``).
+    """
     if weights and snapshot:
         raise MinicaffeError("give --snapshot to resume training or --weights to fine-tune, not both")
     param = read_solver(solver_path)
@@ -69,6 +72,8 @@ def train(solver_path, weights=None, snapshot=None, gpu=None, level=0, stages=()
                             solver.param.max_iter, solver.iter)
     attach_progress(progress)
     solver.add_callback(on_start=lambda: progress.update(solver.iter))
+    if setup is not None:
+        setup(solver)
     log.info("Starting Optimization")
     try:
         with _signal_effects(solver, sigint_effect, sighup_effect):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 
 import numpy as np
 
@@ -37,8 +38,11 @@ def convert_imageset(root_folder, list_file, db_path, *, resize_height=0, resize
     file itself when its extension is ``encode_type`` (by default, always) and
     no resize is asked for, whatever ``gray`` says, as in Caffe; otherwise the
     decoded image re-encoded as ``encode_type``. An image that cannot be
-    read is skipped with a warning line, as in Caffe. Returns
-    ``{"written": n, "skipped": [paths]}``.
+    read is skipped, as in Caffe. Returns ``{"written": n, "skipped": [paths],
+    "first_error": why the first skipped image could not be read (or None)}``.
+    When no image at all can be read (a wrong ``root_folder``), nothing is
+    kept: the empty database is removed and a DataError gives the count and
+    the first path.
     """
     list_file = require_path(list_file, "image list")
     entries = read_image_list(list_file)
@@ -49,7 +53,7 @@ def convert_imageset(root_folder, list_file, db_path, *, resize_height=0, resize
     mode = images.GRAY if gray else images.COLOR
     resize = resize_height > 0
     wrap = progress or _quiet
-    written, skipped, first_size = 0, [], None
+    written, skipped, first_size, first_error = 0, [], None, None
     with Writer(db_path, backend) as writer, wrap(list(enumerate(entries)), length=len(entries),
                                                   label="converting images") as items:
         for index, (name, label) in items:
@@ -58,8 +62,9 @@ def convert_imageset(root_folder, list_file, db_path, *, resize_height=0, resize
                 pixels = images.decode(path, mode, f"image '{path}'")
             except MissingDependency:
                 raise
-            except DataError:            # missing or unreadable: skipped, as Caffe does
+            except DataError as exc:     # missing or unreadable: skipped, as Caffe does
                 skipped.append(path)
+                first_error = first_error or str(exc)
                 continue
             if resize:
                 pixels = images.resize(pixels, resize_height, resize_width)
@@ -86,7 +91,15 @@ def convert_imageset(root_folder, list_file, db_path, *, resize_height=0, resize
             key = f"{index:08d}_{name}".encode("utf-8")
             writer.put(key, datum.SerializeToString())
             written += 1
-    return {"written": written, "skipped": skipped}
+    if not written:
+        # Caffe would leave an empty database and exit 0; a wrong root is the usual cause. The Writer
+        # refuses an existing path, so the database is the one just created: remove it.
+        shutil.rmtree(db_path, ignore_errors=True)
+        raise DataError(f"could not read any of the {len(entries)} images listed in '{list_file}', so no "
+                        f"database was written; the first: {first_error}. ROOT '{root_folder}' is put before "
+                        "each listed path as it is: is it the images' folder, with its trailing slash?",
+                        path=skipped[0] if skipped else None)
+    return {"written": written, "skipped": skipped, "first_error": first_error}
 
 
 def _same_format(path, extension):
@@ -123,7 +136,8 @@ def compute_image_mean(db_path, mean_path=None, *, backend=LMDB, progress=None):
     finally:
         source.close()
     if count == 0:
-        raise DataError(f"database '{db_path}' holds no records", path=db_path)
+        raise DataError(f"database '{db_path}' holds no records: there is no mean to compute, and no mean "
+                        "file was written", path=db_path)
     mean = total.astype(np.float32) / np.float32(count)
     if mean_path is not None:
         from ..io import atomic_write_bytes

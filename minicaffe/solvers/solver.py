@@ -74,6 +74,7 @@ class Solver:
         self._choose_mode()
         self.dtype = np.dtype(dtype)
         self.net = self._train_net()
+        self._warn_if_no_loss()
         self.test_nets = self._test_nets()
         self.learnable = self.net.learnable_param_specs
         # One array per parameter (two sets for AdaDelta and Adam), in SolverState's order.
@@ -116,11 +117,23 @@ class Solver:
             if gpu.available():
                 mode.set_device(self.param.device_id)
                 mode.set_mode_gpu()
-            else:
+            else:   # one line: the CLI shows a MinicaffeWarning as `minicaffe: warning: ...`
                 import warnings
                 from ..errors import MinicaffeWarning
                 warnings.warn("solver_mode: GPU, but no CUDA device is usable: training on the CPU",
                               MinicaffeWarning, stacklevel=3)
+
+    def _warn_if_no_loss(self):
+        # Caffe computes the loss from the tops with a nonzero loss_weight only; with none, Backward does nothing.
+        if not any(planned.is_loss for planned in self.net.plan.layers):
+            log.warning("The train net has no loss (no top with a nonzero loss_weight): Backward computes no "
+                        "gradients, so training changes no weight except by weight decay")
+
+    def _quiet_numpy(self):
+        """numpy's floating-point warnings off while the NaN check is on: minicaffe stops at the first
+        NaN/Inf itself, naming the layer, so numpy's RuntimeWarning (overflow, invalid value) would only
+        come first and say less. A context of this call only (np.errstate), not a global filter."""
+        return np.errstate(all="ignore") if self.nan_check else nullcontext()
 
     def _net_param(self, path=None, message=None):
         """(NetParameter, folder its Python layers' modules may sit in): the net file's, or the solver's."""
@@ -228,7 +241,8 @@ class Solver:
             self.net.clear_param_diffs()
             if (self.param.test_interval and self.iter % self.param.test_interval == 0
                     and (self.iter > 0 or self.param.test_initialization)):
-                self.test_all()
+                with self._quiet_numpy():
+                    self.test_all()
                 if self.requested_early_exit:
                     break
             for on_start, _ in self._callbacks:
@@ -237,9 +251,10 @@ class Solver:
             display = self.param.display and self.iter % self.param.display == 0
             self.net.debug_info = bool(display and self.param.debug_info)
             loss = 0.0
-            for _ in range(max(1, self.param.iter_size)):
-                loss += self.net.forward_backward()
-            loss /= max(1, self.param.iter_size)
+            with self._quiet_numpy():
+                for _ in range(max(1, self.param.iter_size)):
+                    loss += self.net.forward_backward()
+                loss /= max(1, self.param.iter_size)
             if self.nan_check and not np.isfinite(loss):
                 raise _non_finite(self.net, self.iter, "the loss")
             self._update_smoothed_loss(loss, start_iter)
@@ -254,7 +269,8 @@ class Solver:
             for _, on_gradients_ready in self._callbacks:
                 if on_gradients_ready:
                     on_gradients_ready()
-            self.apply_update()
+            with self._quiet_numpy():
+                self.apply_update()
             if self.nan_check:
                 self._check_parameters_finite()
             self.iter += 1
@@ -289,11 +305,13 @@ class Solver:
             log.info("Optimization stopped early.")
             return
         if self.param.display and self.iter % self.param.display == 0:
-            loss = self.net.forward_from_to(0, len(self.net.layers) - 1)
+            with self._quiet_numpy():
+                loss = self.net.forward_from_to(0, len(self.net.layers) - 1)
             self._update_smoothed_loss(loss, start_iter)
             log.info("Iteration %d, loss = %.6g", self.iter, self.smoothed_loss)
         if self.param.test_interval and self.iter % self.param.test_interval == 0:
-            self.test_all()
+            with self._quiet_numpy():
+                self.test_all()
         log.info("Optimization Done.")
 
     def _update_smoothed_loss(self, loss, start_iter):

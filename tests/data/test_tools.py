@@ -32,7 +32,8 @@ def test_convert_compute_mean_and_train_on_it(tmp_path):
     converted = run("convert-imageset", root, tmp_path / "list.txt", tmp_path / "db")
     assert converted.exit_code == 0, converted.output
     assert "wrote 4 records" in converted.output
-    assert re.search(r"warning: could not read image '.*missing.png'; skipped", converted.output)
+    assert re.search(r"warning: skipped 1 of the 5 images, which could not be read; the first: "
+                     r"image '.*missing.png' does not exist", converted.output)
     records = read_lmdb(tmp_path / "db")
     assert [key for key, _ in records] == [f"{i:08d}_p{i}.png".encode() for i in range(4)]
     first = caffe_pb2.Datum.FromString(records[0][1])
