@@ -1,20 +1,23 @@
 """The ``minicaffe`` command: thin click commands over the library.
 
-Errors on bad input print one line (``minicaffe: error: ...``) and exit 1;
-``--debug`` shows the traceback instead. Every command also takes Caffe's
-gflags spellings of its options (``-solver=S``, ``-stage a,b``, ``-noflag``;
+Errors on bad input print one line (``minicaffe: error: ...``) and exit 1,
+and warnings print one line each (``minicaffe: warning: ...``); ``--debug``
+shows the traceback, and warnings in Python's format, instead. Every command
+also takes Caffe's gflags spellings of its options (``-solver=S``, ``-stage a,b``, ``-noflag``;
 see :mod:`minicaffe.cli_gflags`), so Caffe's scripts run with ``minicaffe`` in place
 of ``caffe``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
 
 import click
 
 from .cli_gflags import GflagsCommand
-from .errors import MinicaffeError
+from .errors import MinicaffeError, MinicaffeWarning
 
 _PHASES = click.Choice(["TRAIN", "TEST"], case_sensitive=False)
 
@@ -40,8 +43,29 @@ class _Command(GflagsCommand):
         self.params.append(_threads_option())
 
 
+@contextlib.contextmanager
+def _one_line_warnings(ctx):
+    """Show each Python warning a command raises as one line, `minicaffe: warning: ...` on stderr, without
+    Python's file:line and source line (a MinicaffeWarning as its message, another with its category's
+    name first); with --debug, in Python's own format."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if ctx.obj and ctx.obj.get("debug"):
+            return original(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split("\n"))
+        if not issubclass(category, MinicaffeWarning):
+            text = f"{category.__name__}: {text}"
+        click.echo(f"minicaffe: warning: {text}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 class _Group(click.Group):
-    """Turns MinicaffeError into one line on stderr unless --debug was given.
+    """Turns MinicaffeError into one line on stderr unless --debug was given, and each warning
+    into one line (`minicaffe: warning: ...`).
 
     Its commands take Caffe's gflags spellings, --threads N, and Caffe's command names (device_query).
     """
@@ -52,6 +76,10 @@ class _Group(click.Group):
         return super().get_command(ctx, cmd_name) or super().get_command(ctx, cmd_name.replace("_", "-"))
 
     def invoke(self, ctx):
+        with _one_line_warnings(ctx):
+            return self._invoke_reporting_errors(ctx)
+
+    def _invoke_reporting_errors(self, ctx):
         try:
             return super().invoke(ctx)
         except MinicaffeError as exc:
@@ -69,7 +97,8 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show the full traceback when something fails.")
+@click.option("--debug", is_flag=True, help="Show the full traceback when something fails, and warnings in "
+                                           "Python's format (with their source line).")
 @click.option("--threads", type=click.IntRange(min=1), metavar="N", expose_value=False, is_eager=True,
               callback=_set_threads, help="Threads for the CPU work of every command (each command also takes "
                                           "--threads); default: the cores this process may use, or "
@@ -153,13 +182,16 @@ def check(net, phase, level, stages, input_shapes, end):
     inserts), parameter counts, whether it runs Backward, loss weights and
     shared parameters. No blob memory is allocated. A shape that needs data to
     be known (a data layer whose source is absent) shows as `?`, as does
-    everything downstream. Exits 1 with one line naming the file, layer or
-    blob when the net is invalid. With --end LAYER, only the layers up to LAYER.
+    everything downstream. A net with no loss (no top with a nonzero
+    loss_weight) ends with a warning in the TRAIN phase and a note in the TEST
+    phase (a deploy net has none). Exits 1 with one line naming the file,
+    layer or blob when the net is invalid. With --end LAYER, only the layers
+    up to LAYER.
     """
     from .check import check_net, describe
 
     checked = check_net(net, phase=phase.upper(), level=level, stages=stages, input_shapes=input_shapes, end=end)
-    click.echo(describe(checked))
+    click.echo(describe(checked, end=end))
     click.echo("OK")
 
 
@@ -320,7 +352,8 @@ def _named_once(argument, option, what, usage):
 @_STAGES
 @click.option("--sigint-effect", type=_EFFECTS, default="stop", show_default=True, help="What Ctrl-C does.")
 @click.option("--sighup-effect", type=_EFFECTS, default="snapshot", show_default=True, help="What SIGHUP does.")
-@click.option("--no-nan-check", is_flag=True, help="Keep training through NaN/Inf (Caffe's behaviour).")
+@click.option("--no-nan-check", is_flag=True, help="Keep training through NaN/Inf (Caffe's behaviour); "
+                                                  "numpy's overflow warnings then show.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="OUT.png",
               help="Draw the loss curves (as `minicaffe plot`) in OUT.png, redrawn as training goes "
                    "(at display and test intervals, at most once a second) and at the end; needs matplotlib.")
@@ -334,7 +367,10 @@ def train_command(solver_file, solver_option, weights, snapshot, gpu, level, sta
     with a progress line on a terminal. SIGINT stops (snapshotting if
     snapshot_after_train), SIGHUP snapshots and goes on, unless the
     --sig*-effect flags say otherwise. A NaN or Inf stops training with an
-    error naming the first layer where it appeared.
+    error naming the first layer where it appeared (numpy's overflow warnings
+    are held back meanwhile). A net with no loss gets a warning line at start;
+    `solver_mode: GPU` with no usable GPU trains on the CPU with one warning
+    line (--gpu with none is an error).
     """
     from .logs import setup_logging
     from .train import train
@@ -428,15 +464,21 @@ def convert_imageset(root, list_file, db, resize_height, resize_width, shuffle, 
     """Write the images in LIST (`path label` lines) to a new database DB (Caffe's convert_imageset).
 
     ROOT is prefixed to each path as written (give a trailing slash). Keys are
-    `%08d_path`; images that cannot be read are skipped with a warning.
+    `%08d_path`. Images that cannot be read are skipped, as Caffe skips them,
+    with one warning line giving how many and the first; when none can be
+    read (a wrong ROOT), no database is left and the command exits 1 with the
+    count and the first path.
     """
     from .data.tools import convert_imageset as convert
 
     result = convert(root, list_file, db, resize_height=resize_height, resize_width=resize_width, shuffle=shuffle,
                      gray=gray, encoded=encoded, encode_type=encode_type, backend=backend.lower(),
                      check_size=check_size, progress=_progress)
-    for path in result["skipped"]:
-        click.echo(f"minicaffe: warning: could not read image '{path}'; skipped", err=True)
+    skipped = result["skipped"]
+    if skipped:
+        total = result["written"] + len(skipped)
+        click.echo(f"minicaffe: warning: skipped {len(skipped)} of the {total} images, which could not be read; "
+                   f"the first: {result['first_error']}", err=True)
     click.echo(f"wrote {result['written']} records to {db}")
 
 
@@ -445,7 +487,10 @@ def convert_imageset(root, list_file, db, resize_height, resize_width, shuffle, 
 @click.argument("mean_file", metavar="MEAN.binaryproto", type=click.Path(dir_okay=False))
 @click.option("--backend", type=_BACKENDS, default="lmdb", show_default=True, help="Database to read.")
 def compute_mean(db, mean_file, backend):
-    """Write the mean image of database DB as a .binaryproto (Caffe's compute_image_mean)."""
+    """Write the mean image of database DB as a .binaryproto (Caffe's compute_image_mean).
+
+    An empty database is an error (exit 1), and no mean file is written.
+    """
     from .data.tools import compute_image_mean
 
     mean, per_channel = compute_image_mean(db, mean_file, backend=backend.lower(), progress=_progress)
