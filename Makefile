@@ -11,12 +11,14 @@ TEST_STAMP := $(VENV)/.installed-test
 BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP  := $(VENV)/.installed-dev
 DATA_STAMP := $(VENV)/.installed-data
+NOTEBOOK_STAMP := $(VENV)/.installed-notebook
 
 .PHONY: demo test proto check-proto clean help
 
 help:
 	@echo "make demo   - create .venv, install minicaffe, train the digits example, print its test accuracy"
 	@echo "make test   - create .venv, install minicaffe[test], run the test suite"
+	@echo "make notebook - execute examples/notebook/digits.ipynb and render it to docs/digits_notebook.html"
 	@echo "make proto  - regenerate minicaffe/proto/caffe_pb2.py from caffe.proto"
 	@echo "make clean  - remove .venv and build debris"
 
@@ -36,6 +38,10 @@ $(DATA_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[data]'
 	@touch $@ $(BASE_STAMP)
 
+$(NOTEBOOK_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[notebook]'
+	@touch $@ $(BASE_STAMP)
+
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,dev]'
 	@touch $@ $(TEST_STAMP) $(BASE_STAMP)
@@ -53,6 +59,13 @@ demo: $(DATA_STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 	NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} $(BIN)/python -m pytest -m gpu
+
+# Executes the example notebook (nbclient, in its folder) and renders it with nbconvert to
+# docs/digits_notebook.html; `make test` executes it too (tests/test_notebook.py).
+# The drawing in it needs Graphviz's dot (apt-get install graphviz).
+.PHONY: notebook
+notebook: $(NOTEBOOK_STAMP)
+	$(BIN)/python examples/notebook/render.py
 
 proto: $(DEV_STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=minicaffe/proto caffe.proto

@@ -205,9 +205,15 @@ class Blob:
     def shape_string(self) -> str:
         return " ".join(str(d) for d in self._shape) + f" ({self.count})"
 
+    # Shape, dtype and data statistics (minicaffe.display): never allocates, never copies from the GPU.
     def __repr__(self):
-        name = f" '{self.name}'" if self.name else ""
-        return f"<Blob{name} shape={self._shape} dtype={self.dtype.name}>"
+        from .display import blob_text
+        return blob_text(self)
+
+    def _repr_html_(self):
+        from .display import blob_html
+        return blob_html(self)
+
 
 
 class SyncedArray:

@@ -11,6 +11,12 @@ it with the format named by the file's extension::
 
     draw.draw_net_to_file(read_net("lenet_train_test.prototxt"), "lenet.png")
 
+In a notebook, :func:`draw_net_inline` (minicaffe) takes a Net, a
+NetParameter or a prototxt path and returns a :class:`NetDrawing`, which
+Jupyter shows as SVG::
+
+    draw.draw_net_inline(net)          # the last line of a cell: the drawing, inline
+
 pydot comes with the ``draw`` extra (``pip install 'minicaffe[draw]'``).
 DOT text (``.dot``, ``.gv``, or pycaffe's ``.raw``) needs nothing more;
 images (png, svg, pdf, jpg, ...) are laid out by Graphviz's ``dot`` program,
@@ -47,6 +53,7 @@ from .proto.upgrade import net_needs_upgrade, upgrade_net
 
 __all__ = ["get_pooling_types_dict", "get_edge_label", "get_layer_lr_mult", "get_layer_label",
            "choose_color_by_layertype", "get_pydot_graph", "draw_net", "draw_net_to_file",
+           "draw_net_inline", "NetDrawing",
            "LAYER_STYLE_DEFAULT", "NEURON_LAYER_STYLE", "BLOB_STYLE", "RANKDIRS", "DOT_TEXT_FORMATS"]
 
 # pycaffe's node styles (module constants there too; read, never modified here).
@@ -319,3 +326,69 @@ def draw_net_to_file(caffe_net, filename, rankdir="LR", phase=None, display_lrm=
             out.write(data)
     except OSError as exc:
         raise MinicaffeError(f"{filename}: cannot write: {exc.strerror or exc}") from None
+
+
+class NetDrawing:
+    """A drawn net that a notebook shows inline (``_repr_svg_``); ``svg`` is the SVG text.
+
+    Made by :func:`draw_net_inline`; ``save(path)`` writes the SVG to a file.
+    """
+
+    def __init__(self, svg: str, name: str = ""):
+        # Graphviz writes an XML declaration and a DOCTYPE before <svg>; HTML pages want the element alone.
+        start = svg.find("<svg")
+        self.svg = svg[start:] if start >= 0 else svg
+        self.name = name
+
+    def _repr_svg_(self):
+        return self.svg
+
+    def save(self, filename):
+        """Write the SVG to ``filename``."""
+        with open(os.fspath(filename), "w", encoding="utf-8") as out:
+            out.write(self.svg)
+
+    def __repr__(self):
+        return (f"<NetDrawing of net '{self.name}': {len(self.svg):,} characters of SVG; "
+                "a notebook shows it inline, .save(path) writes it>")
+
+
+def draw_net_inline(net, rankdir="LR", phase=None, display_lrm=False) -> NetDrawing:
+    """``net`` drawn as SVG for a notebook: the last expression of a cell shows the drawing inline.
+
+    ``net`` is a :class:`minicaffe.Net` (drawn with the layers of its phase,
+    level and stages, without the Split layers Caffe inserts), a
+    ``caffe_pb2.NetParameter`` or the path of a ``.prototxt``; the other
+    arguments are :func:`get_pydot_graph`'s (``phase`` only for the last two).
+    Rendering needs Graphviz's ``dot`` program: without it this raises a
+    MinicaffeError that says so (``draw_net(..., ext="dot")`` needs no Graphviz).
+    """
+    if isinstance(net, (str, os.PathLike)):
+        from .proto.text import read_net
+        net = read_net(net)
+    elif not isinstance(net, caffe_pb2.NetParameter):
+        plan = getattr(net, "plan", None)
+        if plan is None:
+            raise TypeError(f"draw_net_inline needs a Net, a NetParameter or a .prototxt path, "
+                            f"not {type(net).__name__}")
+        net, phase = _without_inserted_splits(plan), None
+    svg = draw_net(net, rankdir, ext="svg", phase=phase, display_lrm=display_lrm)
+    return NetDrawing(svg.decode("utf-8"), net.name)
+
+
+def _without_inserted_splits(plan) -> "caffe_pb2.NetParameter":
+    """The layers a Net built (its phase, level and stages), less the Split layers Caffe inserted,
+    with the bottoms those fed renamed back to the blobs they copied."""
+    drawn = caffe_pb2.NetParameter(name=plan.name)
+    original = {}       # split copy -> the blob it copies
+    for planned in plan.layers:
+        inserted = (planned.is_split and planned.name.endswith("_split") and len(planned.bottoms) == 1
+                    and list(planned.tops) == [f"{planned.name}_{k}" for k in range(len(planned.tops))])
+        if inserted:
+            for top in planned.tops:
+                original[top] = original.get(planned.bottoms[0], planned.bottoms[0])
+            continue
+        layer = drawn.layer.add()
+        layer.CopyFrom(planned.param)
+        layer.bottom[:] = [original.get(name, name) for name in layer.bottom]
+    return drawn

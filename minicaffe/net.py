@@ -471,8 +471,15 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
     def bottom_need_backward(self):
         return [list(flags) for flags in self._bottom_need_backward]
 
+    # repr() and a notebook's table: layers in run order, shapes, parameters, totals (minicaffe.display).
     def __repr__(self):
-        return f"<Net '{self.plan.name}' phase={'TRAIN' if self.phase == TRAIN else 'TEST'} layers={len(self._layers)}>"
+        from .display import net_text
+        return net_text(self)
+
+    def _repr_html_(self):
+        from .display import net_html
+        return net_html(self)
+
 
 
 def _constructor_args(args, phase, weights):

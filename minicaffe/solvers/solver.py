@@ -490,8 +490,15 @@ class Solver:
         for index, net in enumerate(self.test_nets):
             yield f"test/{index}", net
 
+    # Type, net, iteration, learning rate, smoothed loss (minicaffe.display).
     def __repr__(self):
-        return f"<{type(self).__name__} iter={self.iter}>"
+        from ..display import solver_text
+        return solver_text(self)
+
+    def _repr_html_(self):
+        from ..display import solver_html
+        return solver_html(self)
+
 
 
 def _non_finite(net, iteration, what):
