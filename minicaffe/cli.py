@@ -195,19 +195,67 @@ def check(net, phase, level, stages, input_shapes, end):
     click.echo("OK")
 
 
+def _preprocessing_options(with_mode=True):
+    """Image preprocessing options (forward --input, detect; classify without --preprocess): minicaffe.feed."""
+    options = [
+        click.option("--raw-scale", type=float, metavar="S",
+                     help="pycaffe: multiply the [0, 1] image by S (255 for nets trained on 0-255 pixels)."),
+        click.option("--channel-swap", metavar="2,1,0",
+                     help="Reorder the image's channels (2,1,0: pycaffe's RGB to Caffe's BGR), before the mean."),
+        click.option("--mean", metavar="FILE|V1,V2,...",
+                     help="Subtract a mean: a .binaryproto or .npy (K x H x W; reduced to per-channel means where "
+                          "its H x W differ from the input's, and always for caffe-cpp, as classification.cpp "
+                          "does) or comma-separated per-channel values (one value serves every channel)."),
+        click.option("--input-scale", type=float, metavar="S",
+                     help="Multiply by S last, after the mean (e.g. 0.007843 for MobileNet-SSD)."),
+    ]
+    if with_mode:
+        options.insert(0, click.option(
+            "--preprocess", type=click.Choice(["pycaffe", "caffe-cpp"]), default="pycaffe", show_default=True,
+            help="How images become input: pycaffe's caffe.io.Transformer (RGB in [0, 1], then --raw-scale, "
+                 "--channel-swap, --mean, --input-scale), or caffe-cpp, classification.cpp's (BGR 0-255 as "
+                 "OpenCV reads it, resized on its 8-bit pixels, minus --mean, times --input-scale). Both resize "
+                 "to the input's H x W."))
+
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
+
+
+def _split_blobs(ctx, param, values):
+    return [name.strip() for value in values for name in value.split(",") if name.strip()] or None
+
+
 @main.command()
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False), help="A .caffemodel to load (by layer name).")
 @click.option("--phase", type=_PHASES, default="TEST", show_default=True, help="Phase to build the net in.")
 @click.option("--iterations", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of Forward passes (data layers advance each time).")
+              help="Number of Forward passes (data layers advance each time); not with --input, whose data "
+                   "decides the passes.")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
 @_STAGES
 @click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device ('0'; of '0,1' or 'all' the first); "
                                          "layers without GPU kernels run on the CPU.")
 @_END
-def forward(net, weights, phase, iterations, level, stages, gpu, end):
-    """Run Forward passes of NET and print its outputs.
+@click.option("--input", "inputs", multiple=True, metavar="NAME=SOURCE",
+              help="Feed input blob NAME (repeat for several; a net with one input takes a bare SOURCE): an "
+                   "image file, a .npy array (one C x H x W item or N x C x H x W items; no pickle) or a folder "
+                   "of images, read in batches with a progress bar.")
+@click.option("--output", metavar="OUT.npz|FOLDER",
+              help="Write the chosen blobs: one array per blob in OUT.npz, or one BLOB.npy per blob in FOLDER; "
+                   "rows in input order, with the input files' names as 'names'.")
+@click.option("--blobs", multiple=True, callback=_split_blobs, metavar="A[,B...]",
+              help="Blobs to report and write, comma-separated (default: the net's outputs), e.g. prob,fc7.")
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+              help="Items per Forward with --input (default: the input blob's batch size; the blob is reshaped).")
+@_preprocessing_options()
+@click.pass_context
+def forward(ctx, net, weights, phase, iterations, level, stages, gpu, end, inputs, output, blobs, batch_size,
+            preprocess, raw_scale, channel_swap, mean, input_scale):
+    """Run Forward passes of NET and print its outputs; with --input, on real data.
 
     Each output blob is printed per iteration: a scalar as its value, a larger
     blob as its shape and summary statistics; loss outputs in Caffe's form
@@ -215,13 +263,35 @@ def forward(net, weights, phase, iterations, level, stages, gpu, end):
     The last line is the total weighted loss, averaged over iterations. With
     --end LAYER, only the layers up to LAYER run, and LAYER's tops are among
     the outputs.
+
+    With --input, the inputs get images (preprocessed as --preprocess says,
+    resized to the input's H x W), .npy arrays or folders of images instead of
+    zeros, in batches; the chosen --blobs are printed once, over every item,
+    and written with --output (as Caffe's extract_features; without --input,
+    --output keeps the blobs of each iteration). A net with learnable
+    parameters run without --weights gets a warning: its weights are its
+    fillers'.
     """
+    from .cli_infer import forward_with_inputs, warn
     from .run import run_forward
 
     _select_device(gpu)
-    for line in run_forward(net, weights=weights, phase=phase.upper(), iterations=iterations,
-                            level=level, stages=stages, end=end):
-        click.echo(line)
+    if not inputs:
+        image_options = {"--batch-size": batch_size, "--raw-scale": raw_scale, "--channel-swap": channel_swap,
+                         "--mean": mean, "--input-scale": input_scale,
+                         "--preprocess": None if preprocess == "pycaffe" else preprocess}
+        given = [name for name, value in image_options.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to --input only")
+        for line in run_forward(net, weights=weights, phase=phase.upper(), iterations=iterations,
+                                level=level, stages=stages, end=end, blobs=blobs, output=output, warn=warn):
+            click.echo(line)
+        return
+    if ctx.get_parameter_source("iterations") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--iterations does not apply with --input: the input's items decide the passes")
+    forward_with_inputs(net, inputs, weights, phase.upper(), level, stages, end, blobs, batch_size, output,
+                        dict(preprocess=preprocess, raw_scale=raw_scale, channel_swap=channel_swap, mean=mean,
+                             input_scale=input_scale))
 
 
 def _select_device(gpu):
@@ -526,6 +596,7 @@ def draw(net, out, rankdir, phase, display_lrm):
 
 
 # New commands go above this line: one small decorated function each, calling the library.
+from . import cli_infer  # noqa: E402,F401  (classify, detect: minicaffe/cli_infer.py)
 
 from . import cli_plot  # noqa: E402,F401  (registers parse-log and plot)
 

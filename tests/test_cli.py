@@ -131,7 +131,7 @@ def test_check_shows_shared_params(write_file):
 def test_forward_prints_caffe_style_losses():
     result = run("forward", MLP, "--phase", "TRAIN", "--iterations", "2")
     assert result.exit_code == 0, result.output
-    lines = result.output.strip().splitlines()
+    lines = result.stdout.strip().splitlines()      # stderr has the warning that the weights are the fillers'
     assert lines[0].startswith("Iteration 0, loss = ")
     activity = re.search(r"activity = ([\d.e+-]+) \(\* 0.01 = ([\d.e+-]+) loss\)", result.output)
     assert activity and float(activity.group(2)) == pytest.approx(0.01 * float(activity.group(1)), rel=1e-4)

@@ -143,7 +143,8 @@ def test_check_and_forward_take_end(tmp_path):
     assert "outputs: conv (1x3x3x3)" in checked.output and "note: skipped layer 'ps'" in checked.output
     ran = CliRunner().invoke(main, ["forward", path, "--end", "conv"])
     assert ran.exit_code == 0, ran.output
-    assert ran.output.startswith("note: --end conv") and "conv: shape 1x3x3x3" in ran.output
+    assert ran.stdout.startswith("note: --end conv") and "conv: shape 1x3x3x3" in ran.stdout
+    assert "no --weights" in ran.stderr              # a net with parameters run on its fillers
 
 
 def test_layer_blocks_skip_comments_and_strings_and_know_v1_layers():
