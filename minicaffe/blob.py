@@ -15,6 +15,8 @@ device, so consecutive GPU layers never round-trip through the host.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import ShapeError
@@ -22,6 +24,8 @@ from .memory import DataNeeded, allocation_allowed
 
 # Caffe refuses blobs past INT_MAX elements; we keep its 32-axis limit too.
 MAX_AXES = 32
+# The most elements numpy can address (its sizes are int64): a shape past it is refused, never wrapped.
+MAX_COUNT = 2 ** 63 - 1
 
 
 class Blob:
@@ -44,7 +48,7 @@ class Blob:
 
     @property
     def count(self) -> int:
-        return int(np.prod(self._shape, dtype=np.int64))
+        return math.prod(self._shape)
 
     @property
     def ndim(self) -> int:
@@ -56,7 +60,7 @@ class Blob:
 
     def count_axes(self, start: int, end: int | None = None) -> int:
         """Product of the dims in [start, end) (Caffe's ``count(start, end)``)."""
-        return int(np.prod(self._shape[start:end], dtype=np.int64))
+        return math.prod(self._shape[start:end])
 
     def canonical_axis(self, axis: int, layer=None) -> int:
         """A possibly negative ``axis`` as an index in [0, ndim) (Caffe's CanonicalAxisIndex)."""
@@ -72,6 +76,7 @@ class Blob:
             raise ShapeError(f"a blob has at most {MAX_AXES} axes, got {len(dims)}", layer=self.name)
         if any(d < 0 for d in dims):
             raise ShapeError(f"negative dimension in shape {dims}", layer=self.name)
+        check_shape(dims, f"blob '{self.name}': shape" if self.name else "shape")
         if dims == self._shape:
             return
         self._shape = dims
@@ -265,6 +270,19 @@ class SyncedArray:
             SyncedArray.copies["to_device"] += 1
         self.head = "synced" if readonly and self.head in ("host", "synced") else "device"
         return self._device
+
+
+def check_shape(dims, what="shape", layer=None) -> int:
+    """The element count of ``dims`` (a Python int: never wrapped), refusing negative dims and counts past
+    :data:`MAX_COUNT` with a ShapeError that starts with ``what`` (e.g. ``"input_param.shape"``)."""
+    dims = tuple(int(d) for d in dims)
+    if any(d < 0 for d in dims):
+        raise ShapeError(f"{what} {dims} has a negative dimension", layer=layer)
+    count = math.prod(dims)
+    if count > MAX_COUNT:
+        raise ShapeError(f"{what} {dims} has {count} elements, more than the {MAX_COUNT} (2^63 - 1) "
+                         "an array can hold", layer=layer)
+    return count
 
 
 def _as_dims(shape) -> tuple:

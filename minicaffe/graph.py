@@ -401,9 +401,15 @@ def _why_unknown(blob, position, net, unfiltered, state, produced):
 def _resolve_shared_params(layer, owners):
     """Caffe's rule: the first layer to name a param owns it; later users share it."""
     shared = []
+    named_here = {}
     for index, spec in enumerate(layer.param):
         if not spec.name:
             continue
+        if spec.name in named_here:
+            raise GraphError(f"param {index} is named '{spec.name}', as param {named_here[spec.name]} of the "
+                             "same layer: a layer cannot share a parameter with itself; give each param "
+                             "{ name } once per layer", layer=layer.name)
+        named_here[spec.name] = index
         lr = spec.lr_mult if spec.HasField("lr_mult") else None
         decay = spec.decay_mult if spec.HasField("decay_mult") else None
         if spec.name not in owners:

@@ -12,6 +12,7 @@ The array helpers keep pycaffe's ``caffe.io`` names (``blobproto_to_array``,
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
@@ -55,12 +56,14 @@ def give_default_mode(path) -> None:
     os.chmod(path, 0o666 & ~mask)
 
 
-def _read_bytes(path) -> bytes:
+def _read_bytes(path, what="cannot read file") -> bytes:
     try:
         with open(path, "rb") as handle:
             return handle.read()
     except OSError as exc:
-        raise WeightsError(path, f"cannot read file: {exc.strerror or exc}") from None
+        raise WeightsError(path, f"{what}: {exc.strerror or exc}") from None
+    except ValueError:          # open() refuses a path with a NUL byte
+        raise WeightsError(repr(os.fspath(path))[:200], f"{what}: the path contains a NUL byte") from None
 
 
 def _parse_binary(path, payload: bytes, message, what: str):
@@ -71,6 +74,10 @@ def _parse_binary(path, payload: bytes, message, what: str):
         if _looks_like_text(payload):
             hint = " It looks like text: is it a .prototxt?"
         raise WeightsError(path, f"not a valid {what} (corrupt or truncated file: {exc}).{hint}") from None
+    if not message.IsInitialized():     # Caffe's reader refuses these too; writing them back would fail
+        missing = message.FindInitializationErrors()
+        raise WeightsError(path, f"not a valid {what}: required field(s) missing: {', '.join(missing[:5])}"
+                           + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     return message
 
 
@@ -107,10 +114,15 @@ def read_caffemodel_upgrades(path):
         raise WeightsError(path, str(exc)) from None
     if not net.layer:
         raise WeightsError(path, "holds no layers (empty or truncated .caffemodel?)")
+    check_net_blobs(net, path)
+    return net, applied
+
+
+def check_net_blobs(net: "caffe_pb2.NetParameter", path) -> None:
+    """Refuse a NetParameter whose layer blobs do not hold their shape's values (:func:`check_blob`)."""
     for layer in net.layer:
         for index, blob in enumerate(layer.blobs):
-            _check_blob_count(blob, path, f"layer '{layer.name}' blob {index}")
-    return net, applied
+            check_blob(blob, path, f"layer '{layer.name}' blob {index}")
 
 
 def write_caffemodel(net: "caffe_pb2.NetParameter", path) -> None:
@@ -133,7 +145,7 @@ def read_binaryproto(path) -> np.ndarray:
     """Read a ``.binaryproto`` (one BlobProto, e.g. a mean file) as an array."""
     path = os.fspath(path)
     blob = _parse_binary(path, _read_bytes(path), caffe_pb2.BlobProto(), "BlobProto (.binaryproto)")
-    _check_blob_count(blob, path, "blob")
+    check_blob(blob, path, "blob")
     return blobproto_to_array(blob)
 
 
@@ -151,14 +163,47 @@ def blob_shape(blob: "caffe_pb2.BlobProto") -> tuple:
     return tuple(blob.shape.dim)
 
 
-def _check_blob_count(blob, path, where):
-    expected = int(np.prod(blob_shape(blob), dtype=np.int64))
+_LEGACY_DIMS = ("num", "channels", "height", "width")
+
+
+def check_blob(blob, path, where, values_required=True) -> tuple:
+    """Refuse a BlobProto read from ``path`` whose shape or values are inconsistent; return its shape.
+
+    The one check every BlobProto from a file goes through (caffemodel, binaryproto, solverstate
+    history): dims must be non-negative, at most 32 of them, with an element count (a Python int,
+    never wrapped) below 2^63; each of data, double_data, diff and double_diff holds that many values
+    or none; and, with ``values_required``, data or double_data holds them (Caffe's Blob::FromProto).
+    """
+    from .blob import MAX_AXES, MAX_COUNT
+    if any(blob.HasField(name) for name in _LEGACY_DIMS):
+        for name in _LEGACY_DIMS:
+            if getattr(blob, name) < 0:
+                raise WeightsError(path, f"{where}: '{name}' is {getattr(blob, name)}; a dimension cannot be "
+                                   "negative (corrupt file?)")
+        shape = tuple(getattr(blob, name) for name in _LEGACY_DIMS)
+    else:
+        shape = tuple(blob.shape.dim)
+        if len(shape) > MAX_AXES:
+            raise WeightsError(path, f"{where}: shape has {len(shape)} dims, more than the {MAX_AXES} a blob can "
+                               "have (corrupt file?)")
+        for index, dim in enumerate(shape):
+            if dim < 0:
+                raise WeightsError(path, f"{where}: shape.dim[{index}] is {dim} in shape {shape}; a dimension "
+                                   "cannot be negative (corrupt file?)")
+    expected = math.prod(shape)
+    if expected > MAX_COUNT:
+        raise WeightsError(path, f"{where}: shape {shape} has {expected} elements, more than the {MAX_COUNT} "
+                           "(2^63 - 1) an array can hold (corrupt file?)")
     for field in ("data", "double_data", "diff", "double_diff"):
         values = getattr(blob, field)
         if len(values) and len(values) != expected:
             raise WeightsError(
-                path, f"{where}: shape {blob_shape(blob)} needs {expected} values but '{field}' holds {len(values)}"
+                path, f"{where}: shape {shape} needs {expected} values but '{field}' holds {len(values)}"
                 " (corrupt or truncated file?)")
+    if values_required and expected and not len(blob.data) and not len(blob.double_data):
+        raise WeightsError(path, f"{where}: shape {shape} needs {expected} values but the blob holds none "
+                           "(neither 'data' nor 'double_data'; corrupt or truncated file?)")
+    return shape
 
 
 def blobproto_to_array(blob: "caffe_pb2.BlobProto", return_diff: bool = False) -> np.ndarray:
@@ -176,7 +221,7 @@ def blobproto_to_array(blob: "caffe_pb2.BlobProto", return_diff: bool = False) -
     else:
         array = np.array(values, dtype=np.float32)
     shape = blob_shape(blob)
-    if array.size == 0 and int(np.prod(shape, dtype=np.int64)) != 0:
+    if array.size == 0 and math.prod(shape) != 0:
         return np.zeros(shape, dtype=np.float32)
     return array.reshape(shape)
 
@@ -215,8 +260,9 @@ def arraylist_to_blobprotovector_str(arraylist) -> bytes:
 
 def blobprotovector_str_to_arraylist(payload: bytes) -> list:
     """Parse a serialized BlobProtoVector into a list of arrays (pycaffe's helper)."""
-    vector = caffe_pb2.BlobProtoVector()
-    vector.ParseFromString(payload)
+    vector = _parse_binary("<BlobProtoVector>", payload, caffe_pb2.BlobProtoVector(), "BlobProtoVector")
+    for index, blob in enumerate(vector.blobs):
+        check_blob(blob, "<BlobProtoVector>", f"blob {index}")
     return [blobproto_to_array(blob) for blob in vector.blobs]
 
 

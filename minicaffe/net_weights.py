@@ -41,10 +41,11 @@ class NetWeights:
 
         Layers in the file but not in the net are skipped, as Caffe does.
         """
-        from .io import blob_shape, read_caffemodel
+        from .io import blob_shape, check_net_blobs, read_caffemodel
         source = os.fspath(weights) if not isinstance(weights, caffe_pb2.NetParameter) else "<NetParameter>"
         if isinstance(weights, caffe_pb2.NetParameter):
             model = weights
+            check_net_blobs(model, source)      # files are checked as they are read
         elif source.endswith(".h5"):
             from .solvers.hdf5 import read_net_hdf5
             model = read_net_hdf5(source)

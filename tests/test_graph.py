@@ -325,3 +325,17 @@ def test_shared_param_mismatched_lr_mult_is_an_error():
     net = parse_net(SHARED + 'layer { name: "ip5" type: "InnerProduct" bottom: "x" top: "d" param { name: "x" } param { name: "b" lr_mult: 1 } }')
     with pytest.raises(GraphError, match="shared param 'b' has lr_mult 1 here but 2"):
         plan_net(net, phase="TRAIN")
+
+
+def test_a_layer_naming_one_shared_param_twice_is_an_error(write_file):
+    # Net building used to raise a KeyError (sharing with a param not yet registered), also in `check`.
+    net = parse_net(INPUT + 'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" '
+                            'param { name: "w" } param { name: "w" } inner_product_param { num_output: 3 } }')
+    with pytest.raises(GraphError, match="layer 'ip': param 1 is named 'w', as param 0 of the same layer"):
+        plan_net(net, phase="TRAIN")
+    from click.testing import CliRunner
+    from minicaffe.cli import main
+    path = write_file("net.prototxt", str(net))
+    result = CliRunner().invoke(main, ["check", path])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "layer 'ip': param 1 is named 'w'" in result.output

@@ -25,6 +25,29 @@ class DataError(MinicaffeError):
         super().__init__(prefix + message)
 
 
+_REQUIRED = object()
+
+
+def cursor_int(state, key, layer=None, high=None, default=_REQUIRED, allow_none=False):
+    """Field ``key`` of a saved reading position (a data cursor from a solverstate), checked: an integer in
+    [0, ``high``) (``high`` None: below 2^63), or None where ``allow_none``; ``default`` when absent.
+    Anything else is a DataError naming the layer, the field and the value."""
+    if not isinstance(state, dict):
+        raise DataError(f"the saved data cursor is {state!r:.80}, not an object", layer=layer)
+    if key not in state:
+        if default is not _REQUIRED:
+            return default
+        raise DataError(f"the saved data cursor has no '{key}' (it has {sorted(map(str, state))})", layer=layer)
+    value = state[key]
+    if value is None and allow_none:
+        return None
+    limit = 2 ** 63 if high is None else high
+    if type(value) is not int or not 0 <= value < limit:
+        raise DataError(f"the saved data cursor's '{key}' is {value!r:.80}; expected an integer in [0, "
+                        f"{limit if high is not None else '2^63'})", layer=layer)
+    return value
+
+
 class MissingDependency(DataError):
     """An optional package a net or tool needs is not installed: names the extra that installs it."""
 

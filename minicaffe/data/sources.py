@@ -42,6 +42,10 @@ def _order(count, seed, *stream):
     return np.random.default_rng([seed, *stream]).permutation(count)
 
 
+def _is_hex(text) -> bool:
+    return len(text) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
 def _key_text(key) -> str:
     return key.decode("utf-8", "backslashreplace") if isinstance(key, (bytes, bytearray)) else str(key)
 
@@ -155,9 +159,14 @@ class DatumSource:
                 "key": None if self._last_key is None else bytes(self._last_key).hex()}
 
     def restore(self, state):
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
+        from .common import cursor_int
+        epoch = cursor_int(state, "epoch", self.layer)
+        position = cursor_int(state, "position", self.layer)
         key = state.get("key")
+        if key is not None and not (isinstance(key, str) and _is_hex(key)):
+            raise DataError(f"the saved data cursor's 'key' is {key!r:.80}, not a record key in hex",
+                            layer=self.layer, path=self.path)
+        self.epoch, self.position = epoch, position
         self._last_key = bytes.fromhex(key) if key else None
         self._skip = 0
         if self._records is not None:
@@ -251,9 +260,11 @@ class ImageListSource:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
 
     def restore(self, state):
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
-        self.seed = state.get("seed", self.seed)
+        from .common import cursor_int
+        epoch = cursor_int(state, "epoch", self.layer)
+        position = cursor_int(state, "position", self.layer, high=len(self.entries))
+        self.seed = cursor_int(state, "seed", self.layer, default=self.seed, allow_none=True)
+        self.epoch, self.position = epoch, position
         self._order_epoch = None
 
     def close(self):
@@ -361,6 +372,9 @@ class HDF5Source:
 
     def read_batch(self, count) -> Batch:
         self._load()
+        if self.row >= len(self._rows):     # only a restored cursor can point past the rows
+            raise DataError(f"the saved data cursor's 'row' is {self.row}, but '{self._loaded_path}' has "
+                            f"{len(self._rows)} rows", layer=self.layer, path=self._loaded_path)
         outputs = [np.empty((count,) + array.shape[1:], dtype=self.dtype) for array in self._arrays]
         filled = 0
         while filled < count:
@@ -383,10 +397,12 @@ class HDF5Source:
         return {"epoch": self.epoch, "file": self.slot, "row": self.row, "seed": self.seed}
 
     def restore(self, state):
-        self.epoch = int(state["epoch"])
-        self.slot = int(state["file"])
-        self.row = int(state["row"])
-        self.seed = state.get("seed", self.seed)
+        from .common import cursor_int
+        epoch = cursor_int(state, "epoch", self.layer)
+        slot = cursor_int(state, "file", self.layer, high=len(self.files))
+        row = cursor_int(state, "row", self.layer)      # checked against the file's rows when it is loaded
+        self.seed = cursor_int(state, "seed", self.layer, default=self.seed, allow_none=True)
+        self.epoch, self.slot, self.row = epoch, slot, row
         self._loaded_key = None
 
     def close(self):

@@ -140,7 +140,7 @@ class BiasLayer(Layer):
         if len(bottom) == 1:
             shape = learned_operand_shape(self, bottom[0], param.axis, param.num_axes, "bias")
             self.blobs = [self.new_param_blob(shape)]
-            fill(self.blobs[0], param.filler, self.name)
+            fill(self.blobs[0], param.filler, self.name, "bias_param.filler")
 
     def _operand(self, bottom):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]

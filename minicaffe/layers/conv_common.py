@@ -224,10 +224,10 @@ class BaseConvolution(Layer):
         self.bias_term = param.bias_term
         weight_shape = (self.conv_out_channels, self.conv_in_channels // self.group) + tuple(self.kernel)
         self.blobs = [self.new_param_blob(weight_shape)]
-        fill(self.blobs[0], param.weight_filler, self.name)
+        fill(self.blobs[0], param.weight_filler, self.name, "convolution_param.weight_filler")
         if self.bias_term:
             self.blobs.append(self.new_param_blob((self.num_output,)))
-            fill(self.blobs[1], param.bias_filler, self.name)
+            fill(self.blobs[1], param.bias_filler, self.name, "convolution_param.bias_filler")
         self._buffers = {}
 
     # ---------------------------------------------------------------- shapes

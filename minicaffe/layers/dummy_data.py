@@ -8,8 +8,9 @@ constant filler is filled once at setup; a top with any other filler is refilled
 on every Forward (and left unfilled until the first one).
 """
 
+from ..blob import check_shape
 from ..errors import GraphError
-from ..fillers import FILLER_TYPES, fill
+from ..fillers import FILLER_TYPES, check_filler, fill
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register
@@ -43,7 +44,8 @@ class DummyDataLayer(Layer):
                 raise GraphError(f"dummy_data_param gives {len(param.shape)} shape(s) for {count} tops: "
                                  "give one shape, or one per top", layer=self.name)
             shapes = [tuple(param.shape[0 if len(param.shape) == 1 else i].dim) for i in range(count)]
-        for blob, shape in zip(top, shapes):
+        for index, (blob, shape) in enumerate(zip(top, shapes)):
+            check_shape(shape, f"dummy_data_param shape of top {index}", self.name)
             blob.reshape(shape)
 
         if len(param.data_filler) == 0:
@@ -60,9 +62,12 @@ class DummyDataLayer(Layer):
                 raise GraphError(f"unknown data_filler type '{filler.type}' "
                                  f"(known: {', '.join(sorted(FILLER_TYPES))})", layer=self.name)
         self.refill = [filler.type != "constant" for filler in self.fillers]
-        for blob, filler, refill in zip(top, self.fillers, self.refill):
-            if not refill:
-                fill(blob, filler, self.name)
+        for index, (blob, filler, refill) in enumerate(zip(top, self.fillers, self.refill)):
+            field = "dummy_data_param.data_filler" + (f"[{index}]" if len(param.data_filler) > 1 else "")
+            if refill:
+                check_filler(blob, filler, self.name, field)   # drawn at each Forward: check it now
+            else:
+                fill(blob, filler, self.name, field)
 
     def reshape(self, bottom, top):
         pass  # shapes are fixed at setup

@@ -38,10 +38,10 @@ class EmbedLayer(Layer):
             raise GraphError("embed_param.input_dim must be positive", layer=self.name)
         self.bias_term = param.bias_term
         self.blobs = [self.new_param_blob((self.input_dim, self.num_output))]
-        fill(self.blobs[0], param.weight_filler, self.name)
+        fill(self.blobs[0], param.weight_filler, self.name, "embed_param.weight_filler")
         if self.bias_term:
             self.blobs.append(self.new_param_blob((self.num_output,)))
-            fill(self.blobs[1], param.bias_filler, self.name)
+            fill(self.blobs[1], param.bias_filler, self.name, "embed_param.bias_filler")
         self.indices = None
 
     def reshape(self, bottom, top):

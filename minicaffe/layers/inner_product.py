@@ -30,10 +30,10 @@ class InnerProductLayer(Layer):
             raise self.shape_error("inner_product_param.num_output must be positive")
         weight_shape = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
         self.blobs = [self.new_param_blob(weight_shape)]
-        fill(self.blobs[0], param.weight_filler, self.name)
+        fill(self.blobs[0], param.weight_filler, self.name, "inner_product_param.weight_filler")
         if self.bias_term:
             self.blobs.append(self.new_param_blob((self.num_output,)))
-            fill(self.blobs[1], param.bias_filler, self.name)
+            fill(self.blobs[1], param.bias_filler, self.name, "inner_product_param.bias_filler")
 
     def reshape(self, bottom, top):
         axis = bottom[0].canonical_axis(self.layer_param.inner_product_param.axis, layer=self.name)

@@ -1,5 +1,6 @@
 """Input: blobs the user fills (pycaffe's ``net.blobs['data'].data[...] = ...``)."""
 
+from ..blob import check_shape
 from ..layer import Layer
 from ..registry import register
 
@@ -16,6 +17,9 @@ class InputLayer(Layer):
         if len(shapes) not in (0, 1, len(top)):
             raise self.shape_error(f"input_param gives {len(shapes)} shapes for {len(top)} tops: "
                                    "give one shape, or one per top")
+        for index, shape in enumerate(shapes):
+            check_shape(shape.dim, f"input_param.shape[{index}]" if len(shapes) > 1 else "input_param.shape",
+                        self.name)
         for index, blob in enumerate(top):
             if shapes:
                 blob.reshape(shapes[0] if len(shapes) == 1 else shapes[index])

@@ -85,7 +85,9 @@ class MemoryDataLayer(Layer):
         return {"position": self.position}
 
     def restore(self, state):
-        self.position = int(state["position"])
+        from ..data.common import cursor_int
+        high = self._data.shape[0] if self._data is not None and self._data.shape[0] else None
+        self.position = cursor_int(state, "position", self.name, high=high)
 
     cursor_state = state          # the names the solver's snapshots use
     restore_cursor = restore

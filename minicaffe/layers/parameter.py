@@ -6,6 +6,7 @@ parameter's gradient, so Backward has nothing to do. The blob is not filled
 (zeros until weights are loaded or set).
 """
 
+from ..blob import check_shape
 from ..layer import Layer
 from ..registry import register
 
@@ -16,6 +17,7 @@ class ParameterLayer(Layer):
     exact_tops = 1
 
     def setup(self, bottom, top):
+        check_shape(self.layer_param.parameter_param.shape.dim, "parameter_param.shape", self.name)
         self.blobs = [self.new_param_blob(self.layer_param.parameter_param.shape)]
 
     def reshape(self, bottom, top):

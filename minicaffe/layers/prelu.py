@@ -60,7 +60,7 @@ class PReLULayer(Layer):
         self.channels = bottom[0].shape[1]
         self.blobs = [self.new_param_blob(() if self.channel_shared else (self.channels,))]
         filler = param.filler if param.HasField("filler") else caffe_pb2.FillerParameter(type="constant", value=0.25)
-        fill(self.blobs[0], filler, self.name)
+        fill(self.blobs[0], filler, self.name, "prelu_param.filler")
         self._saved_input = None
 
     def reshape(self, bottom, top):

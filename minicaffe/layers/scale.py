@@ -48,13 +48,13 @@ class ScaleLayer(Layer):
             filler = param.filler
             if not param.HasField("filler"):
                 filler = caffe_pb2.FillerParameter(type="constant", value=1.0)
-            fill(self.blobs[0], filler, self.name)
+            fill(self.blobs[0], filler, self.name, "scale_param.filler")
         self.bias_term = param.bias_term
         if self.bias_term:
             num_axes = bottom[1].ndim if len(bottom) > 1 else param.num_axes
             shape = learned_operand_shape(self, bottom[0], param.axis, num_axes, "bias")
             self.blobs.append(self.new_param_blob(shape))
-            fill(self.blobs[-1], param.bias_filler, self.name)
+            fill(self.blobs[-1], param.bias_filler, self.name, "scale_param.bias_filler")
         self._saved_input = None
 
     def _scale(self, bottom):

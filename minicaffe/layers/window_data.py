@@ -181,8 +181,9 @@ class WindowSource:
         return {"batch": self.batches, "seed": self.seed}
 
     def restore(self, state):
-        self.batches = int(state["batch"])
-        self.seed = state.get("seed", self.seed)
+        from ..data.common import cursor_int
+        self.batches = cursor_int(state, "batch", self.layer)
+        self.seed = cursor_int(state, "seed", self.layer, default=self.seed, allow_none=True)
 
     def close(self):
         self.cache = {}

@@ -143,6 +143,8 @@ def _read_text(path) -> str:
             raw = handle.read()
     except OSError as exc:
         raise PrototxtError(path, None, None, f"cannot read file: {exc.strerror or exc}") from None
+    except ValueError:          # open() refuses a path with a NUL byte
+        raise PrototxtError(repr(path)[:200], None, None, "cannot read file: the path contains a NUL byte") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -58,21 +58,124 @@ def write_net_hdf5(net, path, write_diff=False):
 
 
 def read_net_hdf5(path) -> "caffe_pb2.NetParameter":
-    """A ``.caffemodel.h5`` as a NetParameter with blobs, so Net.copy_from treats both formats alike."""
+    """A ``.caffemodel.h5`` as a NetParameter with blobs, so Net.copy_from treats both formats alike.
+
+    The layout is checked as it is read (a ``data`` group of layer groups, each holding numeric datasets
+    named 0, 1, ...); anything else is a WeightsError naming the file and the object. Nothing in the file
+    is executed or unpickled: datasets are read as plain numeric arrays.
+    """
+    path = os.fspath(path)
+    net = caffe_pb2.NetParameter()
+    with _open(path, "HDF5 weights") as h5:
+        data = _member(h5, "data", "group", path, hint="not a Caffe HDF5 model")
+        for layer_name in _names(data, path, "data"):
+            group = _member(data, layer_name, "group", path, f"data/{layer_name}")
+            layer = net.layer.add(name=layer_name)
+            for index in _indices(group, path, f"data/{layer_name}"):
+                where = f"data/{layer_name}/{index}"
+                layer.blobs.append(array_to_blobproto(_numeric(group, str(index), path, where)))
+    return net
+
+
+# ---------------------------------------------------------------- checked reading
+
+def _open(path, what):
     h5py = _h5py()
     try:
-        h5 = h5py.File(os.fspath(path), "r")
-    except OSError as exc:
-        raise WeightsError(path, f"cannot read HDF5 weights: {exc}") from None
-    net = caffe_pb2.NetParameter()
-    with h5:
-        if "data" not in h5:
-            raise WeightsError(path, "no 'data' group: not a Caffe HDF5 model")
-        for layer_name, group in h5["data"].items():
-            layer = net.layer.add(name=layer_name)
-            for index in sorted(group.keys(), key=int):
-                layer.blobs.append(array_to_blobproto(np.asarray(group[index])))
-    return net
+        return h5py.File(path, "r")
+    except (OSError, ValueError) as exc:     # not HDF5, missing, a folder, a NUL in the path
+        raise WeightsError(path, f"cannot read {what}: {exc}") from None
+
+
+def _member(group, name, kind, path, where=None, hint=None, required=True):
+    """``group[name]`` (``where``: its path in the file, for errors), which must be a hard-linked HDF5
+    ``kind`` ("group" or "dataset")."""
+    h5py = _h5py()
+    where = where or name
+    link = group.get(name, getlink=True)
+    if link is None:
+        if not required:
+            return None
+        raise WeightsError(path, f"no '{where}' {kind}" + (f": {hint}" if hint else ""))
+    if not isinstance(link, h5py.HardLink):    # a soft link may dangle; an external one reads another file
+        raise WeightsError(path, f"'{where}' is a {type(link).__name__}, not a {kind} stored in the file")
+    item = group[name]
+    wanted = h5py.Group if kind == "group" else h5py.Dataset
+    if not isinstance(item, wanted):
+        found = "group" if isinstance(item, h5py.Group) else "dataset" if isinstance(item, h5py.Dataset) \
+            else type(item).__name__
+        raise WeightsError(path, f"'{where}' is a {found}, not a {kind}" + (f" ({hint})" if hint else ""))
+    return item
+
+
+def _names(group, path, where):
+    """The member names of ``group``, which must be UTF-8 (h5py hands undecodable names back as bytes)."""
+    names = []
+    for name in group.keys():
+        if not isinstance(name, str):
+            raise WeightsError(path, f"'{where}' holds a member whose name {name!r:.80} is not UTF-8 text")
+        names.append(name)
+    return names
+
+
+def _indices(group, path, where):
+    """Blob numbers 0..n-1 of a layer group (or history), which must be named exactly so."""
+    names = _names(group, path, where)
+    for name in names:
+        if not (name.isascii() and name.isdigit()):
+            raise WeightsError(path, f"'{where}/{name}': blobs are named 0, 1, 2, ..., not '{name:.80}'")
+    numbers = sorted(int(name) for name in names)
+    if numbers != list(range(len(numbers))) or any(str(n) not in names for n in numbers):
+        raise WeightsError(path, f"'{where}' holds blobs {numbers[:10]}{'...' if len(numbers) > 10 else ''}; "
+                           f"expected 0 to {len(numbers) - 1}")
+    return numbers
+
+
+def _numeric(group, name, path, where):
+    """A dataset read as a numeric array (float or integer dtype; strings and compounds are refused)."""
+    dataset = _member(group, name, "dataset", path, where)
+    if dataset.dtype.kind not in "fiu":
+        what = "strings" if _h5py().check_string_dtype(dataset.dtype) else f"{dataset.dtype} values"
+        raise WeightsError(path, f"'{where}' holds {what}, not real numbers (floats or integers)")
+    try:
+        return np.asarray(dataset[()])
+    except OSError as exc:       # unreadable chunks, a filter h5py lacks
+        raise WeightsError(path, f"'{where}' cannot be read: {exc}") from None
+
+
+def _scalar(group, name, path, kind="int", required=True):
+    dataset = _member(group, name, "dataset", path, required=required,
+                      hint="not a minicaffe or Caffe HDF5 solver state")
+    if dataset is None:
+        return None
+    if dataset.shape not in ((), (1,)) or dataset.dtype.kind not in ("iu" if kind == "int" else "fiu"):
+        raise WeightsError(path, f"'{name}' is {_describe(dataset)}, not a single "
+                           f"{'integer' if kind == 'int' else 'number'}")
+    value = _numeric(group, name, path, name).reshape(-1)[0]
+    return int(value) if kind == "int" else float(value)
+
+
+def _describe(dataset):
+    kind = "string" if _h5py().check_string_dtype(dataset.dtype) else str(dataset.dtype)
+    return f"a {kind} dataset of shape {dataset.shape}"
+
+
+def _text(value, path, where):
+    """A string attribute or dataset value as UTF-8 text."""
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "SO":
+        value = value[()]
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WeightsError(path, f"'{where}' is not UTF-8 text: {value[:60]!r}") from None
+    if not isinstance(value, str):
+        raise WeightsError(path, f"'{where}' is {type(value).__name__} {value!r:.60}, not text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:      # h5py's surrogate escapes of bytes that are not UTF-8
+        raise WeightsError(path, f"'{where}' is not UTF-8 text: {value[:60]!r}") from None
+    return value
 
 
 def write_state_hdf5(state, path):
@@ -92,24 +195,47 @@ def write_state_hdf5(state, path):
 
 
 def read_state_hdf5(path) -> "caffe_pb2.SolverState":
-    h5py = _h5py()
-    try:
-        h5 = h5py.File(os.fspath(path), "r")
-    except OSError as exc:
-        raise MinicaffeError(f"{path}: cannot read HDF5 solver state: {exc}") from None
+    """A ``.solverstate.h5`` as a SolverState, its layout checked as it is read (``iter``, ``learned_net``,
+    optional ``current_step`` and ``history/0..n-1``, and minicaffe's attributes); the values themselves
+    are checked with those of binary solverstates (:func:`minicaffe.solvers.state.check_state`)."""
+    path = os.fspath(path)
     state = caffe_pb2.SolverState()
-    with h5:
-        state.iter = int(np.asarray(h5["iter"]))
-        learned = h5["learned_net"][()]
-        state.learned_net = learned.decode() if isinstance(learned, bytes) else str(learned)
-        state.current_step = int(np.asarray(h5["current_step"])) if "current_step" in h5 else 0
-        history = h5.get("history", {})
-        for index in sorted(history.keys(), key=int):
-            state.history.append(array_to_blobproto(np.asarray(history[index])))
-        if "minicaffe_rng_state" in h5.attrs:
-            state.rng_state = h5.attrs["minicaffe_rng_state"]
-        if "minicaffe_smoothed_loss" in h5.attrs:
-            state.smoothed_loss = float(h5.attrs["minicaffe_smoothed_loss"])
-        for net_name, layer, cursor in json.loads(h5.attrs.get("minicaffe_data_cursors", "[]")):
-            state.data_cursor.add(net=net_name, layer=layer, state=cursor)
+    with _open(path, "HDF5 solver state") as h5:
+        iteration = _scalar(h5, "iter", path)
+        current_step = _scalar(h5, "current_step", path, required=False)
+        for name, value in (("iter", iteration), ("current_step", current_step)):
+            if value is not None and not -2 ** 31 <= value < 2 ** 31:
+                raise WeightsError(path, f"'{name}' is {value}, outside a SolverState's int32 range")
+        state.iter = iteration
+        state.current_step = current_step or 0
+        learned = _member(h5, "learned_net", "dataset", path, hint="not a minicaffe or Caffe HDF5 solver state")
+        if learned.shape != () or learned.dtype.kind not in "SO":
+            raise WeightsError(path, f"'learned_net' is {_describe(learned)}, not a string")
+        state.learned_net = _text(learned[()], path, "learned_net")
+        history = _member(h5, "history", "group", path, required=False)
+        if history is not None:
+            for index in _indices(history, path, "history"):
+                state.history.append(array_to_blobproto(_numeric(history, str(index), path, f"history/{index}")))
+        attrs = h5.attrs
+        if "minicaffe_rng_state" in attrs:
+            state.rng_state = _text(attrs["minicaffe_rng_state"], path, "minicaffe_rng_state")
+        if "minicaffe_smoothed_loss" in attrs:
+            loss = np.asarray(attrs["minicaffe_smoothed_loss"])
+            if loss.size != 1 or loss.dtype.kind not in "fiu":
+                raise WeightsError(path, f"attribute 'minicaffe_smoothed_loss' is {loss!r:.60}, not a number")
+            state.smoothed_loss = float(loss.reshape(-1)[0])
+        if "minicaffe_data_cursors" in attrs:
+            text = _text(attrs["minicaffe_data_cursors"], path, "minicaffe_data_cursors")
+            try:
+                cursors = json.loads(text)
+            except ValueError as exc:
+                raise WeightsError(path, f"attribute 'minicaffe_data_cursors' is not JSON ({exc}): "
+                                   f"{text[:80]!r}") from None
+            if not isinstance(cursors, list) or not all(
+                    isinstance(entry, list) and len(entry) == 3 and all(isinstance(x, str) for x in entry)
+                    for entry in cursors):
+                raise WeightsError(path, "attribute 'minicaffe_data_cursors' is not a list of [net, layer, state] "
+                                   f"strings: {text[:80]!r}")
+            for net_name, layer, cursor in cursors:
+                state.data_cursor.add(net=net_name, layer=layer, state=cursor)
     return state

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from contextlib import contextmanager, nullcontext
@@ -36,7 +37,7 @@ from ..io import array_to_blobproto, atomic_write_bytes, blobproto_to_array, wri
 from ..net import Net
 from ..proto import caffe_pb2
 from ..proto.text import read_solver
-from .lr_policy import learning_rate
+from .lr_policy import POLICIES, check_policy, learning_rate
 
 log = logging.getLogger("minicaffe")
 
@@ -68,6 +69,7 @@ class Solver:
             log.info("solver file names type %s; building %s as asked", self.param.type, self.type_name)
         _fill_snapshot_prefix(self.param, self.source)
         self._refuse_ssd_fields()
+        self._check_values()
         self.check_parameters()
         if self.param.random_seed >= 0:
             fillers.set_random_seed(self.param.random_seed)
@@ -98,6 +100,21 @@ class Solver:
 
     def fail(self, message):
         raise MinicaffeError(f"{self.source or 'solver'}: {message}")
+
+    def _check_values(self):
+        """Refuse values outside their domain before anything is built: NUL bytes in paths, and the
+        learning-rate policy's fields (an unknown policy is reported at the first step, as Caffe does)."""
+        param = self.param
+        paths = [("net", param.net), ("train_net", param.train_net), ("snapshot_prefix", param.snapshot_prefix)]
+        paths += [(f"test_net[{index}]", value) for index, value in enumerate(param.test_net)]
+        paths += [(f"weights[{index}]", value) for index, value in enumerate(param.weights)]
+        for name, value in paths:
+            if "\0" in value:
+                self.fail(f"{name} {value[:200]!r} contains a NUL byte, which no path can")
+        if param.lr_policy in POLICIES:
+            problem = check_policy(param)
+            if problem:
+                self.fail(problem)
 
     def _refuse_ssd_fields(self):
         # SSD's solver fields parse (caffe.proto) so its files load, but its detection evaluation and
@@ -435,6 +452,10 @@ class Solver:
         return model, state_file
 
     def solver_state(self, model_filename) -> "caffe_pb2.SolverState":
+        from .state import MAX_ITER
+        if not 0 <= self.iter <= MAX_ITER:
+            raise MinicaffeError(f"cannot snapshot iteration {self.iter}: a SolverState's iter is an int32 "
+                                 f"(0 to {MAX_ITER})")
         state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_filename, current_step=self.current_step)
         for array in self.history:
             state.history.append(array_to_blobproto(array))
@@ -448,40 +469,44 @@ class Solver:
         return state
 
     def restore(self, path):
-        """Resume from a ``.solverstate`` (or ``.solverstate.h5``): weights, history, iteration, RNG, cursors."""
+        """Resume from a ``.solverstate`` (or ``.solverstate.h5``): weights, history, iteration, RNG, cursors.
+
+        The file is checked whole (:func:`minicaffe.solvers.state.read_state`, then against this solver)
+        before anything is changed, so a bad file leaves the solver as it was, weights apart.
+        """
+        from ..errors import WeightsError
+        from ..io import blob_shape
+        from .state import read_state
         path = os.fspath(path)
-        if path.endswith(".h5"):
-            from .hdf5 import read_state_hdf5
-            state = read_state_hdf5(path)
-        else:
-            state = caffe_pb2.SolverState()
-            try:
-                with open(path, "rb") as handle:
-                    state.ParseFromString(handle.read())
-            except OSError as exc:
-                raise MinicaffeError(f"{path}: cannot read solver state: {exc.strerror or exc}") from None
-            except Exception as exc:
-                raise MinicaffeError(f"{path}: not a valid SolverState (corrupt or truncated?): {exc}") from None
-        self.iter = state.iter
+        checked = read_state(path)
+        state = checked.state
+        if len(state.history) != len(self.history):
+            raise WeightsError(path, f"{len(state.history)} history blobs, but this solver keeps "
+                               f"{len(self.history)} (another net or solver type?)")
+        for index, blob in enumerate(state.history):
+            count = math.prod(blob_shape(blob))
+            if count != self.history[index].size:
+                raise WeightsError(path, f"history blob {index} has shape {blob_shape(blob)} ({count} values), "
+                                   f"but its parameter has {self.history[index].size}")
+        if self.param.lr_policy == "multistep" and state.current_step > len(self.param.stepvalue):
+            raise WeightsError(path, f"current_step is {state.current_step}, but the solver's multistep policy "
+                               f"has {len(self.param.stepvalue)} stepvalue(s)")
         if state.learned_net:
             self.net.copy_from(_resolve(state.learned_net, path))
+        self.iter = state.iter
         self.current_step = state.current_step
-        if len(state.history) != len(self.history):
-            raise MinicaffeError(f"{path}: {len(state.history)} history blobs, but this solver keeps "
-                                 f"{len(self.history)} (another net or solver type?)")
         for index, blob in enumerate(state.history):
-            values = blobproto_to_array(blob)
-            if values.size != self.history[index].size:
-                raise MinicaffeError(f"{path}: history blob {index} holds {values.size} values, the parameter "
-                                     f"has {self.history[index].size}")
-            self.history[index][...] = values.reshape(self.history[index].shape)
-        if state.rng_state:
-            fillers.set_random_state(json.loads(state.rng_state))
-        cursors = {(cursor.net, cursor.layer): json.loads(cursor.state) for cursor in state.data_cursor}
+            self.history[index][...] = blobproto_to_array(blob).reshape(self.history[index].shape)
+        if checked.rng_state is not None:
+            fillers.set_random_state(checked.rng_state)
         for net_name, net in self._nets_by_name():
             for layer in net.layers:
-                if (net_name, layer.name) in cursors and hasattr(layer, "restore_cursor"):
-                    layer.restore_cursor(cursors[(net_name, layer.name)])
+                cursor = checked.cursors.get((net_name, layer.name))
+                if cursor is not None and hasattr(layer, "restore_cursor"):
+                    try:
+                        layer.restore_cursor(cursor)
+                    except MinicaffeError as exc:   # the layer names the field; add the file
+                        raise WeightsError(path, f"data_cursor of the {net_name} net: {exc}") from None
         if state.HasField("smoothed_loss"):
             self.smoothed_loss = state.smoothed_loss
 

@@ -106,6 +106,15 @@ class AdamSolver(Solver):
     type_name = "Adam"
     history_sets = 2
 
+    def check_parameters(self):
+        # The bias corrections divide by 1 - momentum^t and take sqrt(1 - momentum2^t): both betas in [0, 1).
+        for name in ("momentum", "momentum2"):
+            value = getattr(self.param, name)
+            if not 0 <= value < 1:
+                self.fail(f"Adam needs {name} in [0, 1), got {name}: {value:g}")
+        if not (math.isfinite(self.param.delta) and self.param.delta >= 0):
+            self.fail(f"Adam needs a finite delta >= 0, got delta: {self.param.delta:g}")
+
     def compute_update_value(self, index, local_rate):
         beta1, beta2 = self.param.momentum, self.param.momentum2
         diff = self.learnable[index].blob.diff

@@ -339,3 +339,53 @@ layer { name: "loss2" type: "EuclideanLoss" bottom: "y2" bottom: "t" top: "loss2
     grad_w, grad_b = gradients(weight, bias)
     np.testing.assert_allclose(solver.net.params["ip"][0].data, weight - 0.1 * 2 * grad_w, rtol=1e-5, atol=1e-7)
     assert solver.net.params["ip_twin"][0] is solver.net.params["ip"][0]
+
+
+# ------------------------------------------------------------------ values outside their domain (issue 23)
+
+@pytest.mark.parametrize("extra, message", [
+    ('type: "Adam" momentum: 1', r"Adam needs momentum in \[0, 1\), got momentum: 1"),
+    ('type: "Adam" momentum: 0.9 momentum2: 2', r"Adam needs momentum2 in \[0, 1\), got momentum2: 2"),
+    ('type: "Adam" momentum: 0.9 momentum2: 1', r"Adam needs momentum2 in \[0, 1\), got momentum2: 1"),
+    ('type: "Adam" momentum: -0.5', r"Adam needs momentum in \[0, 1\), got momentum: -0.5"),
+    ('lr_policy: "inv" gamma: -1 power: 0.5', "lr_policy 'inv' needs gamma >= 0, got gamma: -1"),
+    ('lr_policy: "exp" gamma: -0.5', "lr_policy 'exp' needs gamma >= 0, got gamma: -0.5"),
+    ('lr_policy: "step" gamma: 0.1 stepsize: 0', "lr_policy 'step' needs a positive stepsize, got stepsize: 0"),
+    ('lr_policy: "step" gamma: -0.1 stepsize: 2', "lr_policy 'step' needs gamma >= 0, got gamma: -0.1"),
+    ('lr_policy: "multistep" gamma: 0.1 stepvalue: 5 stepvalue: 2',
+     "lr_policy 'multistep' needs increasing stepvalues, got stepvalue 2 after 5"),
+    ('lr_policy: "poly" power: -1', "lr_policy 'poly' needs power >= 0, got power: -1"),
+    ('lr_policy: "poly" power: 1 max_iter: 0', "lr_policy 'poly' needs a positive max_iter, got max_iter: 0"),
+    ('lr_policy: "sigmoid" gamma: 0.1 stepsize: -3', "lr_policy 'sigmoid' needs a positive stepsize, got stepsize: -3"),
+    ('lr_policy: "inv" gamma: 0.1 power: nan', "lr_policy 'inv' needs a finite power, got power: nan"),
+    ('base_lr: inf', "base_lr is inf; it must be finite"),
+])
+def test_solver_values_outside_their_domain_are_refused_when_built(extra, message):
+    with pytest.raises(MinicaffeError, match=message):
+        make(extra)
+
+
+def test_lr_policies_never_overflow_into_python_errors():
+    # Caffe's pow and exp give inf or 0 here; math.pow and math.exp raise OverflowError.
+    assert learning_rate(parse_solver('base_lr: 0.1 lr_policy: "exp" gamma: 10'), 400, 0)[0] == math.inf
+    assert learning_rate(parse_solver('base_lr: 0.1 lr_policy: "step" gamma: 10 stepsize: 1'), 400, 0)[0] == math.inf
+    sigmoid = parse_solver('base_lr: 0.1 lr_policy: "sigmoid" gamma: -1000 stepsize: 5')
+    assert learning_rate(sigmoid, 6, 0)[0] == 0.0 and learning_rate(sigmoid, 4, 0)[0] == pytest.approx(0.1)
+    with pytest.raises(MinicaffeError, match=r"lr_policy 'poly' is defined up to max_iter \(10\); iteration 11"):
+        learning_rate(parse_solver('base_lr: 0.1 lr_policy: "poly" power: 0.5 max_iter: 10'), 11, 0)
+    with pytest.raises(MinicaffeError, match="lr_policy 'inv' needs gamma >= 0"):     # a param changed later
+        learning_rate(parse_solver('base_lr: 0.1 lr_policy: "inv" gamma: -1 power: 1'), 3, 0)
+
+
+@pytest.mark.parametrize("field", ["net", "snapshot_prefix", "test_net"])
+def test_a_nul_byte_in_a_solver_path_names_the_field(tmp_path, field):
+    (tmp_path / "net.prototxt").write_text(REGRESSION.replace("PARAMS", ""))
+    lines = {"net": 'net: "net.prototxt"', "snapshot_prefix": 'snapshot_prefix: "snap"', "test_net": ""}
+    lines[field] = f'{field}: "a\\000b"' + ('\ntrain_net: "net.prototxt"\ntest_iter: 1\ntest_interval: 1'
+                                            if field == "test_net" else "")
+    if field == "test_net":
+        del lines["net"]
+    (tmp_path / "solver.prototxt").write_text("base_lr: 0.1\nlr_policy: \"fixed\"\n" + "\n".join(lines.values()))
+    name = "test_net\\[0\\]" if field == "test_net" else field
+    with pytest.raises(MinicaffeError, match=rf"solver.prototxt: {name} 'a\\x00b' contains a NUL byte"):
+        caffe.Solver(str(tmp_path / "solver.prototxt"))

@@ -199,7 +199,7 @@ class NormalizeLayer(Layer):
         self.blobs = [self.new_param_blob(() if self.channel_shared else (self.channels,))]
         filler = (param.scale_filler if param.HasField("scale_filler")
                   else caffe_pb2.FillerParameter(type="constant", value=1.0))
-        fill(self.blobs[0], filler, self.name)
+        fill(self.blobs[0], filler, self.name, "norm_param.scale_filler")
         self._saved_input = None
         self._norm = None
 
