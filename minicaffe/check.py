@@ -13,14 +13,15 @@ from .graph import TRAIN
 from .net import Net
 
 
-def check_net(path, phase="TRAIN", level=0, stages=(), input_shapes=None, end=None) -> Net:
+def check_net(path, phase="TRAIN", level=0, stages=(), input_shapes=None, end=None, max_memory=None) -> Net:
     """A shapes-only Net for ``path``: every shape and rule checked, no blob memory allocated.
 
     ``end``: only the layers up to that one (see :class:`minicaffe.net.Net`).
+    ``max_memory``: the limit :func:`describe`'s memory line compares the estimate with.
     Raises a MinicaffeError naming the file, layer or blob if the net is invalid.
     """
     return Net(path, phase, level=level, stages=stages, input_shapes=input_shapes,
-               shape_inference=True, end=end)
+               shape_inference=True, end=end, max_memory=max_memory)
 
 
 def describe(net: Net, end=None) -> str:
@@ -40,7 +41,14 @@ def describe(net: Net, end=None) -> str:
         f"state: phase {facts.phase}, level {facts.level}, stages: {', '.join(facts.stages) or 'none'}",
         f"layers: {len(facts.layers)} ({facts.split_count} split{'s' if facts.split_count != 1 else ''} inserted)",
     ]
-    return "\n".join(lines + layer_lines(facts) + totals_lines(facts) + _no_loss_lines(net, end))
+    return "\n".join(lines + layer_lines(facts) + totals_lines(facts) + [_memory_line(net)]
+                     + _no_loss_lines(net, end))
+
+
+def _memory_line(net) -> str:
+    """``memory: ~X to run Forward (Y with Backward), limit Z (source)`` (minicaffe.memory_budget)."""
+    from .memory_budget import summary_line
+    return summary_line(net)
 
 
 def _no_loss_lines(net, end=None) -> list:

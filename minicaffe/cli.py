@@ -165,12 +165,33 @@ _END = click.option("--end", metavar="LAYER",
                          "does not stop the net (each one skipped is noted).")
 
 
+def _hold_to_max_memory(ctx, param, value):
+    # The command runs inside memory_budget.max_memory(value): nets are held to that limit, then it is undone.
+    if value is None:
+        return
+    from .memory_budget import max_memory, parse_size
+    try:
+        parse_size(value)
+    except MinicaffeError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1], ctx=ctx, param=param) from None
+    ctx.with_resource(max_memory(value))
+
+
+_MAX_MEMORY = click.option(
+    "--max-memory", metavar="SIZE", expose_value=False, callback=_hold_to_max_memory,
+    help="The memory the net may use: 8G, 512M, 1.5T or bytes (K, M, G, T: powers of 1024), or none (no "
+         "check). Default: MINICAFFE_MAX_MEMORY, else the least of the address-space limit (RLIMIT_AS), the "
+         "cgroup's memory limit and the available memory. A net whose estimate is over it is refused "
+         "before anything is allocated.")
+
+
 @main.command()
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("--phase", type=_PHASES, default="TRAIN", show_default=True,
               help="Phase the net is built for (layers' include/exclude rules).")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
 @_STAGES
+@_MAX_MEMORY
 @click.option("--input-shape", "input_shapes", multiple=True, callback=_parse_input_shapes,
               metavar="NAME=D1,D2,...", help="Override an Input top's shape (repeat for several).")
 @_END
@@ -187,11 +208,20 @@ def check(net, phase, level, stages, input_shapes, end):
     phase (a deploy net has none). Exits 1 with one line naming the file,
     layer or blob when the net is invalid. With --end LAYER, only the layers
     up to LAYER.
+
+    The `memory:` line estimates what running the net takes (blobs, diffs,
+    parameters, the largest workspaces) and the limit it is held to (see
+    --max-memory); when Forward alone needs more than the limit, check
+    prints the description and exits 1 with one line naming the estimate,
+    the limit and the largest blobs, as forward, train, test and time refuse
+    such a net before allocating.
     """
     from .check import check_net, describe
+    from .memory_budget import refuse_if_over
 
     checked = check_net(net, phase=phase.upper(), level=level, stages=stages, input_shapes=input_shapes, end=end)
     click.echo(describe(checked, end=end))
+    refuse_if_over(checked)     # a net that cannot run Forward within the limit: the one-line error, exit 1
     click.echo("OK")
 
 
@@ -237,6 +267,7 @@ def _split_blobs(ctx, param, values):
                    "decides the passes.")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
 @_STAGES
+@_MAX_MEMORY
 @click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device ('0'; of '0,1' or 'all' the first); "
                                          "layers without GPU kernels run on the CPU.")
 @_END
@@ -420,6 +451,7 @@ def _named_once(argument, option, what, usage):
 @click.option("--gpu", type=_GPUS, help="GPU id to train on (of '0,1' or 'all' the first); CPU when absent.")
 @click.option("--level", type=int, default=0, show_default=True, help="Train net state level.")
 @_STAGES
+@_MAX_MEMORY
 @click.option("--sigint-effect", type=_EFFECTS, default="stop", show_default=True, help="What Ctrl-C does.")
 @click.option("--sighup-effect", type=_EFFECTS, default="snapshot", show_default=True, help="What SIGHUP does.")
 @click.option("--no-nan-check", is_flag=True, help="Keep training through NaN/Inf (Caffe's behaviour); "
@@ -466,6 +498,7 @@ def train_command(solver_file, solver_option, weights, snapshot, gpu, level, sta
 @click.option("--gpu", type=_GPUS, help="GPU id (of '0,1' or 'all' the first); CPU when absent.")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
 @_STAGES
+@_MAX_MEMORY
 def test_command(net, model, weights, iterations, phase, gpu, level, stages):
     """Score a trained model, as `caffe test`: `Batch i, NAME = V` lines, then the averages.
 
@@ -491,6 +524,7 @@ def test_command(net, model, weights, iterations, phase, gpu, level, stages):
               help="Phase to build the net in; time a deploy net as it is used with --phase TEST.")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
 @_STAGES
+@_MAX_MEMORY
 @click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device ('0'; of '0,1' or 'all' the first); "
                                          "layers without GPU kernels run on the CPU.")
 @click.option("--weights", type=click.Path(dir_okay=False),

@@ -85,6 +85,34 @@ class NonFiniteError(MinicaffeError):
         super().__init__(message)
 
 
+class MemoryLimitError(MinicaffeError, MemoryError):
+    """A net that needs more memory than the process may use, refused before allocating
+    (:mod:`minicaffe.memory_budget`): names the estimate, the limit and its source, and the largest blobs.
+
+    ``estimate`` (a MemoryEstimate), ``limit`` (a MemoryLimit) and ``needed`` (bytes) say the numbers.
+    Also a ``MemoryError``, so code that catches that catches it too.
+    """
+
+    def __init__(self, message, estimate=None, limit=None, needed=None):
+        self.estimate = estimate
+        self.limit = limit
+        self.needed = needed
+        super().__init__(message)
+
+
+class LayerMemoryError(MinicaffeError, MemoryError):
+    """numpy's MemoryError inside a layer (a buffer the estimate missed, or memory taken by others meanwhile):
+    names the layer and what it was doing."""
+
+    def __init__(self, layer, during, original=None):
+        self.layer = layer
+        self.during = during
+        detail = f" ({original})" if original is not None and str(original) else ""
+        where = f"layer '{layer}'" if layer is not None else "the net"
+        super().__init__(f"{where}: out of memory {during}{detail}; free memory, lower the batch size, "
+                         "or check the estimate with `minicaffe check`")
+
+
 class MinicaffeWarning(UserWarning):
     """A net that runs, but not as its author may expect (an option that has no effect)."""
 

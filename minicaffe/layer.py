@@ -93,14 +93,24 @@ class Layer:
 
     # ---------------------------------------------------------------- fixed lifecycle
     def set_up(self, bottom, top):
-        self._check_blob_counts(bottom, top)
-        self.setup(bottom, top)
-        if len(self.param_propagate_down) < len(self.blobs):
-            self.param_propagate_down += [True] * (len(self.blobs) - len(self.param_propagate_down))
-        self.reshape(bottom, top)
-        self.seed_loss_weights(top)
+        try:
+            self._check_blob_counts(bottom, top)
+            self.setup(bottom, top)
+            if len(self.param_propagate_down) < len(self.blobs):
+                self.param_propagate_down += [True] * (len(self.blobs) - len(self.param_propagate_down))
+            self.reshape(bottom, top)
+            self.seed_loss_weights(top)
+        except MemoryError as exc:
+            if isinstance(exc, MinicaffeError):     # already names its layer (a net inside this layer)
+                raise
+            raise self._out_of_memory(exc, "setting it up") from exc
         self._blob_shapes = _shapes_of(bottom, top)
         self._param_shapes = tuple(blob.shape for blob in self.blobs)
+
+    def _out_of_memory(self, exc, during):
+        """numpy's MemoryError as a minicaffe error naming this layer."""
+        from .errors import LayerMemoryError
+        return LayerMemoryError(self.name, during, exc)
 
     def reshape_for_forward(self, bottom, top, force=False):
         """Caffe's reshape-before-Forward: run ``reshape`` if any blob's shape changed (or ``force``).
@@ -146,8 +156,13 @@ class Layer:
 
     def run_forward(self, bottom, top) -> float:
         """Reshape if a shape changed, Forward, then this layer's contribution to the net's loss."""
-        self.reshape_for_forward(bottom, top)
-        self._implementation("forward")(bottom, top)
+        try:
+            self.reshape_for_forward(bottom, top)
+            self._implementation("forward")(bottom, top)
+        except MemoryError as exc:
+            if isinstance(exc, MinicaffeError):     # already names its layer (a net inside this layer)
+                raise
+            raise self._out_of_memory(exc, "in Forward") from exc
         self._blob_shapes = _shapes_of(bottom, top)    # data layers and Filter shape their tops in Forward
         total = 0.0
         for index, blob in enumerate(top):
@@ -167,7 +182,12 @@ class Layer:
         self._check_shapes_unchanged(bottom, top)
         if self.blobs and not self.always_reshape:
             self._check_param_shapes()
-        self._implementation("backward")(top, propagate_down, bottom)
+        try:
+            self._implementation("backward")(top, propagate_down, bottom)
+        except MemoryError as exc:
+            if isinstance(exc, MinicaffeError):     # already names its layer (a net inside this layer)
+                raise
+            raise self._out_of_memory(exc, "in Backward") from exc
 
     def _check_param_shapes(self):
         """Kernels size their loops from the shapes set up; a parameter reshaped since is refused."""

@@ -36,15 +36,19 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
     gradient checks). ``end="LAYER"`` (minicaffe) builds only the layers up to
     and including LAYER, leaving the rest unparsed, so a Caffe fork's layer or
     field after it does not stop the net; ``net.notes`` says what was left out.
+    ``max_memory`` (``"8G"``, bytes, or ``"none"``) replaces the memory limit the
+    net is held to before it allocates (see :mod:`minicaffe.memory_budget`): a
+    net whose estimate exceeds it raises MemoryLimitError unbuilt.
     """
 
     def __init__(self, model, *args, phase=None, level=0, stages=None, weights=None, dtype=np.float32,
-                 input_shapes=None, shape_inference=False, end=None):
+                 input_shapes=None, shape_inference=False, end=None, max_memory=None):
         phase, weights = _constructor_args(args, phase, weights)
         # `end`: build only the layers up to and including this one (file order), leaving out the
         # rest unparsed, so a Caffe fork's layer after it does not stop the net; `notes` says what.
         self.notes = []
         self._shape_inference = shape_inference
+        self.max_memory = max_memory    # None: --max-memory, MINICAFFE_MAX_MEMORY, or the process's limit
         self.debug_info = False     # Caffe's debug_info: log per-layer magnitudes in Forward and Backward
         # TEST nets merge a BatchNorm/Scale/Bias chain into the Convolution it follows (minicaffe.fold).
         self.fold_inference = True
@@ -76,8 +80,9 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
             from .memory import shapes_only
             with shapes_only():
                 self._build()
-        else:
-            self._build()
+        else:   # shapes first: a net that cannot fit is refused before it allocates (minicaffe.memory_budget)
+            from .memory_budget import build_within_limit
+            build_within_limit(self, max_memory)
         if weights is not None:
             self.copy_from(weights)
 
@@ -156,6 +161,8 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
         from .layers.python_layer import model_folder
         from .memory import ShapeUnknown
         try:
+            if planned.type == "Python" and getattr(self, "_estimating", False):
+                raise ShapeUnknown("a Python layer's code is not run twice (for the memory estimate)")
             with model_folder(self._model_dir):
                 return create_layer(planned.param, phase=self.phase, dtype=self.dtype)
         except ShapeUnknown as exc:

@@ -136,5 +136,8 @@ def report_lines(report: TimingReport):
 
 def run_time(path, iterations=50, phase="TRAIN", level=0, stages=()):
     """Build the net at ``path`` and yield the lines of its timing report."""
+    from .memory_budget import check_memory
+
     net = Net(path, phase, level=level, stages=stages)
+    check_memory(net, backward=True)    # it runs Backward too: refuse before the first pass allocates
     yield from report_lines(time_net(net, iterations))

@@ -79,6 +79,8 @@ class Solver:
         self._warn_if_no_loss()
         self.test_nets = self._test_nets()
         self.learnable = self.net.learnable_param_specs
+        from ..memory_budget import check_training_memory
+        check_training_memory(self)     # before the history and the first pass allocate: refuse what cannot fit
         # One array per parameter (two sets for AdaDelta and Adam), in SolverState's order.
         self.history = [np.zeros_like(entry.blob.data) for _ in range(self.history_sets) for entry in self.learnable]
         self.iter = 0
