@@ -13,15 +13,27 @@ from .graph import TRAIN
 from .net import Net
 
 
-def check_net(path, phase="TRAIN", level=0, stages=(), input_shapes=None, end=None, max_memory=None) -> Net:
+NOT_RUN_REASON = ("`minicaffe check` imports no Python layer's module unless given --run-python-layers "
+                  "(importing runs its code)")
+
+
+def check_net(path, phase="TRAIN", level=0, stages=(), input_shapes=None, end=None, max_memory=None,
+              run_python_layers=False) -> Net:
     """A shapes-only Net for ``path``: every shape and rule checked, no blob memory allocated.
 
     ``end``: only the layers up to that one (see :class:`minicaffe.net.Net`).
     ``max_memory``: the limit :func:`describe`'s memory line compares the estimate with.
+    ``run_python_layers``: import Python layers' modules (``.caffeinit`` ones too) and run their
+    ``setup``/``reshape`` to know their shapes; by default their code is not run (a net one was sent
+    may carry any code) and their tops are ``?``, with a note saying why.
     Raises a MinicaffeError naming the file, layer or blob if the net is invalid.
     """
-    return Net(path, phase, level=level, stages=stages, input_shapes=input_shapes,
-               shape_inference=True, end=end, max_memory=max_memory)
+    from contextlib import nullcontext
+
+    from .layers.python_layer import python_code_not_run
+    with nullcontext() if run_python_layers else python_code_not_run(NOT_RUN_REASON):
+        return Net(path, phase, level=level, stages=stages, input_shapes=input_shapes,
+                   shape_inference=True, end=end, max_memory=max_memory)
 
 
 def describe(net: Net, end=None) -> str:

@@ -87,9 +87,20 @@ class _Group(click.Group):
                 raise
             click.echo(f"minicaffe: error: {exc}", err=True)
             ctx.exit(1)
+        except click.BadParameter as exc:
+            # A file argument that is a folder (click.Path(dir_okay=False)) is a bad file, not a usage
+            # mistake: one line, as for a missing or unreadable one.
+            if not isinstance(getattr(exc.param, "type", None), click.Path) or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            click.echo(f"minicaffe: error: {exc.format_message()}", err=True)
+            ctx.exit(1)
         except Exception as exc:
             # A Python layer's own exception keeps its type; minicaffe attached a short report.
             report = getattr(exc, "minicaffe_context", None)
+            if report is None and isinstance(exc, OSError):
+                # The file system failed where no reader or writer named it (they raise MinicaffeErrors).
+                from .atomic import os_error_reason
+                report = (f"{exc.filename}: " if exc.filename else "") + os_error_reason(exc)
             if report is None or (ctx.obj and ctx.obj.get("debug")):
                 raise
             click.echo(f"minicaffe: error: {report}", err=True)
@@ -195,7 +206,11 @@ _MAX_MEMORY = click.option(
 @click.option("--input-shape", "input_shapes", multiple=True, callback=_parse_input_shapes,
               metavar="NAME=D1,D2,...", help="Override an Input top's shape (repeat for several).")
 @_END
-def check(net, phase, level, stages, input_shapes, end):
+@click.option("--run-python-layers", is_flag=True,
+              help="Import the net's Python layers (python_param modules, .caffeinit types) and run their setup "
+                   "and reshape to check their shapes. Without it no Python layer code runs: their tops show as "
+                   "`?`. Give it only for a net whose code you trust.")
+def check(net, phase, level, stages, input_shapes, end, run_python_layers):
     """Validate NET and print its graph with shapes.
 
     Prints each layer kept for the phase, level and stages, in run order: its
@@ -209,6 +224,11 @@ def check(net, phase, level, stages, input_shapes, end):
     layer or blob when the net is invalid. With --end LAYER, only the layers
     up to LAYER.
 
+    A Python layer's module is code, and check is the command run on nets
+    one was sent: it imports none unless given --run-python-layers, and shows
+    such a layer's tops (and what follows from them) as `?` with a note.
+    forward, train, test and time run them, as Caffe does.
+
     The `memory:` line estimates what running the net takes (blobs, diffs,
     parameters, the largest workspaces) and the limit it is held to (see
     --max-memory); when Forward alone needs more than the limit, check
@@ -217,9 +237,11 @@ def check(net, phase, level, stages, input_shapes, end):
     such a net before allocating.
     """
     from .check import check_net, describe
+
     from .memory_budget import refuse_if_over
 
-    checked = check_net(net, phase=phase.upper(), level=level, stages=stages, input_shapes=input_shapes, end=end)
+    checked = check_net(net, phase=phase.upper(), level=level, stages=stages, input_shapes=input_shapes, end=end,
+                        run_python_layers=run_python_layers)
     click.echo(describe(checked, end=end))
     refuse_if_over(checked)     # a net that cannot run Forward within the limit: the one-line error, exit 1
     click.echo("OK")

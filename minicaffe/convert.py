@@ -7,7 +7,7 @@ import os
 from .errors import PrototxtError
 from .io import atomic_write_bytes, read_caffemodel_upgrades, write_caffemodel
 from .proto import caffe_pb2
-from .proto.text import parse_text, read_text_file, to_text
+from .proto.text import _read_text, parse_text, to_text
 from .proto.upgrade import upgrade_net, upgrade_solver
 
 
@@ -22,14 +22,19 @@ def upgrade_file(source, target, kind="auto"):
         net, applied = read_caffemodel_upgrades(source)
         write_caffemodel(net, target)
         return applied, "caffemodel"
+    text = _read_text(source)          # a missing, unreadable or binary SOURCE: a PrototxtError naming it
     if kind == "auto":
-        kind = _text_kind(source)
+        kind = _text_kind(source, text)
     if kind == "net":
-        message = read_text_file(source, caffe_pb2.NetParameter())
+        message = parse_text(text, caffe_pb2.NetParameter(), source)
         applied = upgrade_net(message, source=source)
     else:
-        message = read_text_file(source, caffe_pb2.SolverParameter())
+        message = parse_text(text, caffe_pb2.SolverParameter(), source)
         applied = upgrade_solver(message, source=source)
+    if not message.ListFields():
+        raise PrototxtError(source, None, None, f"holds no {kind} fields (an empty file?): nothing to upgrade")
+    if kind == "net" and not message.layer:
+        raise PrototxtError(source, None, None, "defines no layers (an empty net): nothing to upgrade")
     atomic_write_bytes(target, to_text(message).encode("utf-8"))
     return applied, kind
 
@@ -50,10 +55,8 @@ def _is_binary(path) -> bool:
     return False
 
 
-def _text_kind(path) -> str:
+def _text_kind(path, text) -> str:
     """Tell a net from a solver: whichever message the text parses as (the net when both do)."""
-    with open(path, "rb") as handle:
-        text = handle.read().decode("utf-8", errors="replace")
     errors = []
     for kind, message in (("net", caffe_pb2.NetParameter()), ("solver", caffe_pb2.SolverParameter())):
         try:

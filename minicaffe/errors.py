@@ -9,9 +9,45 @@ shape problems, a path for files.
 
 from __future__ import annotations
 
+import re
+
+QUOTE_LIMIT = 200       # characters of file content an error message quotes at most, about
+
 
 class MinicaffeError(Exception):
-    """Base class of every error minicaffe raises on bad input."""
+    """Base class of every error minicaffe raises on bad input.
+
+    A message stays short whatever the file holds: each run of more than 300 characters without a
+    space or a quote (a name, a token, a line of base64 from the file) is cut to its first
+    :data:`QUOTE_LIMIT` characters (:func:`excerpt`), and each line to 2000 characters.
+    """
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (shorten_message(args[0]),)
+        super().__init__(*args)
+
+
+def excerpt(text: str, column=None, limit=QUOTE_LIMIT) -> str:
+    """``text`` as an error message quotes file content: whole when short, else ``limit`` characters
+    (around ``column``, 1-based, when given) with ``...`` where it was cut and its full length."""
+    if len(text) <= limit:
+        return text
+    start = 0 if not column else max(0, min(column - 1 - limit // 2, len(text) - limit))
+    return (("..." if start else "") + text[start:start + limit] + ("..." if start + limit < len(text) else "")
+            + f" [{len(text)} characters]")
+
+
+_LONG_RUN = re.compile(r"[^\s'\"]{301,}")     # not across quotes: "'NAME', blob" keeps its punctuation
+
+
+def shorten_message(text: str) -> str:
+    """``text`` with its runs of over 300 characters without a space or a quote, and its lines of over 2000
+    characters, cut (:func:`excerpt`)."""
+    if len(text) <= 300:
+        return text
+    text = _LONG_RUN.sub(lambda match: excerpt(match.group(0)), text)
+    return "\n".join(excerpt(line, limit=2000) for line in text.split("\n"))
 
 
 class PrototxtError(MinicaffeError):

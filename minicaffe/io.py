@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -27,33 +26,22 @@ from .proto.upgrade import upgrade_net
 # ---------------------------------------------------------------- files
 
 def atomic_write_bytes(path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and a rename.
+    """Write ``payload`` to ``path`` through a temporary file, fsyncs and a rename.
 
-    A crash mid-write leaves the previous file whole: the rename is the only
-    step that touches ``path``, and it is atomic on POSIX file systems.
+    A crash or a power loss mid-write leaves the previous file whole, and a
+    failed write (a missing folder, a full disk) is a one-line
+    :class:`~minicaffe.atomic.WriteError` (also an OSError): see
+    :func:`minicaffe.atomic.atomic_write`, which HDF5 snapshots share.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp_path = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            tmp.write(payload)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        give_default_mode(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
+    from .atomic import atomic_write_bytes as write
+    write(path, payload)
 
 
 def give_default_mode(path) -> None:
     """The permissions ``open(path, "w")`` would have given (mkstemp makes files owner-only, 0600),
     so a snapshot or a saved caffemodel is as readable as the files Caffe writes."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+    from .atomic import give_default_mode as give
+    give(path)
 
 
 def _read_bytes(path, what="cannot read file") -> bytes:

@@ -59,6 +59,7 @@ def train(solver_path, weights=None, snapshot=None, gpu=None, level=0, stages=()
     param = read_solver(solver_path)
     param.train_state.level = level
     param.train_state.stage.extend(stages)
+    check_snapshot_folder(param, solver_path)
     select_mode(gpu)
     solver = Solver(param, source=solver_path)
     solver.nan_check = nan_check
@@ -82,6 +83,23 @@ def train(solver_path, weights=None, snapshot=None, gpu=None, level=0, stages=()
         progress.clear()
         attach_progress(None)
     return solver
+
+
+def check_snapshot_folder(param, solver_path):
+    """Refuse to start when snapshots could not be written (Caffe's CheckSnapshotWritePermissions), rather
+    than fail at the first snapshot, maybe hours in: the folder of ``snapshot_prefix`` (as the solver
+    completes it) must exist and take new files. Only when the solver snapshots (``snapshot`` > 0 or
+    ``snapshot_after_train``)."""
+    if not (param.snapshot > 0 or param.snapshot_after_train):
+        return
+    from .atomic import check_folder_writable
+    from .proto import caffe_pb2
+    from .solvers.solver import _fill_snapshot_prefix
+    completed = caffe_pb2.SolverParameter()
+    completed.CopyFrom(param)
+    _fill_snapshot_prefix(completed, solver_path)
+    prefix = completed.snapshot_prefix
+    check_folder_writable(prefix, f"the snapshot_prefix of {solver_path}")
 
 
 @contextmanager

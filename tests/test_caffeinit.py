@@ -131,7 +131,7 @@ def test_a_registered_name_is_a_layer_type(tmp_path, dirs):
     net.backward()
     np.testing.assert_allclose(net.blobs["fc8"].diff, 2 * net.blobs["fc8"].data / 4)
 
-    checked = run("check", path)
+    checked = run("check", path, "--run-python-layers")
     assert checked.exit_code == 0, checked.output
     assert re.search(r"my_custom_loss\s+my_custom_loss\s+fc8, label -> loss \(1\)\s+\[backward; loss_weight 1\]",
                      checked.output)
@@ -150,7 +150,7 @@ def test_a_registered_file_that_does_not_exist(tmp_path, dirs):
     (home / ".caffeinit").write_text("python_layer my_custom_loss MyCustomLossLayer gone/my_custom_loss.py\n")
     path = seed_net(tmp_path, SEED_LAYER)
     where = f"{home / 'gone' / 'my_custom_loss.py'} (registered at {home / '.caffeinit'}:1; it does not exist)"
-    checked = run("check", path)
+    checked = run("check", path, "--run-python-layers")
     assert checked.exit_code == 0, checked.output
     assert re.search(r"my_custom_loss\s+Python\s+fc8, label -> loss \?", checked.output)
     assert where in checked.output

@@ -172,7 +172,7 @@ def test_learnable_blobs_are_trained_saved_and_loaded(tmp_path, fixture_layers):
     np.testing.assert_allclose(loaded.params["affine"][1].data, [0.5, -1.0, 0.25])
     np.testing.assert_allclose(loaded.params["affine"][0].data, [2.0, 2.0, 2.0])
 
-    checked = run("check", path)                 # setup writes the blobs' values: fine under check too
+    checked = run("check", path, "--run-python-layers")   # setup writes the blobs' values: fine under check too
     assert checked.exit_code == 0, checked.output
     assert re.search(r"affine\s+Python\s+x -> y \(4x3\)\s+\[params 6; backward\]", checked.output)
 
@@ -192,7 +192,7 @@ def test_python_data_layer_with_several_tops(tmp_path, fixture_layers):
     test_net = minicaffe.Net(path, minicaffe.TEST)
     np.testing.assert_allclose(test_net.forward()["index"], [1000, 1001, 1002])
 
-    checked = run("check", path)
+    checked = run("check", path, "--run-python-layers")
     assert checked.exit_code == 0, checked.output
     assert re.search(r"data\s+Python\s+-> data \(3x2\), label \(3\), index \(3\)", checked.output)
     # ScaleByParam's reshape reads bottom[0].data.shape: that works under check too.
@@ -269,7 +269,7 @@ def test_missing_module_check_shows_unknown_shapes_and_running_is_a_clear_error(
             + 'layer { name: "relu_t" type: "ReLU" bottom: "t" top: "u" }\n')
     path = write(tmp_path / "nets" / "missing.prototxt", text)
     folder = str(tmp_path / "nets")
-    checked = run("check", path)
+    checked = run("check", path, "--run-python-layers")
     assert checked.exit_code == 0, checked.output
     assert re.search(r"py\s+Python\s+x -> y \?", checked.output)
     assert re.search(r"relu\s+ReLU\s+y -> z \?", checked.output)
@@ -354,7 +354,7 @@ def test_a_module_that_fails_to_import(tmp_path, source, shown):
     assert message.startswith(f"layer 'bad' (type Python, module '{name}'): import raised")
     assert shown in message and module_file in message
     assert "importlib" not in message
-    checked = run("check", path)
+    checked = run("check", path, "--run-python-layers")
     assert checked.exit_code == 0, checked.output
     assert f"note: shapes from layer 'bad' on are unknown (?): Python module '{name}' failed to import: " \
            in checked.output

@@ -7,6 +7,7 @@ transaction (LMDB) or iterator (LevelDB) per pass over the keys.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -132,24 +133,47 @@ def _release_lmdb(path):
 
 
 class Writer:
-    """A new database (Caffe refuses to write into an existing one), committed every ``batch`` puts."""
+    """A new database (Caffe refuses to write into an existing one), committed every ``batch`` puts.
+
+    A failure of the database library or the file system (a missing folder, a full disk, a file-size
+    limit) is a DataError naming the database; leaving the ``with`` block on an exception closes the
+    database without committing what is pending.
+    """
 
     def __init__(self, path, backend=LMDB, batch=1000):
         self.path = os.fspath(path)
         self.backend = backend_name(backend)
         self.batch = batch
-        if os.path.exists(self.path):
+        if os.path.lexists(self.path):
             raise DataError(f"'{self.path}' already exists: remove it or choose another database path",
                             path=self.path)
+        self._env = None
         if self.backend == LMDB:
             lmdb = optional_import("lmdb", "writing LMDB databases")
+            self._failures = (lmdb.Error, OSError)
             self._map_size = 1 << 26
-            self._env = lmdb.open(self.path, map_size=self._map_size, subdir=True, meminit=False)
             self._map_full = lmdb.MapFullError
+            with self._reporting("create"):
+                self._env = lmdb.open(self.path, map_size=self._map_size, subdir=True, meminit=False)
         else:
             plyvel = optional_import("plyvel", "writing LevelDB databases")
-            self._env = plyvel.DB(self.path, create_if_missing=True, error_if_exists=True)
+            self._failures = (plyvel.Error, OSError)
+            with self._reporting("create"):
+                self._env = plyvel.DB(self.path, create_if_missing=True, error_if_exists=True)
         self._pending = []
+
+    @contextlib.contextmanager
+    def _reporting(self, doing):
+        try:
+            yield
+        except self._failures as exc:
+            from ..atomic import os_error_reason
+            reason = os_error_reason(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if doing == "create" and not os.path.isdir(folder):
+                reason += f" (the folder '{folder}' does not exist or is not a folder)"
+            raise DataError(f"cannot {doing} {self.backend.upper()} database '{self.path}': {reason}",
+                            path=self.path) from None
 
     def put(self, key: bytes, value: bytes):
         self._pending.append((key, value))
@@ -159,28 +183,44 @@ class Writer:
     def commit(self):
         if not self._pending:
             return
-        if self.backend == LEVELDB:
-            with self._env.write_batch() as batch:
-                for key, value in self._pending:
-                    batch.put(key, value)
-        else:
-            while True:
-                try:
-                    with self._env.begin(write=True) as txn:
-                        for key, value in self._pending:
-                            txn.put(key, value)
-                    break
-                except self._map_full:       # grow the map and retry, as Caffe's LMDB writer does
-                    self._map_size *= 2
-                    self._env.set_mapsize(self._map_size)
+        with self._reporting("write"):
+            if self.backend == LEVELDB:
+                with self._env.write_batch() as batch:
+                    for key, value in self._pending:
+                        batch.put(key, value)
+            else:
+                while True:
+                    try:
+                        with self._env.begin(write=True) as txn:
+                            for key, value in self._pending:
+                                txn.put(key, value)
+                        break
+                    except self._map_full:       # grow the map and retry, as Caffe's LMDB writer does
+                        self._map_size *= 2
+                        self._env.set_mapsize(self._map_size)
         self._pending = []
 
     def close(self):
-        self.commit()
-        self._env.close()
+        try:
+            self.commit()
+        finally:
+            self.abandon()
+
+    def abandon(self):
+        """Close the database without committing what is pending."""
+        self._pending = []
+        if self._env is not None:
+            env, self._env = self._env, None
+            try:
+                env.close()
+            except self._failures:
+                pass
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()

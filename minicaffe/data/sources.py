@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from ..errors import excerpt
 from ..proto import caffe_pb2
 from . import images
 from .common import DataError
@@ -185,19 +186,29 @@ class DatumSource:
 def read_image_list(path, layer=None):
     """``path label`` lines (the label after the last space, so paths may hold spaces), blank lines skipped."""
     entries = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            name, sep, label = line.rpartition(" ")
-            try:
-                if not sep or not name:
-                    raise ValueError
-                entries.append((name, int(label)))
-            except ValueError:
-                raise DataError(f"{path}:{number}: expected 'path label' with an integer label, got {line!r}",
-                                layer=layer, path=path) from None
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise DataError(f"cannot read image list '{path}': {exc.strerror or exc}", layer=layer, path=path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        number = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{number}: image list is not UTF-8 text (a binary file?): expected "
+                        "'path label' lines", layer=layer, path=path) from None
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        name, sep, label = line.rpartition(" ")
+        try:
+            if not sep or not name:
+                raise ValueError
+            entries.append((name, int(label)))
+        except ValueError:
+            raise DataError(f"{path}:{number}: expected 'path label' with an integer label, got "
+                            f"{excerpt(line)!r}", layer=layer, path=path) from None
     if not entries:
         raise DataError(f"image list '{path}' is empty", layer=layer, path=path)
     return entries

@@ -53,44 +53,15 @@ def convert_imageset(root_folder, list_file, db_path, *, resize_height=0, resize
     mode = images.GRAY if gray else images.COLOR
     resize = resize_height > 0
     wrap = progress or _quiet
-    written, skipped, first_size, first_error = 0, [], None, None
-    with Writer(db_path, backend) as writer, wrap(list(enumerate(entries)), length=len(entries),
-                                                  label="converting images") as items:
-        for index, (name, label) in items:
-            path = str(root_folder) + name
-            try:
-                pixels = images.decode(path, mode, f"image '{path}'")
-            except MissingDependency:
-                raise
-            except DataError as exc:     # missing or unreadable: skipped, as Caffe does
-                skipped.append(path)
-                first_error = first_error or str(exc)
-                continue
-            if resize:
-                pixels = images.resize(pixels, resize_height, resize_width)
-            datum = caffe_pb2.Datum(label=int(label))
-            if encoded:
-                extension = (encode_type or os.path.splitext(name)[1].lstrip(".")).lower()
-                if not extension:
-                    raise DataError(f"cannot guess the encoding of '{name}': give --encode-type")
-                datum.encoded = True
-                if not resize and _same_format(path, extension):
-                    with open(path, "rb") as handle:
-                        datum.data = handle.read()
-                else:
-                    datum.data = images.encode(pixels, extension, f"image '{path}'")
-            else:
-                datum.channels, datum.height, datum.width = pixels.shape
-                datum.data = pixels.tobytes()
-            if check_size:
-                if first_size is None:
-                    first_size = pixels.shape
-                elif pixels.shape != first_size:
-                    raise DataError(f"image '{path}' is {pixels.shape}, but the first image is {first_size} "
-                                    "(--check-size)", path=path)
-            key = f"{index:08d}_{name}".encode("utf-8")
-            writer.put(key, datum.SerializeToString())
-            written += 1
+    writer = Writer(db_path, backend)       # refuses an existing path: what is removed below is ours
+    try:
+        with writer, wrap(list(enumerate(entries)), length=len(entries), label="converting images") as items:
+            written, skipped, first_error = _convert(root_folder, items, writer, mode, resize, resize_height,
+                                                     resize_width, encoded, encode_type, check_size)
+    except BaseException:
+        # A failed or interrupted conversion leaves no half-written database that would read as whole.
+        shutil.rmtree(db_path, ignore_errors=True)
+        raise
     if not written:
         # Caffe would leave an empty database and exit 0; a wrong root is the usual cause. The Writer
         # refuses an existing path, so the database is the one just created: remove it.
@@ -100,6 +71,48 @@ def convert_imageset(root_folder, list_file, db_path, *, resize_height=0, resize
                         "each listed path as it is: is it the images' folder, with its trailing slash?",
                         path=skipped[0] if skipped else None)
     return {"written": written, "skipped": skipped, "first_error": first_error}
+
+
+def _convert(root_folder, items, writer, mode, resize, resize_height, resize_width, encoded, encode_type,
+             check_size):
+    """convert_imageset's loop: (records written, paths skipped, why the first was)."""
+    written, skipped, first_size, first_error = 0, [], None, None
+    for index, (name, label) in items:
+        path = str(root_folder) + name
+        try:
+            pixels = images.decode(path, mode, f"image '{path}'")
+        except MissingDependency:
+            raise
+        except DataError as exc:     # missing or unreadable: skipped, as Caffe does
+            skipped.append(path)
+            first_error = first_error or str(exc)
+            continue
+        if resize:
+            pixels = images.resize(pixels, resize_height, resize_width)
+        datum = caffe_pb2.Datum(label=int(label))
+        if encoded:
+            extension = (encode_type or os.path.splitext(name)[1].lstrip(".")).lower()
+            if not extension:
+                raise DataError(f"cannot guess the encoding of '{name}': give --encode-type")
+            datum.encoded = True
+            if not resize and _same_format(path, extension):
+                with open(path, "rb") as handle:
+                    datum.data = handle.read()
+            else:
+                datum.data = images.encode(pixels, extension, f"image '{path}'")
+        else:
+            datum.channels, datum.height, datum.width = pixels.shape
+            datum.data = pixels.tobytes()
+        if check_size:
+            if first_size is None:
+                first_size = pixels.shape
+            elif pixels.shape != first_size:
+                raise DataError(f"image '{path}' is {pixels.shape}, but the first image is {first_size} "
+                                "(--check-size)", path=path)
+        key = f"{index:08d}_{name}".encode("utf-8")
+        writer.put(key, datum.SerializeToString())
+        written += 1
+    return written, skipped, first_error
 
 
 def _same_format(path, extension):

@@ -37,6 +37,13 @@ shapes (``?``) with the reason, instead of an error; ``setup`` and ``reshape``
 run there as usual, on zero-filled memory (Python layers are written against
 arrays: ``bottom[0].data.shape``), so the shapes they give are checked.
 
+Importing a module runs its code, so ``minicaffe check`` (the command users
+run on nets they were sent) imports none unless given ``--run-python-layers``:
+the layer's tops show as ``?`` with a note saying why (see
+:func:`python_code_not_run`). ``forward``, ``train`` and the API run them, as
+Caffe does: a net with Python layers (or a ``.caffeinit``) should come from a
+trusted source.
+
 ``python_param.share_in_parallel`` is read and ignored (there is no
 multi-GPU training).
 """
@@ -162,8 +169,43 @@ class PythonLayer(Layer):
         return create_python_layer(layer_param, phase=phase, dtype=dtype)
 
 
+# ---------------------------------------------------------------- not running code (`minicaffe check`)
+
+@contextmanager
+def python_code_not_run(reason):
+    """Within this block, a Python layer's module is neither imported nor looked for: creating the layer
+    raises ShapeUnknown (under shape inference, so its tops show as ``?`` with ``reason``; else a GraphError).
+
+    ``minicaffe check`` builds nets in this block unless given ``--run-python-layers``: it is the command
+    users run on nets they were sent, and importing a module runs its code.
+    """
+    previous = getattr(_context, "not_run", None)
+    _context.not_run = reason
+    try:
+        yield
+    finally:
+        _context.not_run = previous
+
+
+def _refuse_to_run(layer_param):
+    reason = getattr(_context, "not_run", None)
+    if reason is None:
+        return
+    if layer_param.type == "Python":
+        what = (f"module '{layer_param.python_param.module or '?'}', "
+                f"class '{layer_param.python_param.layer or '?'}'")
+    else:
+        entry = find_python_layer(layer_param.type)
+        what = f"type '{layer_param.type}' registered at {entry.where}" if entry else f"type '{layer_param.type}'"
+    message = f"a Python layer ({what}) is code, not run here: {reason}"
+    if shape_inference_active():
+        raise ShapeUnknown(message)
+    raise GraphError(message, layer=layer_param.name)
+
+
 def create_python_layer(layer_param, phase=TRAIN, dtype=np.float32):
     """Import the module, instantiate the class, set pycaffe's attributes, guard the user's methods."""
+    _refuse_to_run(layer_param)
     user_class = load_layer_class(layer_param)
     origin = f"class {user_class.__module__}.{user_class.__qualname__}"
     where = getattr(sys.modules.get(user_class.__module__), "__file__", None)

@@ -14,7 +14,7 @@ import re
 
 from google.protobuf import text_format
 
-from ..errors import GraphError, PrototxtError
+from ..errors import QUOTE_LIMIT, GraphError, PrototxtError, excerpt
 from ..fork_names import FORK_OF_FIELD
 from ..plugins import extension_text_name, load_plugins, plain_field_names, plugin_field_names
 from . import caffe_pb2
@@ -65,10 +65,10 @@ def _prototxt_error(text, exc, source):
     match = _UNKNOWN_FIELD.search(reason)
     if match:
         reason = _unknown_field_reason(text, line, column, *match.groups(), reason)
-    snippet = _line_at(text, line)
+    snippet = _line_at(text, line, column)
     if snippet and snippet in reason:
         snippet = None  # protobuf already quoted the line
-    return PrototxtError(source, line, column, reason, snippet)
+    return PrototxtError(source, line, column, _shorten_tokens(reason), snippet)
 
 
 def _unknown_field_reason(text, line, column, type_name, field_name, reason):
@@ -156,10 +156,20 @@ def _read_text(path) -> str:
 
 
 def read_net(path) -> "caffe_pb2.NetParameter":
-    """Read a net ``.prototxt`` and upgrade V0/V1/legacy-input forms, as Caffe does."""
+    """Read a net ``.prototxt`` and upgrade V0/V1/legacy-input forms, as Caffe does.
+
+    A file that defines no layers (an empty file, or a solver's fields only) is a PrototxtError:
+    Caffe would build a net that does nothing, which is never what was meant.
+    """
     net = read_text_file(path, caffe_pb2.NetParameter())
     upgrade_net(net, source=os.fspath(path))
+    _refuse_empty_net(net, path)
     return net
+
+
+def _refuse_empty_net(net, path):
+    if not net.layer:
+        raise PrototxtError(os.fspath(path), None, None, "defines no layers (an empty net); is it the right file?")
 
 
 def read_net_until(path, end: str):
@@ -197,6 +207,7 @@ def read_net_until(path, end: str):
         text = blank_out(text, block.start, block.end)
     net = parse_text(text, caffe_pb2.NetParameter(), path)
     upgrade_net(net, source=path)
+    _refuse_empty_net(net, path)
     return net, notes
 
 
@@ -244,10 +255,27 @@ def to_text(message) -> str:
     return plain_field_names(text_format.MessageToString(message))
 
 
-def _line_at(text: str, line):
+def _line_at(text: str, line, column=None):
+    """The text of line ``line`` (1-based) for an error message: at most about 200 characters, around
+    ``column`` when the line is longer (a megabyte-long line is never quoted whole)."""
     if not line:
         return None
-    lines = text.splitlines()
-    if 1 <= line <= len(lines):
-        return lines[line - 1].strip() or None
-    return None
+    start = 0
+    for _ in range(line - 1):       # no splitlines(): a huge file is not copied line by line
+        start = text.find("\n", start) + 1
+        if start == 0:
+            return None
+    end = text.find("\n", start)
+    end = len(text) if end < 0 else end
+    if start >= len(text) and line > 1:
+        return None
+    raw = text[start:end]
+    indent = len(raw) - len(raw.lstrip())
+    return excerpt(raw.strip(), column - indent if column and column > indent else None) or None
+
+
+def _shorten_tokens(reason: str) -> str:
+    """A parser message with each run of over QUOTE_LIMIT characters without spaces (a quoted token or
+    name from the file) cut to QUOTE_LIMIT, and at most 1000 characters in all."""
+    reason = re.sub(r"\S{%d,}" % (QUOTE_LIMIT + 1), lambda match: excerpt(match.group(0)), reason)
+    return excerpt(reason, limit=1000)

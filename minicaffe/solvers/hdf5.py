@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
 
 import numpy as np
 
 from ..errors import MinicaffeError, WeightsError
 from ..proto import caffe_pb2
-from ..io import array_to_blobproto, give_default_mode
+from ..atomic import atomic_write
+from ..io import array_to_blobproto
 
 
 def _h5py():
@@ -27,20 +28,22 @@ def _h5py():
 
 
 def _atomic_h5(path, write):
+    """Write an HDF5 file through :func:`minicaffe.atomic.atomic_write` (fsyncs, rename, stale temporaries
+    removed, device nodes refused; an OSError becomes a one-line WriteError)."""
     h5py = _h5py()
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp_path = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(handle)
-    try:
-        with h5py.File(tmp_path, "w") as h5:
-            write(h5)
-        give_default_mode(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
+
+    def fill(handle, tmp_path):
+        try:
+            with h5py.File(tmp_path, "w") as h5:
+                write(h5)
+        except (OSError, RuntimeError) as exc:
+            # HDF5 reports a full disk or a file-size limit as "... errno = 28, ..." (a RuntimeError at
+            # times): the errno makes it the OSError it is.
+            code = re.search(r"errno = (\d+)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
+    atomic_write(path, fill, lock=False)      # HDF5 locks the file it writes itself
 
 
 def write_net_hdf5(net, path, write_diff=False):
