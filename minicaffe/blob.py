@@ -220,7 +220,6 @@ class Blob:
         return blob_html(self)
 
 
-
 class SyncedArray:
     """A flat buffer with a host copy and a device copy (Caffe's SyncedMemory).
 

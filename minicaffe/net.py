@@ -488,7 +488,6 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
         return net_html(self)
 
 
-
 def _constructor_args(args, phase, weights):
     """Accept pycaffe's Net(model, phase) and legacy Net(model, weights, phase)."""
     if len(args) == 1:

@@ -527,7 +527,6 @@ class Solver:
         return solver_html(self)
 
 
-
 def _non_finite(net, iteration, what):
     """A NonFiniteError naming the first layer, in Forward then Backward order, whose output went non-finite."""
     from ..errors import NonFiniteError
