@@ -443,7 +443,7 @@ def producer(net, blob):
 class Engines:
     """minicaffe, OpenCV dnn and PyTorch on one net at one batch: ``runs`` (timed) and ``fetchers`` (checked)."""
 
-    def __init__(self, name, batch, files, seed, source_net):
+    def __init__(self, name, batch, files, seed, source_net, others=("OpenCV", "PyTorch")):
         self.errors = {}
         self.data = input_batch(name, batch, seed)
         self.net = Net(files[name][batch], TEST)
@@ -453,6 +453,8 @@ class Engines:
         self.runs = {"minicaffe": self.net.forward}
         self.fetchers = {"minicaffe": lambda: {blob: self.net.blobs[blob].data.copy() for blob in self.blob_names}}
         for engine, build in (("OpenCV", self._opencv), ("PyTorch", self._torch)):
+            if engine not in others:        # benchmarks/profile_inference.py builds OpenCV's alone
+                continue
             try:
                 build(files[name][batch], files[name]["weights"])
             except Exception as exc:        # an engine that cannot run a net is reported, not fatal
@@ -463,6 +465,7 @@ class Engines:
         dnn = cv2.dnn.readNetFromCaffe(prototxt, weights)
         dnn.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         dnn.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        self.opencv = dnn                   # for its per-layer profile (benchmarks/profile_inference.py)
         # The compared blobs are asked for in timed runs too: asking for other outputs than the last
         # forward did makes OpenCV set the net up again, which a timed run must not include.
         checked = [producer(self.net, blob) for blob in self.blob_names]
@@ -493,7 +496,7 @@ class Engines:
         """Compare OpenCV's and PyTorch's outputs with minicaffe's; a mismatching engine is dropped."""
         reference = self.fetchers["minicaffe"]()
         for engine in ("OpenCV", "PyTorch"):
-            if engine in self.errors:
+            if engine in self.errors or engine not in self.fetchers:
                 continue
             try:
                 theirs = self.fetchers[engine]()
