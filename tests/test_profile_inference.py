@@ -1,6 +1,6 @@
 """benchmarks/profile_inference.py: its profile of one small net (ONet, batch 1, one round) against OpenCV dnn.
 
-Needs OpenCV (the ``bench`` extra) and skips without it. Checks the structure, not the speed.
+Needs OpenCV (in the test extra). Checks the structure, not the speed.
 """
 
 import importlib.util
@@ -38,8 +38,8 @@ def test_profile_groups_sum_to_the_totals(prof, tmp_path):
         layers = sum(values[engine] for name, values in groups.items() if name != prof.OUTSIDE)
         assert layers > 0
         assert layers + groups[prof.OUTSIDE][engine] == pytest.approx(total)
-        # The layers' times, taken in another pass than the total, account for most of it.
-        assert 0.3 * total < layers < 2.0 * total, (engine, layers, total)
+        # (No bound on layers / total: the two come from different passes, one run each here, and a
+        # cold numba cache or a busy machine can put either far from the other. Structure, not speed.)
 
     rows = {row["name"]: row for row in result["rows"]}
     assert rows["conv1"]["path"] in ("im2row", "1x1", "direct")
