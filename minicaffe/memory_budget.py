@@ -587,6 +587,8 @@ def _convolution(layer, bottom, top, backward):
         if backward:
             work.kept_backward = weight if layer.group > 1 else max(weight, min(layer.num * weight, 4 << 20))
         work.transient_backward = weight
+        if path is not None and path.strided:   # the gathered pixels, kept on the layer
+            work.kept += path._picked_size * itemsize
     elif name == "direct" and path is not None:
         from .layers.conv_direct import _phase_shape
         dims = path.dims

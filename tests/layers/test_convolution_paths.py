@@ -77,7 +77,10 @@ GEOMETRIES = [
     ("Convolution", "num_output: 2 kernel_size: 2 pad: 1 bias_term: false", (2, 3, 4, 5), "direct"),  # one group
     ("Convolution", "num_output: 3 kernel_size: 3 pad: 2 dilation: 2 group: 3", (2, 3, 9), "direct"),  # 1-D
     ("Convolution", "num_output: 3 kernel_size: 1 group: 3", (2, 3, 4, 4), "direct"),              # 1x1 depthwise
-    ("Convolution", "num_output: 3 kernel_size: 1 stride: 2", (2, 2, 5, 4), "direct"),             # strided 1x1
+    ("Convolution", "num_output: 3 kernel_size: 1 stride: 2", (2, 2, 5, 4), "1x1"),                # strided 1x1
+    ("Convolution", "num_output: 4 kernel_h: 1 kernel_w: 1 stride_h: 2 stride_w: 3 group: 2", (2, 4, 5, 7), "1x1"),
+    ("Convolution", "num_output: 5 kernel_size: 1 stride: 2", (2, 3, 2, 3, 5), "1x1"),             # strided 3-D
+    ("Deconvolution", "num_output: 4 kernel_size: 1 stride: 2", (2, 3, 3, 2), "1x1"),              # strided 1x1
     ("Convolution", "num_output: 5 kernel_size: 1", (3, 4, 3, 5), "1x1"),
     ("Convolution", "num_output: 6 kernel_size: 1 group: 2", (2, 4, 3, 3), "1x1"),
     ("Convolution", "num_output: 3 kernel_size: 1 dilation: 2 bias_term: false", (2, 2, 4, 3), "1x1"),
@@ -189,6 +192,8 @@ def test_forcing_a_path(monkeypatch):
     ("Convolution", "num_output: 4 kernel_size: 1 group: 2", (1, 4, 2, 3)),
     ("Deconvolution", "num_output: 2 kernel_size: 3 stride: 2 pad: 1 group: 2", (2, 2, 3, 2)),
     ("Deconvolution", "num_output: 3 kernel_size: 1", (1, 2, 2, 3)),
+    ("Convolution", "num_output: 3 kernel_size: 1 stride: 2", (2, 2, 5, 4)),             # strided 1x1
+    ("Deconvolution", "num_output: 2 kernel_h: 1 kernel_w: 1 stride_h: 2 stride_w: 3", (1, 2, 2, 3)),
 ])
 def test_gradients_of_the_new_paths(kind, params, shape):
     x = rng.standard_normal(shape)
