@@ -297,9 +297,11 @@ def _split_blobs(ctx, param, values):
               help="Feed input blob NAME (repeat for several; a net with one input takes a bare SOURCE): an "
                    "image file, a .npy array (one C x H x W item or N x C x H x W items; no pickle) or a folder "
                    "of images, read in batches with a progress bar.")
-@click.option("--output", metavar="OUT.npz|FOLDER",
-              help="Write the chosen blobs: one array per blob in OUT.npz, or one BLOB.npy per blob in FOLDER; "
-                   "rows in input order, with the input files' names as 'names'.")
+@click.option("--output", metavar="OUT.npz|OUT.h5|OUT.lmdb|FOLDER",
+              help="Write the chosen blobs: one array per blob in OUT.npz or OUT.h5, or one BLOB.npy per blob "
+                   "in FOLDER, rows in input order, with the input files' names as 'names'; or, as Caffe's "
+                   "extract_features, a database of one float Datum per item keyed 0000000000, 0000000001, ... "
+                   "(OUT.lmdb or OUT.leveldb; with several blobs, OUT_BLOB.lmdb each).")
 @click.option("--blobs", multiple=True, callback=_split_blobs, metavar="A[,B...]",
               help="Blobs to report and write, comma-separated (default: the net's outputs), e.g. prob,fc7.")
 @click.option("--batch-size", type=click.IntRange(min=1), metavar="N",

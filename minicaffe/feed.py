@@ -492,15 +492,25 @@ def blob_file_name(name) -> str:
     return quote(name, safe="-_.,+=@") + ".npy"
 
 
+DATABASE_SUFFIXES = (".lmdb", ".leveldb")
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
 def write_outputs(path, arrays, names=None) -> list:
-    """Write ``arrays`` ({blob: array}) to ``path``: a ``.npz`` (one array per blob) or a folder (one ``.npy``
-    per blob, :func:`blob_file_name`). ``names`` (the input files) go in as ``names``. Returns the files written."""
+    """Write ``arrays`` ({blob: array}) to ``path``: a ``.npz`` (one array per blob), a folder (one ``.npy``
+    per blob, :func:`blob_file_name`), an HDF5 file (``.h5``: one dataset per blob) or, as Caffe's
+    ``extract_features`` does, a database per blob (``.lmdb``/``.leveldb``: :func:`write_feature_databases`).
+    ``names`` (the input files) go in as ``names`` (not into a database). Returns the files written."""
     path = os.fspath(path)
+    if path.lower().endswith(DATABASE_SUFFIXES):
+        return write_feature_databases(path, arrays)
     arrays = dict(arrays)
     if names is not None:
         if NAMES_KEY in arrays:
             raise FeedError(f"a blob is named '{NAMES_KEY}', the key the output keeps for the input files' names")
         arrays[NAMES_KEY] = np.array(list(names), dtype=str)
+    if path.lower().endswith(HDF5_SUFFIXES):
+        return [_write_hdf5(path, arrays)]
     if path.lower().endswith(".npz"):
         from .io import atomic_write_bytes
         folder = os.path.dirname(os.path.abspath(path))
@@ -519,6 +529,50 @@ def write_outputs(path, arrays, names=None) -> list:
         np.save(target, array, allow_pickle=False)
         written.append(target)
     return written
+
+
+def write_feature_databases(path, arrays) -> list:
+    """One database per blob in ``extract_features``'s layout: a float Datum per item (channels, height,
+    width from the blob's axes 1-3, ``float_data`` the item's values), keyed by the item's index as ten
+    zero-padded digits. With one blob the database is ``path``; with several, ``STEM_BLOB.lmdb`` beside it."""
+    from .data.db import Writer
+    from .proto import caffe_pb2
+    stem, suffix = os.path.splitext(path)
+    backend = suffix.lower().lstrip(".")
+    targets = {name: path if len(arrays) == 1 else f"{stem}_{quote(name, safe='-_.,+=@')}{suffix}"
+               for name in arrays}
+    for name, array in arrays.items():
+        dims = tuple(array.shape[1:]) + (1,) * max(0, 3 - (array.ndim - 1))
+        if array.ndim > 4:
+            raise FeedError(f"blob '{name}' has {array.ndim} axes; a Datum holds at most channels x height x width")
+        writer = Writer(targets[name], backend=backend)
+        try:
+            for index, item in enumerate(array.reshape(len(array), -1)):
+                datum = caffe_pb2.Datum(channels=dims[0], height=dims[1], width=dims[2])
+                datum.float_data.extend(item.astype(np.float32, copy=False).tolist())
+                writer.put(f"{index:010d}".encode(), datum.SerializeToString())
+        except BaseException:
+            writer.abandon()
+            raise
+        writer.close()
+    return list(targets.values())
+
+
+def _write_hdf5(path, arrays):
+    from .data.common import optional_import
+    h5py = optional_import("h5py", "writing HDF5 outputs")
+    from .atomic import atomic_write
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FeedError(f"cannot write '{path}': folder '{folder}' does not exist")
+
+    def write(_fd, target):
+        with h5py.File(target, "w") as h5:
+            for name, array in arrays.items():
+                data = np.asarray(array)
+                h5.create_dataset(name, data=data.astype(h5py.string_dtype()) if data.dtype.kind == "U" else data)
+    atomic_write(path, write, lock=False)
+    return path
 
 
 # ---------------------------------------------------------------- classification and detection

@@ -119,6 +119,43 @@ def test_forward_npy_one_item_and_many_to_a_folder(tiny, tmp_path):
         np.testing.assert_allclose(np.load(folder / f"{name}.npy"), expected[name], rtol=1e-5, atol=1e-5)
 
 
+def test_forward_to_extract_features_databases_and_hdf5(tiny, tmp_path):
+    """--output X.lmdb: Caffe's extract_features layout, one float Datum per item keyed by its index; X.h5."""
+    import h5py
+    import lmdb
+
+    from minicaffe.proto import caffe_pb2
+    many = np.random.RandomState(5).normal(size=(3, 3, H, W)).astype(np.float32)
+    np.save(tmp_path / "many.npy", many)
+    expected = python_forward(tiny, many)
+    result = run("forward", tiny[0], "--weights", tiny[1], "--input", tmp_path / "many.npy",
+                 "--blobs", "prob,conv", "--output", tmp_path / "feats.lmdb")
+    assert result.exit_code == 0, result.output
+    for name, shape in (("prob", (4, 1, 1)), ("conv", (2, H, W))):
+        env = lmdb.open(str(tmp_path / f"feats_{name}.lmdb"), readonly=True, lock=False)
+        with env.begin() as txn:
+            records = list(txn.cursor())
+        env.close()
+        assert [key for key, _ in records] == [b"0000000000", b"0000000001", b"0000000002"]
+        for index, (_, value) in enumerate(records):
+            datum = caffe_pb2.Datum.FromString(value)
+            assert (datum.channels, datum.height, datum.width) == shape and not datum.data
+            np.testing.assert_allclose(np.array(datum.float_data).reshape(shape),
+                                       expected[name][index].reshape(shape), rtol=1e-5, atol=1e-5)
+    result = run("forward", tiny[0], "--weights", tiny[1], "--input", tmp_path / "many.npy",
+                 "--blobs", "prob", "--output", tmp_path / "prob.lmdb")
+    assert result.exit_code == 0 and os.path.isdir(tmp_path / "prob.lmdb")      # one blob: the path itself
+    result = run("forward", tiny[0], "--weights", tiny[1], "--input", tmp_path / "many.npy",
+                 "--blobs", "prob", "--output", tmp_path / "prob.lmdb")
+    assert result.exit_code == 1 and "already exists" in result.output           # as Caffe: never overwritten
+    result = run("forward", tiny[0], "--weights", tiny[1], "--input", tmp_path / "many.npy",
+                 "--blobs", "prob,conv", "--output", tmp_path / "feats.h5")
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "feats.h5", "r") as h5:
+        assert sorted(h5) == ["conv", "prob"]
+        np.testing.assert_allclose(h5["prob"][...], expected["prob"], rtol=1e-5, atol=1e-6)
+
+
 def test_forward_a_folder_in_batches_keeps_input_order_and_names(tiny, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
