@@ -52,10 +52,12 @@ class NetWeights:
         else:
             model = read_caffemodel(source)
         by_name = {layer.name: layer for layer in self._layers}
+        copied = 0
         for saved in model.layer:
             layer = by_name.get(saved.name)
             if layer is None or not saved.blobs:
                 continue
+            copied += 1
             if len(saved.blobs) != len(layer.blobs):
                 raise WeightsError(source, f"layer '{saved.name}' has {len(layer.blobs)} parameter blob(s) in the "
                                    f"net but {len(saved.blobs)} in the file")
@@ -67,6 +69,16 @@ class NetWeights:
                         "instead, rename it in the net")
                 values = blob_proto.double_data if len(blob_proto.double_data) else blob_proto.data
                 blob.data[...] = np.asarray(values, dtype=self.dtype).reshape(blob.shape)
+        with_weights = [saved.name for saved in model.layer if saved.blobs]
+        if not copied and with_weights and any(layer.blobs for layer in self._layers):
+            # Caffe skips unmatched layers one INFO line each; a file that matches nothing at all is
+            # nearly always the wrong file, and the net would run on its fillers' weights unnoticed.
+            import warnings
+            from .errors import MinicaffeWarning
+            shown = ", ".join(f"'{name}'" for name in with_weights[:3]) + (", ..." if len(with_weights) > 3 else "")
+            warnings.warn(MinicaffeWarning(
+                f"{source}: none of its {len(with_weights)} layers with weights ({shown}) is a layer of the net; "
+                "the net keeps its fillers' weights (weights are matched by layer name)"), stacklevel=2)
 
     def to_proto(self, write_diff=False) -> "caffe_pb2.NetParameter":
         """The net's layers with their parameter blobs, as Caffe's ``Net::ToProto``."""

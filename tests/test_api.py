@@ -273,3 +273,22 @@ def test_gpu_mode_without_a_device_fails_clearly():
     assert result.exit_code == 1 and "NUMBA_ENABLE_CUDASIM=1" in result.output
     result = CliRunner().invoke(main, ["forward", "examples/legacy/mlp_v1.prototxt", "--gpu", "0"])
     assert result.exit_code == 1 and "GPU mode needs a usable CUDA device" in result.output
+
+
+def test_weights_that_match_no_layer_warn_and_a_partial_match_does_not(tmp_path):
+    import warnings
+
+    from minicaffe.errors import MinicaffeWarning
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }\n'
+            'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 } }\n')
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    other = tmp_path / "other.prototxt"
+    other.write_text(text.replace('"ip"', '"fc"').replace('top: "ip"', 'top: "fc"'))
+    caffe.Net(str(other), caffe.TEST).save(str(tmp_path / "other.caffemodel"))
+    with pytest.warns(MinicaffeWarning, match=r"none of its 1 layers with weights \('fc'\) is a layer of the net"):
+        caffe.Net(str(path), caffe.TEST, weights=str(tmp_path / "other.caffemodel"))
+    caffe.Net(str(path), caffe.TEST).save(str(tmp_path / "same.caffemodel"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MinicaffeWarning)
+        caffe.Net(str(path), caffe.TEST, weights=str(tmp_path / "same.caffemodel"))
