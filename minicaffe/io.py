@@ -66,7 +66,42 @@ def _parse_binary(path, payload: bytes, message, what: str):
         missing = message.FindInitializationErrors()
         raise WeightsError(path, f"not a valid {what}: required field(s) missing: {', '.join(missing[:5])}"
                            + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    found = non_utf8_string(message)
+    if found is not None:
+        field, value = found
+        raise WeightsError(path, f"not a valid {what}: '{field}' is not UTF-8 text: {value[:60]!r} "
+                           "(corrupt file?)")
     return message
+
+
+def non_utf8_string(message, where=""):
+    """The first string field of ``message`` (sub-messages included) whose bytes are not UTF-8, as
+    (its path, e.g. ``layer[2].bottom[0]``, its bytes); None when every string is text.
+
+    protobuf's parser does not refuse such a field of a proto2 message: it hands the raw bytes back instead
+    of a str, which no path, layer name or JSON field can use.
+    """
+    for field, value in message.ListFields():
+        name = f"{where}.{field.name}" if where else field.name
+        items = list(enumerate(value)) if _is_repeated(field) else [(None, value)]
+        if field.type == field.TYPE_STRING:
+            for index, item in items:
+                if isinstance(item, bytes):
+                    return (name if index is None else f"{name}[{index}]"), item
+        elif field.type == field.TYPE_MESSAGE and field.message_type.name not in _NO_STRINGS:
+            for index, item in items:
+                found = non_utf8_string(item, name if index is None else f"{name}[{index}]")
+                if found is not None:
+                    return found
+    return None
+
+
+_NO_STRINGS = {"BlobProto", "BlobShape"}     # the bulk of a caffemodel, and no string field in them
+
+
+def _is_repeated(field) -> bool:
+    is_repeated = getattr(field, "is_repeated", None)       # protobuf 6+; ``label`` before
+    return is_repeated if is_repeated is not None else field.label == field.LABEL_REPEATED
 
 
 def _looks_like_text(payload: bytes) -> bool:
