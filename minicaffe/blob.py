@@ -26,6 +26,9 @@ from .memory import DataNeeded, allocation_allowed
 MAX_AXES = 32
 # The most elements numpy can address (its sizes are int64): a shape past it is refused, never wrapped.
 MAX_COUNT = 2 ** 63 - 1
+# numpy refuses a shape whose nonzero dimensions times the item size (8 bytes for a float64 net) pass
+# 2^63 - 1, even when a zero dimension leaves it empty.
+MAX_EXTENT = MAX_COUNT // 8
 
 
 class Blob:
@@ -281,7 +284,22 @@ def check_shape(dims, what="shape", layer=None) -> int:
     if count > MAX_COUNT:
         raise ShapeError(f"{what} {dims} has {count} elements, more than the {MAX_COUNT} (2^63 - 1) "
                          "an array can hold", layer=layer)
+    problem = empty_shape_problem(dims, count)
+    if problem:
+        raise ShapeError(f"{what} {dims} {problem}", layer=layer)
     return count
+
+
+def empty_shape_problem(dims, count) -> str | None:
+    """Why numpy cannot make even an empty array of ``dims`` (count 0): its nonzero dimensions multiply past
+    :data:`MAX_EXTENT`; None when it can."""
+    if count:
+        return None
+    extent = math.prod(d for d in dims if d)
+    if extent > MAX_EXTENT:
+        return (f"is empty (a zero dimension), but its other dimensions multiply to {extent}: numpy cannot make "
+                f"an array of that shape even empty (at most {MAX_EXTENT}, 2^60 - 1)")
+    return None
 
 
 def _as_dims(shape) -> tuple:

@@ -197,7 +197,7 @@ def check_blob(blob, path, where, values_required=True) -> tuple:
     never wrapped) below 2^63; each of data, double_data, diff and double_diff holds that many values
     or none; and, with ``values_required``, data or double_data holds them (Caffe's Blob::FromProto).
     """
-    from .blob import MAX_AXES, MAX_COUNT
+    from .blob import MAX_AXES, MAX_COUNT, empty_shape_problem
     if any(blob.HasField(name) for name in _LEGACY_DIMS):
         for name in _LEGACY_DIMS:
             if getattr(blob, name) < 0:
@@ -217,6 +217,9 @@ def check_blob(blob, path, where, values_required=True) -> tuple:
     if expected > MAX_COUNT:
         raise WeightsError(path, f"{where}: shape {shape} has {expected} elements, more than the {MAX_COUNT} "
                            "(2^63 - 1) an array can hold (corrupt file?)")
+    problem = empty_shape_problem(shape, expected)
+    if problem:
+        raise WeightsError(path, f"{where}: shape {shape} {problem} (corrupt file?)")
     for field in ("data", "double_data", "diff", "double_diff"):
         values = getattr(blob, field)
         if len(values) and len(values) != expected:

@@ -5,7 +5,8 @@ import pytest
 
 import minicaffe
 from minicaffe import io
-from minicaffe.errors import WeightsError
+from minicaffe.check import check_net
+from minicaffe.errors import ShapeError, WeightsError
 from minicaffe.proto import caffe_pb2
 from minicaffe.solvers.state import read_state
 
@@ -63,3 +64,28 @@ def test_a_caffemodel_layer_field_that_is_not_utf8_names_the_field(tmp_path, net
         net.copy_from(str(path))
     with pytest.raises(WeightsError, match=message):
         io.read_caffemodel(path)
+
+
+# ---------------------------------------------------------------- shapes
+
+
+def test_an_empty_shape_too_large_for_numpy_names_the_file_and_the_shape(tmp_path):
+    # (2^31-1, 2^31-1, 0, 0) holds 0 elements, so the count check passed, but numpy refuses even an empty
+    # array whose other dimensions multiply past 2^60: "ValueError: array is too big".
+    blob = caffe_pb2.BlobProto(num=2 ** 31 - 1, channels=2 ** 31 - 1, height=0, width=0)
+    path = tmp_path / "mean.binaryproto"
+    path.write_bytes(blob.SerializeToString())
+    with pytest.raises(WeightsError, match=rf"^{path}: blob: shape \(2147483647, 2147483647, 0, 0\) is empty \(a zero "
+                                           r"dimension\), but its other dimensions multiply to 4611686014132420609"):
+        io.read_binaryproto(path)
+
+
+def test_an_empty_input_shape_too_large_for_numpy_names_the_field(write_file):
+    path = write_file("net.prototxt", 'layer { name: "in" type: "Input" top: "x" '
+                                      'input_param { shape { dim: 4294967296 dim: 4294967296 dim: 0 } } }')
+    message = (r"^layer 'in': input_param\.shape \(4294967296, 4294967296, 0\) is empty \(a zero dimension\), but its "
+               r"other dimensions multiply to 18446744073709551616")
+    with pytest.raises(ShapeError, match=message):
+        check_net(path, "TEST")
+    with pytest.raises(ShapeError, match=message):
+        minicaffe.Net(path, minicaffe.TEST)
