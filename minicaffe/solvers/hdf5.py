@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -46,14 +47,37 @@ def _atomic_h5(path, write):
     atomic_write(path, fill, lock=False)      # HDF5 locks the file it writes itself
 
 
+def layer_names_problem(net) -> str | None:
+    """Why ``net``'s weights cannot be written in Caffe's HDF5 layout (a group per layer name), or None:
+    a layer name that cannot name an HDF5 group (empty, ``.``, or holding ``/``, which would nest groups,
+    or a NUL byte), or two layers of one name that both have parameters."""
+    with_params = set()
+    for layer in net.layers:
+        name = layer.name
+        if not name or name == "." or "/" in name or "\0" in name:
+            return (f"layer name {name[:200]!r} cannot name a group in an HDF5 file (it is empty or '.', or holds "
+                    "'/' or a NUL byte)")
+        if layer.blobs:
+            if name in with_params:
+                return (f"two layers are named '{name[:200]}' and both have parameters, but an HDF5 file keeps one "
+                        "group per layer name")
+            with_params.add(name)
+    return None
+
+
 def write_net_hdf5(net, path, write_diff=False):
+    problem = layer_names_problem(net)
+    if problem:
+        raise MinicaffeError(f"cannot write HDF5 weights to {path}: {problem}; rename the layer, or write a binary "
+                             ".caffemodel (snapshot_format: BINARYPROTO)")
+
     def write(h5):
         groups = [("data", "data")] + ([("diff", "diff")] if write_diff else [])
         owned = {(entry.layer, entry.index) for entry in net.learnable_param_specs}
         for group_name, field in groups:
             group = h5.create_group(group_name)
             for layer in net.layers:
-                layer_group = group.create_group(layer.name)
+                layer_group = group.require_group(layer.name)     # layers without parameters may share a name
                 for index, blob in enumerate(layer.blobs):
                     if (layer.name, index) in owned:
                         layer_group.create_dataset(str(index), data=getattr(blob, field))
@@ -90,19 +114,34 @@ def _open(path, what):
         raise WeightsError(path, f"cannot read {what}: {exc}") from None
 
 
+@contextmanager
+def _corrupt(path, where):
+    """HDF5's own errors while reading ``where`` of a damaged file (a bad B-tree, heap or object header,
+    an address past the end of the file, a datatype message no numpy type fits): h5py raises them from any
+    access as a RuntimeError, a KeyError, an OSError, a ValueError or (an unknown string encoding) a
+    TypeError. Each becomes a WeightsError naming the file and the object. Only h5py's calls run inside."""
+    try:
+        yield
+    except (RuntimeError, KeyError, OSError, ValueError, TypeError) as exc:
+        raise WeightsError(path, f"'{where}' cannot be read ({exc}): the HDF5 file is damaged, or holds "
+                           "what h5py cannot read") from None
+
+
 def _member(group, name, kind, path, where=None, hint=None, required=True):
     """``group[name]`` (``where``: its path in the file, for errors), which must be a hard-linked HDF5
     ``kind`` ("group" or "dataset")."""
     h5py = _h5py()
     where = where or name
-    link = group.get(name, getlink=True)
+    with _corrupt(path, where):
+        link = group.get(name, getlink=True)
     if link is None:
         if not required:
             return None
         raise WeightsError(path, f"no '{where}' {kind}" + (f": {hint}" if hint else ""))
     if not isinstance(link, h5py.HardLink):    # a soft link may dangle; an external one reads another file
         raise WeightsError(path, f"'{where}' is a {type(link).__name__}, not a {kind} stored in the file")
-    item = group[name]
+    with _corrupt(path, where):
+        item = group[name]
     wanted = h5py.Group if kind == "group" else h5py.Dataset
     if not isinstance(item, wanted):
         found = "group" if isinstance(item, h5py.Group) else "dataset" if isinstance(item, h5py.Dataset) \
@@ -114,7 +153,9 @@ def _member(group, name, kind, path, where=None, hint=None, required=True):
 def _names(group, path, where):
     """The member names of ``group``, which must be UTF-8 (h5py hands undecodable names back as bytes)."""
     names = []
-    for name in group.keys():
+    with _corrupt(path, where):
+        keys = list(group.keys())
+    for name in keys:
         if not isinstance(name, str):
             raise WeightsError(path, f"'{where}' holds a member whose name {name!r:.80} is not UTF-8 text")
         names.append(name)
@@ -137,13 +178,15 @@ def _indices(group, path, where):
 def _numeric(group, name, path, where):
     """A dataset read as a numeric array (float or integer dtype; strings and compounds are refused)."""
     dataset = _member(group, name, "dataset", path, where)
-    if dataset.dtype.kind not in "fiu":
-        what = "strings" if _h5py().check_string_dtype(dataset.dtype) else f"{dataset.dtype} values"
+    with _corrupt(path, where):
+        dtype, shape = dataset.dtype, dataset.shape
+    if dtype.kind not in "fiu":
+        what = "strings" if _h5py().check_string_dtype(dtype) else f"{dtype} values"
         raise WeightsError(path, f"'{where}' holds {what}, not real numbers (floats or integers)")
-    try:
+    if shape is None:           # h5py.Empty: a dataset with a type and no dataspace
+        raise WeightsError(path, f"'{where}' is an empty dataset (no shape, no values), not an array")
+    with _corrupt(path, where):     # unreadable chunks, a filter h5py lacks
         return np.asarray(dataset[()])
-    except OSError as exc:       # unreadable chunks, a filter h5py lacks
-        raise WeightsError(path, f"'{where}' cannot be read: {exc}") from None
 
 
 def _scalar(group, name, path, kind="int", required=True):
@@ -151,7 +194,9 @@ def _scalar(group, name, path, kind="int", required=True):
                       hint="not a minicaffe or Caffe HDF5 solver state")
     if dataset is None:
         return None
-    if dataset.shape not in ((), (1,)) or dataset.dtype.kind not in ("iu" if kind == "int" else "fiu"):
+    with _corrupt(path, name):
+        shape, dtype = dataset.shape, dataset.dtype
+    if shape not in ((), (1,)) or dtype.kind not in ("iu" if kind == "int" else "fiu"):
         raise WeightsError(path, f"'{name}' is {_describe(dataset)}, not a single "
                            f"{'integer' if kind == 'int' else 'number'}")
     value = _numeric(group, name, path, name).reshape(-1)[0]
@@ -197,6 +242,9 @@ def write_state_hdf5(state, path):
     _atomic_h5(path, write)
 
 
+_ATTRIBUTES = ("minicaffe_rng_state", "minicaffe_smoothed_loss", "minicaffe_data_cursors")
+
+
 def read_state_hdf5(path) -> "caffe_pb2.SolverState":
     """A ``.solverstate.h5`` as a SolverState, its layout checked as it is read (``iter``, ``learned_net``,
     optional ``current_step`` and ``history/0..n-1``, and minicaffe's attributes); the values themselves
@@ -212,14 +260,17 @@ def read_state_hdf5(path) -> "caffe_pb2.SolverState":
         state.iter = iteration
         state.current_step = current_step or 0
         learned = _member(h5, "learned_net", "dataset", path, hint="not a minicaffe or Caffe HDF5 solver state")
-        if learned.shape != () or learned.dtype.kind not in "SO":
-            raise WeightsError(path, f"'learned_net' is {_describe(learned)}, not a string")
-        state.learned_net = _text(learned[()], path, "learned_net")
+        with _corrupt(path, "learned_net"):
+            if learned.shape != () or learned.dtype.kind not in "SO":
+                raise WeightsError(path, f"'learned_net' is {_describe(learned)}, not a string")
+            value = learned[()]
+        state.learned_net = _text(value, path, "learned_net")
         history = _member(h5, "history", "group", path, required=False)
         if history is not None:
             for index in _indices(history, path, "history"):
                 state.history.append(array_to_blobproto(_numeric(history, str(index), path, f"history/{index}")))
-        attrs = h5.attrs
+        with _corrupt(path, "the root group's attributes"):
+            attrs = {name: h5.attrs[name] for name in _ATTRIBUTES if name in h5.attrs}
         if "minicaffe_rng_state" in attrs:
             state.rng_state = _text(attrs["minicaffe_rng_state"], path, "minicaffe_rng_state")
         if "minicaffe_smoothed_loss" in attrs:

@@ -1,12 +1,13 @@
 """The crashes the fuzz harness (tests/fuzz) found, each as the smallest input that escaped as a raw Python
 exception, now a minicaffe error that names the file, the field and the bad value."""
 
+import numpy as np
 import pytest
 
 import minicaffe
 from minicaffe import io
 from minicaffe.check import check_net
-from minicaffe.errors import ShapeError, WeightsError
+from minicaffe.errors import MinicaffeError, ShapeError, WeightsError
 from minicaffe.proto import caffe_pb2
 from minicaffe.solvers.state import read_state
 
@@ -64,6 +65,108 @@ def test_a_caffemodel_layer_field_that_is_not_utf8_names_the_field(tmp_path, net
         net.copy_from(str(path))
     with pytest.raises(WeightsError, match=message):
         io.read_caffemodel(path)
+
+
+# ---------------------------------------------------------------- HDF5
+
+def test_an_empty_hdf5_dataset_is_a_weights_error_naming_it(tmp_path, net):
+    # h5py reads a dataset with no dataspace as h5py.Empty; array_to_blobproto then met float(Empty): TypeError.
+    state = tmp_path / "bad.solverstate.h5"
+    with h5py.File(state, "w") as h5:
+        h5.create_dataset("iter", data=np.int32(1))
+        h5.create_dataset("learned_net", data="")
+        h5.create_dataset("history/0", data=h5py.Empty("f4"))
+    with pytest.raises(WeightsError, match=rf"^{state}: 'history/0' is an empty dataset \(no shape, no values\)"):
+        read_state(state)
+    model = tmp_path / "bad.caffemodel.h5"
+    with h5py.File(model, "w") as h5:
+        h5.create_dataset("data/ip/0", data=h5py.Empty("f4"))
+    with pytest.raises(WeightsError, match=rf"^{model}: 'data/ip/0' is an empty dataset"):
+        net.copy_from(str(model))
+
+
+# The datatype message of a float32 dataset as HDF5 writes it: version 1 class 1 (float), byte order and
+# sign bits, size 4, offset 0, precision 32, exponent at bit 23 (8 bits), mantissa at 0 (23 bits), bias 127.
+FLOAT32_TYPE = bytes.fromhex("11201f000400000000002000170800177f")
+
+
+def damage(payload: bytes, how: str) -> bytes:
+    damaged = bytearray(payload)
+    if how in ("TREE", "HEAP", "SNOD"):           # every B-tree, local heap or symbol table node signature
+        for offset in range(len(payload)):
+            if payload.startswith(how.encode(), offset):
+                damaged[offset] ^= 1
+    else:
+        at = payload.index(FLOAT32_TYPE)
+        if how == "string type":            # class 1 (float) to class 3 (string) with charset 2: no such charset
+            damaged[at] = 0x13
+        else:                               # the mantissa's position moved into the exponent's
+            damaged[at + 12] ^= 1
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("how, where, error", [
+    ("TREE", "data", r"Unable to synchronously check link existence \(wrong B-tree signature\)"),
+    ("HEAP", "data", r"Unable to synchronously check link existence \(bad local heap signature\)"),
+    ("SNOD", "data", r"Unable to synchronously check link existence \(bad symbol table node signature\)"),
+    ("string type", "data/ip/0", r"Unknown string encoding \(value 2\)"),
+    ("overlap", "data/ip/0", r"'Unable to synchronously open object \(mantissa and exponent positions overlap\)'"),
+])
+def test_a_damaged_hdf5_file_names_the_file_and_the_object(tmp_path, net, how, where, error):
+    # A damaged B-tree, local heap, symbol table node or datatype message made h5py raise RuntimeError,
+    # KeyError, ValueError or TypeError from whichever access met it (found by flipping single bits).
+    good = tmp_path / "good.caffemodel.h5"
+    net.save_hdf5(str(good))
+    bad = tmp_path / "bad.caffemodel.h5"
+    bad.write_bytes(damage(good.read_bytes(), how))
+    with pytest.raises(WeightsError, match=rf"^{bad}: '{where}' cannot be read \({error}\): the HDF5 file is "
+                                           "damaged, or holds what h5py cannot read$"):
+        net.copy_from(str(bad))
+
+
+def test_a_damaged_hdf5_solverstate_names_the_file_and_the_object(tmp_path):
+    path = tmp_path / "state.solverstate.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("iter", data=np.int32(1))
+        h5.create_dataset("learned_net", data="")
+        h5.create_dataset("history/0", data=np.zeros(3, np.float32))
+    path.write_bytes(damage(path.read_bytes(), "string type"))
+    with pytest.raises(WeightsError, match=rf"^{path}: 'history/0' cannot be read \(Unknown string encoding"):
+        read_state(path)
+
+
+def test_layer_names_hdf5_cannot_hold_are_refused_before_writing(tmp_path, write_file):
+    # A layer named "" stopped an HDF5 snapshot with h5py's ValueError ("name parameter cannot be an empty
+    # string"); "a/b" would have nested groups that read back as another net; two layers of one name with
+    # parameters collided ("name already exists").
+    for name, problem in [("", r"layer name '' cannot name a group in an HDF5 file"),
+                          ("a/b", r"layer name 'a/b' cannot name a group in an HDF5 file"),
+                          ("ip", r"two layers are named 'ip' and both have parameters")]:
+        first = "ip" if name == "ip" else "ip0"
+        path = write_file("net.prototxt", f'''
+layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ dim: 2 dim: 3 }} }} }}
+layer {{ name: "{first}" type: "InnerProduct" bottom: "x" top: "y" inner_product_param {{ num_output: 2 }} }}
+layer {{ name: "{name}" type: "InnerProduct" bottom: "y" top: "z" inner_product_param {{ num_output: 2 }} }}
+layer {{ name: "loss" type: "EuclideanLoss" bottom: "z" bottom: "z" top: "loss" }}
+''')
+        net = minicaffe.Net(path, minicaffe.TRAIN)
+        target = tmp_path / "w.caffemodel.h5"
+        with pytest.raises(MinicaffeError, match=rf"^cannot write HDF5 weights to {target}: {problem}"):
+            net.save_hdf5(str(target))
+        assert not target.exists()
+        net.save(str(tmp_path / "w.caffemodel"))          # a binary caffemodel holds any name
+
+
+def test_layers_without_parameters_may_share_a_name_in_hdf5(tmp_path, write_file):
+    path = write_file("net.prototxt", '''
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "act" type: "ReLU" bottom: "x" top: "y" }
+layer { name: "act" type: "Sigmoid" bottom: "y" top: "z" }
+layer { name: "ip" type: "InnerProduct" bottom: "z" top: "w" inner_product_param { num_output: 2 } }
+''')
+    net = minicaffe.Net(path, minicaffe.TEST)
+    net.save_hdf5(str(tmp_path / "w.caffemodel.h5"))
+    net.copy_from(str(tmp_path / "w.caffemodel.h5"))
 
 
 # ---------------------------------------------------------------- shapes
