@@ -64,6 +64,7 @@ class Layer:
     # by its Forward; None until set up.
     _blob_shapes = None
     _param_shapes = ()            # the parameter blobs' shapes after set-up
+    _in_place = ()                # (top index, bottom index) pairs computed in place, found by set_up
 
     def __init__(self, layer_param, phase=TRAIN, dtype=np.float32):
         self.layer_param = layer_param
@@ -93,12 +94,16 @@ class Layer:
 
     # ---------------------------------------------------------------- fixed lifecycle
     def set_up(self, bottom, top):
+        # (top index, bottom index) of the tops that are their bottom's blob (in place): the shape must stay.
+        self._in_place = [(t, b) for t, blob in enumerate(top) for b, source in enumerate(bottom) if blob is source]
+        bottom_shapes = tuple(blob.shape for blob in bottom)
         try:
             self._check_blob_counts(bottom, top)
             self.setup(bottom, top)
             if len(self.param_propagate_down) < len(self.blobs):
                 self.param_propagate_down += [True] * (len(self.blobs) - len(self.param_propagate_down))
             self.reshape(bottom, top)
+            self._check_in_place(top, bottom_shapes)
             self.seed_loss_weights(top)
         except MemoryError as exc:
             if isinstance(exc, MinicaffeError):     # already names its layer (a net inside this layer)
@@ -125,6 +130,8 @@ class Layer:
             return
         top_shapes_before = shapes[1]
         self.reshape(bottom, top)
+        if self._in_place:
+            self._check_in_place(top, shapes[0])
         shapes = _shapes_of(bottom, top)
         if any(self.loss_weights):
             self.seed_loss_weights([blob if force or blob.shape != before else None
@@ -188,6 +195,15 @@ class Layer:
             if isinstance(exc, MinicaffeError):     # already names its layer (a net inside this layer)
                 raise
             raise self._out_of_memory(exc, "in Backward") from exc
+
+    def _check_in_place(self, top, bottom_shapes):
+        """A top computed in place (named as its bottom) shares the bottom's memory, so it must keep the
+        bottom's shape: a layer whose output is shaped otherwise (ArgMax, Reduction, InnerProduct...) cannot."""
+        for top_index, bottom_index in self._in_place:
+            if top[top_index].shape != bottom_shapes[bottom_index]:
+                raise ShapeError(f"{self.type} cannot compute top {top_index} '{top[top_index].name}' in place: "
+                                 "its shape would differ from the bottom's; give the top a name of its own",
+                                 layer=self.name, expected=bottom_shapes[bottom_index], actual=top[top_index].shape)
 
     def _check_param_shapes(self):
         """Kernels size their loops from the shapes set up; a parameter reshaped since is refused."""

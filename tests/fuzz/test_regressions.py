@@ -171,6 +171,38 @@ layer { name: "ip" type: "InnerProduct" bottom: "z" top: "w" inner_product_param
 
 # ---------------------------------------------------------------- shapes
 
+@pytest.mark.parametrize("layer, shapes", [
+    ('type: "ArgMax"', r"\(expected \(1, 2\), got \(1, 1, 1\)\)"),
+    ('type: "Reduction"', r"\(expected \(1, 2\), got \(\)\)"),
+    ('type: "InnerProduct" inner_product_param { num_output: 3 }', r"\(expected \(1, 2\), got \(1, 3\)\)"),
+])
+def test_a_top_computed_in_place_must_keep_the_bottoms_shape(write_file, layer, shapes):
+    # ArgMax or Reduction in place reshaped the shared blob under its own input: numpy's ValueError
+    # ("cannot reshape array of size 1 into shape (1,2,1)") in Forward.
+    path = write_file("net.prototxt", f'''
+layer {{ name: "data" type: "DummyData" top: "data" dummy_data_param {{ shape {{ dim: 1 dim: 2 }} }} }}
+layer {{ name: "l0" {layer} bottom: "data" top: "data" }}
+''')
+    message = (r"^layer 'l0': \w+ cannot compute top 0 'data' in place: its shape would differ from the bottom's; "
+               r"give the top a name of its own " + shapes)
+    with pytest.raises(ShapeError, match=message):
+        minicaffe.Net(path, minicaffe.TEST)
+    with pytest.raises(ShapeError, match=message):
+        check_net(path, "TEST")
+
+
+def test_in_place_layers_that_keep_the_shape_still_run(write_file):
+    path = write_file("net.prototxt", '''
+layer { name: "data" type: "DummyData" top: "data" dummy_data_param { shape { dim: 2 dim: 3 } data_filler { type: "constant" value: -1 } } }
+layer { name: "relu" type: "ReLU" bottom: "data" top: "data" }
+layer { name: "scale" type: "Scale" bottom: "data" top: "data" }
+''')
+    net = minicaffe.Net(path, minicaffe.TEST)
+    net.forward()
+    assert net.blobs["data"].shape == (2, 3)
+    net.blobs["data"].reshape(4, 3)
+    net.forward()
+
 
 def test_an_empty_shape_too_large_for_numpy_names_the_file_and_the_shape(tmp_path):
     # (2^31-1, 2^31-1, 0, 0) holds 0 elements, so the count check passed, but numpy refuses even an empty
