@@ -13,11 +13,12 @@ DEV_STAMP  := $(VENV)/.installed-dev
 DATA_STAMP := $(VENV)/.installed-data
 NOTEBOOK_STAMP := $(VENV)/.installed-notebook
 
-.PHONY: demo test proto check-proto clean help
+.PHONY: demo test fuzz proto check-proto clean help
 
 help:
 	@echo "make demo   - create .venv, install minicaffe, train the digits example, print its test accuracy"
 	@echo "make test   - create .venv, install minicaffe[test], run the test suite"
+	@echo "make fuzz   - the fuzz harness (tests/fuzz) with many random examples: FUZZ_EXAMPLES per test (2000)"
 	@echo "make notebook - execute examples/notebook/digits.ipynb and render it to docs/digits_notebook.html"
 	@echo "make proto  - regenerate minicaffe/proto/caffe_pb2.py from caffe.proto"
 	@echo "make clean  - remove .venv and build debris"
@@ -59,6 +60,14 @@ demo: $(DATA_STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 	NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} $(BIN)/python -m pytest -m gpu
+
+# The fuzz harness (tests/fuzz) with hypothesis's `long` profile: random examples, FUZZ_EXAMPLES of them per
+# test (2000 by default: about 3 minutes on two cores), failures kept in .hypothesis/ and replayed first
+# next time. `make test` runs the same tests with the fixed, derandomized `ci` profile (about a minute).
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(TEST_STAMP)
+	HYPOTHESIS_PROFILE=long FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/fuzz -p no:cacheprovider \
+		--hypothesis-show-statistics $(FUZZ_ARGS)
 
 # Executes the example notebook (nbclient, in its folder) and renders it with nbconvert to
 # docs/digits_notebook.html; `make test` executes it too (tests/test_notebook.py).
