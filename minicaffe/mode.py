@@ -58,9 +58,10 @@ def _check_device(cuda, device_id):
         raise MinicaffeError(f"device {device_id} does not exist: numba sees {count} CUDA device(s)")
 
 
-# pycaffe's multi-GPU bookkeeping. minicaffe trains in one process on one
-# device, so these only record what pycaffe code sets (its scripts set them
-# before building solvers); there is no NCCL.
+# pycaffe's multi-GPU bookkeeping. There is no NCCL: these record what pycaffe
+# code sets (its scripts set them before building solvers), and under MPI
+# (minicaffe.distributed) they hold this process's rank and the number of ranks,
+# so Python layers can read them as pycaffe's do.
 
 def has_nccl() -> bool:
     """pycaffe's ``caffe.has_nccl()``: False, minicaffe has no NCCL multi-GPU training."""

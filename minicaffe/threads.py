@@ -6,7 +6,8 @@ Everything parallel in minicaffe goes through this module; nothing else calls
 **Budget.** The cores this process may use (``os.sched_getaffinity``, else
 ``os.cpu_count()``), or ``MINICAFFE_NUM_THREADS``, or :func:`set_num_threads`
 (pycaffe-style ``caffe.set_num_threads(n)``; the CLI's ``--threads N``).
-:func:`get_num_threads` reads it.
+:func:`get_num_threads` reads it. Data-parallel ranks that share a machine
+divide the default among them (:func:`share_cores`, from MPI's count).
 
 **One pool, chunks handed out on demand.** Work is cut into chunks and run by
 a small pool of persistent Python threads plus the calling thread: each takes
@@ -87,6 +88,8 @@ CHUNK_ELEMENTS = 1 << 17
 _ENV = "MINICAFFE_NUM_THREADS"
 
 _budget = None            # the thread count; None until first use
+_explicit = False         # set_num_threads() chose the budget (the default is not applied over it)
+_sharing = 1              # processes dividing this machine's cores (MPI ranks: share_cores)
 _blas = None              # threadpoolctl's controllers of the BLAS libraries, once looked up
 _local = threading.local()
 _setup_lock = threading.Lock()
@@ -112,7 +115,7 @@ def _default_budget() -> int:
         if value < 1:
             raise ValueError(f"{_ENV}={text!r}: give a whole number of threads, 1 or more")
         return value
-    return available_cores()
+    return max(1, available_cores() // _sharing)
 
 
 def get_num_threads() -> int:
@@ -124,9 +127,22 @@ def get_num_threads() -> int:
 
 def set_num_threads(count: int) -> None:
     """Run minicaffe's CPU work on ``count`` threads (1 = everything on the calling thread)."""
+    global _explicit
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise ValueError(f"the number of threads must be a whole number, 1 or more; got {count!r}")
+    _explicit = True
     _configure(int(count))
+
+
+def share_cores(processes: int) -> None:
+    """``processes`` minicaffe processes share this process's cores (data-parallel ranks on one machine,
+    with the same CPU affinity: :mod:`minicaffe.distributed` counts them): the default budget becomes
+    each one's share, at least 1. A budget chosen with :func:`set_num_threads` (``--threads``) or
+    ``MINICAFFE_NUM_THREADS`` is kept as it is."""
+    global _sharing
+    _sharing = max(1, int(processes))
+    if _budget is not None and not _explicit:
+        _configure(_default_budget())
 
 
 def _configure(count):

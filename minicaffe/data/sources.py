@@ -7,6 +7,15 @@ of ints and strings (JSON-serialisable) holding the position in the current
 pass, the pass number (``epoch``) and, for shuffling readers, the seed their
 orders derive from. A shuffled order is a function of (seed, epoch), so a
 restored reader continues with exactly the records the original would have read.
+
+Sharding (data-parallel training, :mod:`minicaffe.distributed`): a reader given
+``shard=(rank, K)`` reads the same stream as one process would and keeps
+record i of it when ``i % K == rank``, as Caffe's ``DataLayer::Skip`` does.
+Each batch of ``n`` items passes over ``n * K`` records of the stream (those of
+the other ranks are skipped without decoding), so after every batch all ranks
+stand at the same place and their states are equal; together, the K batches
+of an iteration hold the ``n * K`` records one process with batch ``n * K``
+would read, rank r's being items r, r + K, r + 2K, ... of that batch.
 """
 
 from __future__ import annotations
@@ -43,6 +52,13 @@ def _order(count, seed, *stream):
     return np.random.default_rng([seed, *stream]).permutation(count)
 
 
+def _check_shard(shard):
+    rank, size = (int(value) for value in shard)
+    if not 0 <= rank < size:
+        raise ValueError(f"shard {shard!r}: rank must be in 0 .. size - 1")
+    return rank, size
+
+
 def _is_hex(text) -> bool:
     return len(text) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in text)
 
@@ -56,8 +72,9 @@ def _key_text(key) -> str:
 class DatumSource:
     """Datum records of an LMDB or LevelDB database in key order, starting over at the end."""
 
-    def __init__(self, path, backend, decode_mode=images.NATIVE, layer=None, skip=0):
+    def __init__(self, path, backend, decode_mode=images.NATIVE, layer=None, skip=0, shard=(0, 1)):
         self.path = os.fspath(path)
+        self.shard = _check_shard(shard)
         self.layer = layer
         self.decode_mode = decode_mode
         self.reader = Reader(self.path, backend, layer)
@@ -80,8 +97,13 @@ class DatumSource:
 
     def read_batch(self, count) -> Batch:
         batch = Batch(labels=np.empty(count, dtype=np.int64))
+        rank, size = self.shard
         for index in range(count):
+            for _ in range(rank):                   # the records of the ranks before this one
+                self._next_record()
             array, label, what = self.item(*self._next_record())
+            for _ in range(size - rank - 1):        # and of those after it
+                self._next_record()
             batch.items.append(array)
             batch.labels[index] = label
             batch.keys.append(what)
@@ -218,8 +240,9 @@ class ImageListSource:
     """Images named by a list file, decoded (and resized) as Caffe's ImageData reads them."""
 
     def __init__(self, list_path, root_folder="", new_height=0, new_width=0, mode=images.COLOR,
-                 seed=None, skip=0, layer=None):
+                 seed=None, skip=0, layer=None, shard=(0, 1)):
         self.list_path = os.fspath(list_path)
+        self.shard = _check_shard(shard)
         self.entries = read_image_list(self.list_path, layer)
         self.root_folder = root_folder
         self.new_size = (int(new_height), int(new_width))
@@ -251,7 +274,10 @@ class ImageListSource:
 
     def read_batch(self, count) -> Batch:
         batch = Batch(labels=np.empty(count, dtype=np.int64))
+        rank, size = self.shard
         for index in range(count):
+            for _ in range(rank):                   # the images of the ranks before this one
+                self._advance()
             entry = self._current_order()[self.position]
             path = self._path(entry)
             array = images.decode(path, self.mode, f"image '{path}' (from {self.list_path})", self.layer)
@@ -260,12 +286,16 @@ class ImageListSource:
             batch.items.append(array)
             batch.labels[index] = self.entries[entry][1]
             batch.keys.append(f"image '{path}'")
-            self.position += 1
-            if self.position >= len(self.entries):       # start over, reshuffled when shuffling
-                self.position = 0
-                self.epoch += 1
+            for _ in range(size - rank):            # this image, and those of the ranks after
+                self._advance()
         batch.state = self.state()
         return batch
+
+    def _advance(self):
+        self.position += 1
+        if self.position >= len(self.entries):       # start over, reshuffled when shuffling
+            self.position = 0
+            self.epoch += 1
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
@@ -303,8 +333,9 @@ def read_file_list(path, layer=None):
 class HDF5Source:
     """Rows of the datasets named by the tops, file after file, whole files in memory (as Caffe)."""
 
-    def __init__(self, list_path, datasets, dtype=np.float32, seed=None, layer=None):
+    def __init__(self, list_path, datasets, dtype=np.float32, seed=None, layer=None, shard=(0, 1)):
         self.list_path = os.fspath(list_path)
+        self.shard = _check_shard(shard)
         self.files = read_file_list(self.list_path, layer)
         self.datasets = list(datasets)
         self.dtype = np.dtype(dtype)
@@ -387,14 +418,17 @@ class HDF5Source:
             raise DataError(f"the saved data cursor's 'row' is {self.row}, but '{self._loaded_path}' has "
                             f"{len(self._rows)} rows", layer=self.layer, path=self._loaded_path)
         outputs = [np.empty((count,) + array.shape[1:], dtype=self.dtype) for array in self._arrays]
-        filled = 0
-        while filled < count:
+        rank, size = self.shard
+        filled = passed = 0                         # items of this rank; rows of the stream passed over
+        while passed < count * size:
             self._load()
-            take = min(count - filled, len(self._rows) - self.row)
-            rows = self._rows[self.row:self.row + take]
+            take = min(count * size - passed, len(self._rows) - self.row)
+            # Of the stream's rows passed .. passed + take - 1, this rank's are those equal to rank mod size.
+            rows = self._rows[self.row + (rank - passed) % size:self.row + take:size]
             for output, array in zip(outputs, self._arrays):
-                output[filled:filled + take] = array[rows]
-            filled += take
+                output[filled:filled + len(rows)] = array[rows]
+            filled += len(rows)
+            passed += take
             self.row += take
             if self.row == len(self._rows):        # next file; after the last, the first again
                 self.row = 0

@@ -17,6 +17,7 @@ from ..data.db import LEVELDB, backend_name, looks_like_lmdb
 from ..data.images import COLOR
 from ..data.layer_base import TransformingDataLayer, source_path
 from ..data.sources import DatumSource
+from ..distributed import shard
 from ..fillers import rng
 from ..memory import shape_inference_active
 from ..registry import register
@@ -40,4 +41,4 @@ class DataLayer(TransformingDataLayer):
         if param.rand_skip and not shape_inference_active():
             skip = int(rng().integers(param.rand_skip))
         mode = COLOR if param.force_encoded_color else self.transformer.decode_mode
-        return DatumSource(path, backend, mode, self.name, skip=skip)
+        return DatumSource(path, backend, mode, self.name, skip=skip, shard=shard(self.phase))

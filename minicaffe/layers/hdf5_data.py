@@ -21,6 +21,7 @@ from ..data.common import DataError, optional_import
 from ..data.layer_base import PrefetchingDataLayer, source_path
 from ..data.sources import HDF5Source
 from ..errors import GraphError
+from ..distributed import shard
 from ..fillers import rng
 from ..layer import Layer
 from ..memory import shape_inference_active
@@ -39,7 +40,8 @@ class HDF5DataLayer(PrefetchingDataLayer):
         self.batch_size = self.positive_batch_size(param.batch_size, "hdf5_data_param.batch_size")
         path = source_path(self, param.source, "HDF5 file list", "hdf5_data_param.source")
         seed = int(rng().integers(2 ** 63)) if param.shuffle and not shape_inference_active() else None
-        return HDF5Source(path, self.layer_param.top, self.dtype, seed=seed, layer=self.name)
+        return HDF5Source(path, self.layer_param.top, self.dtype, seed=seed, layer=self.name,
+                          shard=shard(self.phase))
 
     def initial_top_shapes(self, top):
         source_path(self, self.source.first_file(), "HDF5 file", f"listed in {self.source.list_path}")

@@ -13,6 +13,7 @@ from ..data.common import DataError, warn_deprecated_fields
 from ..data.images import COLOR, GRAY
 from ..data.layer_base import TransformingDataLayer, source_path
 from ..data.sources import ImageListSource
+from ..distributed import shard
 from ..fillers import rng
 from ..memory import shape_inference_active
 from ..registry import register
@@ -33,7 +34,8 @@ class ImageDataLayer(TransformingDataLayer):
         running = not shape_inference_active()
         seed = int(rng().integers(2 ** 63)) if param.shuffle and running else None
         source = ImageListSource(path, param.root_folder, param.new_height, param.new_width,
-                                 COLOR if param.is_color else GRAY, seed=seed, layer=self.name)
+                                 COLOR if param.is_color else GRAY, seed=seed, layer=self.name,
+                                 shard=shard(self.phase))
         if param.rand_skip and running:
             skip = int(rng().integers(param.rand_skip))
             if skip >= len(source.entries):

@@ -10,11 +10,15 @@ warning says so). pycaffe only accepts float32 arrays and keeps reading them
 in place; here other dtypes are converted, and arrays already in the net's
 dtype are kept by reference, so later changes to them show, as in pycaffe. pycaffe requires the MemoryData layer to be the net's first
 layer; here ``set_input_arrays`` feeds the first MemoryData layer wherever it is.
+In data-parallel training (:mod:`minicaffe.distributed`), every rank is given the
+same arrays and a TRAIN net's layer takes its share: rank r of K the rows r, r + K,
+... of the next ``batch_size`` x K (wrapping around), as the other data layers shard.
 """
 
 import numpy as np
 
 from ..data.common import DataError, warn_once
+from ..distributed import shard
 from ..errors import GraphError
 from ..layer import Layer
 from ..registry import register
@@ -70,13 +74,18 @@ class MemoryDataLayer(Layer):
         if self._data is None:
             raise DataError("MemoryData has no arrays: call net.set_input_arrays(data, labels) first",
                             layer=self.name)
-        start, stop = self.position, self.position + self.batch_size
+        rank, size = shard(self.phase)
+        count = self._data.shape[0]
+        if size == 1:
+            rows = slice(self.position, self.position + self.batch_size)
+        else:   # data-parallel TRAIN: rank r takes rows r, r + K, ... of the next batch_size * K (wrapping)
+            rows = (self.position + rank + size * np.arange(self.batch_size)) % count
         top[0].reshape((self.batch_size,) + self.item_shape)
         # Caffe's label top is (N,) after set-up but N x 1 x 1 x 1 once Forward has run.
         top[1].reshape((self.batch_size, 1, 1, 1))
-        top[0].data[...] = self._data[start:stop]
-        top[1].data[...] = self._labels[start:stop].reshape(-1, 1, 1, 1)
-        self.position = stop % self._data.shape[0]
+        top[0].data[...] = self._data[rows]
+        top[1].data[...] = self._labels[rows].reshape(-1, 1, 1, 1)
+        self.position = (self.position + self.batch_size * size) % count
 
     def backward(self, top, propagate_down, bottom):
         pass  # no bottoms

@@ -6,8 +6,10 @@ value is checked here, where the file's content enters, and a bad one is a
 :class:`WeightsError` naming the file, the field and the value: ``iter`` and
 ``current_step`` in range, history blobs whose values fill their shape, a
 ``learned_net`` path without NUL bytes, and minicaffe's ``rng_state`` and
-``data_cursor`` entries being the JSON it writes. Nothing is unpickled or
-executed: binary files are protobuf, HDF5 ones numeric datasets and strings.
+``data_cursor`` entries being the JSON it writes (``rng_state`` is one
+generator's state, or ``{"ranks": [state, ...]}`` from a data-parallel
+run). Nothing is unpickled or executed: binary files are protobuf, HDF5 ones
+numeric datasets and strings.
 What depends on the solver (how many history blobs, their sizes, which data
 layers exist) is checked by :meth:`minicaffe.solvers.solver.Solver.restore`.
 """
@@ -32,7 +34,8 @@ class CheckedState:
     """A SolverState whose values passed :func:`check_state`, with its JSON fields parsed."""
 
     state: "caffe_pb2.SolverState"
-    rng_state: dict | None = None
+    rng_state: dict | None = None                    # the generator state of rank 0 (of the only process)
+    rank_rng_states: list = field(default_factory=list)   # every rank's, in rank order (one without MPI)
     cursors: dict = field(default_factory=dict)      # (net, layer) -> the cursor's JSON object
 
 
@@ -61,10 +64,19 @@ def check_state(state: "caffe_pb2.SolverState", path) -> CheckedState:
     checked = CheckedState(state)
     if state.rng_state:
         rng = _json(state.rng_state, path, "rng_state")
-        problem = check_random_state(rng)
-        if problem:
-            raise WeightsError(path, f"rng_state is not a generator state minicaffe wrote: {problem}")
-        checked.rng_state = rng
+        ranks = [rng]
+        per_rank = isinstance(rng, dict) and set(rng) == {"ranks"}     # a data-parallel run's, one per rank
+        if per_rank:
+            ranks = rng["ranks"]
+            if not isinstance(ranks, list) or not ranks:
+                raise WeightsError(path, f"rng_state's 'ranks' is {ranks!r:.80}, not a list of generator states")
+        for index, value in enumerate(ranks):
+            problem = check_random_state(value)
+            if problem:
+                where = f"rng_state of rank {index}" if per_rank else "rng_state"
+                raise WeightsError(path, f"{where} is not a generator state minicaffe wrote: {problem}")
+        checked.rng_state = ranks[0]
+        checked.rank_rng_states = ranks
     for cursor in state.data_cursor:
         where = f"data_cursor of layer '{cursor.layer}' in the {cursor.net} net"
         value = _json(cursor.state, path, where)
