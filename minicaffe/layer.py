@@ -314,6 +314,10 @@ class LossLayer(Layer):
         """Layer-specific one-time setup (read parameters)."""
 
     def reshape(self, bottom, top):
+        for index, blob in enumerate(bottom[:2]):      # Caffe's LossLayer::Reshape reads shape(0) of both
+            if blob.ndim == 0:
+                raise self.shape_error(f"bottom {index} has shape () (a scalar); a loss needs the prediction and "
+                                       "the label to have a first (batch) axis")
         if bottom[0].shape[:1] != bottom[1].shape[:1]:
             raise self.shape_error("the prediction and the label must have the same first dimension",
                                    expected=bottom[0].shape, actual=bottom[1].shape)

@@ -204,6 +204,22 @@ layer { name: "scale" type: "Scale" bottom: "data" top: "data" }
     net.forward()
 
 
+@pytest.mark.parametrize("loss", ["EuclideanLoss", "SoftmaxWithLoss", "SigmoidCrossEntropyLoss"])
+def test_a_loss_of_scalar_bottoms_names_the_layer_and_the_bottom(write_file, loss):
+    # An Input with an empty shape {} is a scalar (shape ()); EuclideanLoss read bottom[0].shape[0]:
+    # IndexError in Forward. Caffe's LossLayer::Reshape reads shape(0) of both bottoms and stops too.
+    path = write_file("net.prototxt", f'''
+layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ }} }} }}
+layer {{ name: "loss" type: "{loss}" bottom: "x" bottom: "x" top: "loss" }}
+''')
+    message = (r"^layer 'loss': bottom 0 has shape \(\) \(a scalar\); a loss needs the prediction and the label to "
+               r"have a first \(batch\) axis$")
+    with pytest.raises(ShapeError, match=message):
+        minicaffe.Net(path, minicaffe.TEST)
+    with pytest.raises(ShapeError, match=message):
+        check_net(path, "TEST")
+
+
 def test_an_empty_shape_too_large_for_numpy_names_the_file_and_the_shape(tmp_path):
     # (2^31-1, 2^31-1, 0, 0) holds 0 elements, so the count check passed, but numpy refuses even an empty
     # array whose other dimensions multiply past 2^60: "ValueError: array is too big".
