@@ -34,16 +34,29 @@ ph stride_h - pad_h + kernel_h)`` (likewise columns).
 
 Every Backward accumulates over overlapping windows (stride < kernel).
 
-CPU: numba kernels, one plane of the N*C at a time, run on minicaffe's threads
-over chunks of planes (:mod:`minicaffe.threads`; a small blob stays on one
-thread). They used to run on one thread because numba's parallel kernels
-fought BLAS's spinning threads for the cores; BLAS now runs on one thread
-inside minicaffe's own pool, whose idle threads block (MAX 3x3 stride 2 over
-4x64x112x112: 8.8 ms on one thread, 4.9 ms on two, on a 2-core machine). The
-argmax mask and the stochastic draws live in buffers that are kept between
-iterations and reallocated only when the shape changes. The kernels take
-contiguous (planes, H, W) arrays and are shared with SPP and LRN
-(:class:`Pooler`).
+CPU: numba kernels over contiguous (planes, H, W) arrays, shared with SPP and
+LRN (:class:`Pooler`), run on minicaffe's threads over chunks of planes
+(:mod:`minicaffe.threads`; a small blob stays on one thread). float32 MAX and
+AVE with column stride 1 or 2 run the *padded* kernel: groups of planes are
+copied into a scratch padded with cells that never count and split into stride
+phases, so that each window cell is one vectorized pass over all the outputs
+of the group (see the kernels' comment); other cases (float64, which is for
+gradient checks, wider column strides, and windows so large that most scratch
+outputs would go unused, as global pooling) run the *direct* kernels, one
+window at a time. Both give Caffe's results bit for bit: the same cells in the
+same order with the same comparison or addition, and one true division
+(compiled without fast-math). MAX 3x3 stride 2 over 4x64x112x112 float32, on
+this project's 2-core machine: 9.1 ms before the padded kernel, 2.1 ms with the
+argmax kept, 1.4 ms without (one thread; 4.5, 1.1 and 0.8 ms on two).
+
+MAX keeps its argmax (an int32 buffer) in TRAIN and when it has the mask top.
+In TEST without that top, Forward keeps none; a Backward in TEST (pycaffe's
+``net.backward()`` on a deploy net, ``minicaffe time``) finds it again from the
+bottom and from then on Forward keeps it. So the first such Backward routes by
+the bottom as it is then: the same as Caffe's unless something wrote into the
+bottom in place after this layer's Forward. The argmax mask and the
+stochastic draws live in buffers that are kept between iterations and
+reallocated only when the shape changes.
 
 Deviations from Caffe, each where Caffe's behaviour is undefined or a defect:
 a window that lies entirely outside the input (possible only when stride >
@@ -60,6 +73,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from .. import kernels, threads
 from ..errors import GraphError
@@ -80,17 +94,245 @@ _FLT_MAX = float(np.finfo(np.float32).max)
 # ====================================================================== kernels
 # Arrays are C-contiguous (planes, H, W) views; masks are int32 (planes, PH, PW)
 # holding the chosen cell as h * W + w within its plane, -1 for none.
+#
+# MAX and AVE forward have two kernels, with the same results bit for bit:
+#
+# - the *padded* one (``pool_forward``, both methods, float32, column stride 1
+#   or 2): a group of planes is copied into a scratch buffer, padded with cells
+#   that never count (NaN for MAX: ``NaN > best`` is false, so it never wins;
+#   +0.0 for AVE: the running sum starts at +0.0 and so is never -0.0, and
+#   s + 0.0 == s), and split into stride_h x stride_w phases (``q[a, b, u, v] =
+#   padded[u * stride_h + a, v * stride_w + b]``), so that every window lies
+#   inside the scratch and its cell (kh, kw) is phase (kh % stride_h, kw %
+#   stride_w) at a fixed offset from the output's own flat index. Each window
+#   cell is then a unit-stride loop over all the outputs of the group (three
+#   cells of a window row per loop), which LLVM vectorizes, where the window
+#   loop, a chain of dependent compares, could not be; a window's cells are
+#   still visited in row-major order with the same comparison (or addition) at
+#   each, so every output, and MAX's argmax, is what the window loop gives.
+#   The loops cover rows x cols >= PH x PW scratch outputs per plane, some of
+#   them unused. MAX tags the winner with its offset from the window's origin
+#   (an int32) only when asked to keep the argmax: without it, 1.3-2x faster;
+# - the *direct* ones (``max_pool_direct``, ``ave_pool_direct``): a loop over each
+#   output's window clipped to the input, for the other cases: float64, column
+#   strides above 2, windows so large relative to the stride (global pooling)
+#   that the padded loops would compute mostly unused outputs (:func:`padded_pays`).
+#
+# All are compiled without fast-math: AVE's sums must keep Caffe's order (with
+# reassociation, LLVM vectorized the sums along window rows of 8 cells or more,
+# off by an ulp here and there) and its divisions must be divisions.
 
-@kernels.cpu_kernel(nogil=True)
-def max_pool_forward(x, top, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
-    """MAX pooling: top = window max (first one wins), mask = its index in the plane."""
+_NO_CELL = np.int32(-2 ** 31)      # padded MAX: no cell of the window won (yet)
+_NO_MASK = np.empty((0, 0, 0), dtype=np.int32)     # MAX's mask argument when it keeps none
+_GROUP_CELLS = 8192                # padded kernels: scratch outputs per group of planes
+_EXACT = {"fastmath": False}
+
+
+def padded_pays(pooled_h, pooled_w, padded_h, padded_w, kernel_w, stride_w):
+    """Whether the padded kernels beat the direct ones: their passes cover ``padded_h x padded_w``
+    scratch outputs, three window columns a pass, against the direct loop's one cell at a time
+    over the ``pooled_h x pooled_w`` real outputs (vectorized passes do about 4 cells per direct
+    one). Column strides above 2 copy the input into the phases one cell at a time: direct."""
+    return stride_w <= 2 and padded_h * padded_w * -(-kernel_w // 3) <= 4 * pooled_h * pooled_w * kernel_w
+
+
+@kernels.cpu_kernel(**_EXACT)
+def padded_extent(size, pooled, kernel, stride, pad):
+    """Rows (columns) of a phase of the padded scratch: what the windows and the input reach, / stride."""
+    padded = max(size + pad, (pooled - 1) * stride + kernel)
+    return -(-padded // stride)
+
+
+@njit(inline="always")
+def _scatter(x, q, rows, cols, stride_h, stride_w, pad_h, pad_w):
+    """Copy the planes ``x`` into the phases ``q`` (stride_h, stride_w, planes * rows * cols):
+    input cell (y, z) of plane g goes to phase ((y + pad_h) % stride_h, (z + pad_w) % stride_w),
+    at ``(g * rows + (y + pad_h) // stride_h) * cols + (z + pad_w) // stride_w``; stride_w is 1
+    or 2. Cells that no window reaches (past ``rows`` x ``cols``) are left out; the padding is
+    never written. No division in the loops (a 64-bit division costs as much as copying a row)."""
+    planes, height, width = x.shape
+    used = min(height, rows * stride_h - pad_h)       # the input rows that windows reach
+    # stride 1: a row goes whole to column pad_w, `count` cells of it.
+    count = max(min(width, cols - pad_w), 0)
+    # stride 2: columns 2m and 2m + 1 go to phases `even` and `odd`, at columns m + even_at, m + odd_at.
+    even, odd = pad_w % 2, (pad_w + 1) % 2
+    even_at, odd_at = pad_w // 2, (pad_w + 1) // 2
+    evens = max(min((width + 1) // 2, cols - even_at), 0)
+    odds = max(min(width // 2, cols - odd_at), 0)
+    pairs = min(evens, odds)
+    for g in range(planes):
+        a, u = pad_h % stride_h, pad_h // stride_h      # input row y is row u of phase a
+        for y in range(used):
+            row = x[g, y]
+            at = (g * rows + u) * cols
+            if stride_w == 1:
+                target = q[a, 0, at + pad_w:at + pad_w + count]
+                for j in range(count):
+                    target[j] = row[j]
+            else:
+                target = q[a, even, at + even_at:at + even_at + evens]
+                other = q[a, odd, at + odd_at:at + odd_at + odds]
+                for m in range(pairs):
+                    target[m] = row[2 * m]
+                    other[m] = row[2 * m + 1]
+                for m in range(pairs, evens):              # (loops: two plain stores here made
+                    target[m] = row[2 * m]                 # the loop above 4x slower)
+                for m in range(pairs, odds):
+                    other[m] = row[2 * m + 1]
+            a += 1
+            if a == stride_h:
+                a = 0
+                u += 1
+
+
+@njit(inline="always")
+def _max_pass(s0, s1, s2, best, arg, tag, track):
+    """One MAX pass over three cells of the window row: s0, s1, s2 against the running max, in
+    that order; ``arg`` gets the winner's ``tag`` (+1, +2)."""
+    n = best.size
+    if track:
+        for i in range(n):
+            b = best[i]
+            t = arg[i]
+            v = s0[i]
+            if v > b:
+                b = v
+                t = tag
+            v = s1[i]
+            if v > b:
+                b = v
+                t = tag + 1
+            v = s2[i]
+            if v > b:
+                b = v
+                t = tag + 2
+            best[i] = b
+            arg[i] = t
+    else:
+        for i in range(n):
+            b = best[i]
+            v = s0[i]
+            b = v if v > b else b
+            v = s1[i]
+            b = v if v > b else b
+            v = s2[i]
+            best[i] = v if v > b else b
+
+
+@njit(inline="always")
+def _sum_pass(s0, s1, s2, total):
+    """One AVE pass over three cells of the window row: total += s0, += s1, += s2, in that order."""
+    for i in range(total.size):
+        t = total[i] + s0[i]
+        t = t + s1[i]
+        total[i] = t + s2[i]
+
+
+@njit(inline="always")
+def _divisor_extents(sizes, size, kernel, stride, pad):
+    """AVE's divisor along one axis, per output: the window clipped to the padded bounds, or 0
+    when the window holds no input cell along this axis."""
+    for p in range(sizes.size):
+        start = p * stride - pad
+        end = min(start + kernel, size + pad)
+        sizes[p] = end - start if min(end, size) > max(start, 0) else 0
+
+
+@kernels.cpu_kernel(**_EXACT)
+def _extract(best, arg, top, mask, sizes_h, sizes_w, rows, cols, width, stride_h, stride_w, maximum, track):
+    """The real outputs of a group's scratch: MAX's maxima, and the indices of their cells from the
+    tags when ``track``; AVE's sums / their divisors (0 where a divisor is 0: no input cell). A
+    function of its own: inlined in pool_forward, this ran 3x slower."""
+    planes, pooled_h, pooled_w = top.shape
+    for g in range(planes):
+        for ph in range(pooled_h):
+            at = (g * rows + ph) * cols
+            values = best[at:at + pooled_w]
+            out = top[g, ph]
+            if not maximum:
+                size_h = sizes_h[ph]
+                for pw in range(pooled_w):
+                    size = size_h * sizes_w[pw]
+                    out[pw] = values[pw] / top.dtype.type(size) if size > 0 else 0.0
+                continue
+            for pw in range(pooled_w):
+                out[pw] = values[pw]
+            if track:
+                tags = arg[at:at + pooled_w]
+                where = mask[g, ph]
+                origin = ph * stride_h * width
+                for pw in range(pooled_w):
+                    t = tags[pw]
+                    where[pw] = -1 if t == _NO_CELL else origin + pw * stride_w + t
+
+
+@kernels.cpu_kernel(**_EXACT)
+def pool_forward(x, top, mask, maximum, track, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
+    """MAX (``maximum``) or AVE pooling, padded kernel (stride_w 1 or 2). MAX: top = window max
+    (the first one wins), and mask = its index in the plane when ``track`` (else ``mask`` is not
+    touched). AVE: top = window sum over the input (row-major order, from +0.0) / the window's
+    size clipped to the padded bounds; 0 for a window that holds no input cell."""
+    if stride_w > 2:
+        raise ValueError("pool_forward takes column strides 1 and 2")
+    planes, height, width = x.shape
+    pooled_h, pooled_w = top.shape[1], top.shape[2]
+    rows = padded_extent(height, pooled_h, kernel_h, stride_h, pad_h)
+    cols = padded_extent(width, pooled_w, kernel_w, stride_w, pad_w)
+    per_plane = rows * cols
+    group = max(1, min(planes, _GROUP_CELLS // per_plane))
+    q = np.empty((stride_h, stride_w, group * per_plane), x.dtype)
+    q.reshape(-1)[:] = np.nan if maximum else 0.0      # the padding: never wins / adds +0.0
+    best = np.empty(group * per_plane, x.dtype)        # the running max / sum of each scratch output
+    arg = np.empty(group * per_plane if track else 0, np.int32)
+    start = x.dtype.type(-_FLT_MAX) if maximum else x.dtype.type(0.0)
+    # A pass takes three cells of a window row; the last pass of a row may have one or two, and
+    # takes the rest from `none`, cells that never count (one loop instead of three compiles faster).
+    none = np.empty(group * per_plane if kernel_w % 3 else 0, x.dtype)
+    none[:] = np.nan if maximum else 0.0
+    # AVE: per output row (column), the divisor's height (width), or 0 when the window holds no
+    # input row (column).
+    sizes_h = np.zeros(0 if maximum else pooled_h, np.int64)
+    sizes_w = np.zeros(0 if maximum else pooled_w, np.int64)
+    _divisor_extents(sizes_h, height, kernel_h, stride_h, pad_h)
+    _divisor_extents(sizes_w, width, kernel_w, stride_w, pad_w)
+    for first in range(0, planes, group):
+        count = min(group, planes - first)
+        _scatter(x[first:first + count], q, rows, cols, stride_h, stride_w, pad_h, pad_w)
+        cells = count * per_plane
+        best[:cells] = start
+        if track:
+            arg[:cells] = _NO_CELL
+        # Every cell of the windows, in row-major window order: cell (kh, kw) of output i's window
+        # is q[kh % stride_h, kw % stride_w, i + (kh // stride_h) * cols + kw // stride_w].
+        for kh in range(kernel_h):
+            a = kh % stride_h
+            row_offset = (kh // stride_h) * cols
+            for kw in range(0, kernel_w, 3):
+                take = min(kernel_w - kw, 3)
+                o0 = row_offset + kw // stride_w
+                o1 = row_offset + (kw + 1) // stride_w
+                o2 = row_offset + (kw + 2) // stride_w
+                n = cells - (o2 if take == 3 else o1 if take == 2 else o0)
+                s0 = q[a, kw % stride_w, o0:o0 + n]
+                s1 = q[a, (kw + 1) % stride_w, o1:o1 + n] if take > 1 else none[:n]
+                s2 = q[a, (kw + 2) % stride_w, o2:o2 + n] if take > 2 else none[:n]
+                if maximum:
+                    _max_pass(s0, s1, s2, best[:n], arg[:n], np.int32((kh - pad_h) * width + kw - pad_w), track)
+                else:
+                    _sum_pass(s0, s1, s2, best[:n])
+        _extract(best, arg, top[first:first + count], mask[first:first + count] if track else mask, sizes_h, sizes_w,
+                 rows, cols, width, stride_h, stride_w, maximum, track)
+
+
+@kernels.cpu_kernel(**_EXACT)
+def max_pool_direct(x, top, mask, track, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
+    """MAX pooling, direct kernel (each window clipped to the input); as ``pool_forward``."""
     planes, height, width = x.shape
     pooled_h, pooled_w = top.shape[1], top.shape[2]
     lowest = x.dtype.type(-_FLT_MAX)
     for p in range(planes):
         plane = x[p]
         out = top[p]
-        where = mask[p]
         for ph in range(pooled_h):
             hstart = ph * stride_h - pad_h
             hend = min(hstart + kernel_h, height)
@@ -108,7 +350,8 @@ def max_pool_forward(x, top, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h
                             best = row[w]
                             index = h * width + w
                 out[ph, pw] = best
-                where[ph, pw] = index
+                if track:
+                    mask[p, ph, pw] = index
 
 
 @kernels.cpu_kernel(nogil=True)
@@ -125,9 +368,9 @@ def route_backward(top_diff, mask, bottom_diff):
                 diff[index] += gradient[i]
 
 
-@kernels.cpu_kernel(nogil=True)
-def ave_pool_forward(x, top, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
-    """AVE pooling: window sum over the input / window size clipped to the padded bounds."""
+@kernels.cpu_kernel(**_EXACT)
+def ave_pool_direct(x, top, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
+    """AVE pooling, direct kernel (each window clipped to the input); as ``pool_forward``."""
     planes, height, width = x.shape
     pooled_h, pooled_w = top.shape[1], top.shape[2]
     for p in range(planes):
@@ -300,7 +543,9 @@ class Pooler:
 
     ``forward(x, top)`` and ``backward(top_diff, x, bottom_diff)`` take
     contiguous (planes, H, W) and (planes, PH, PW) arrays; ``backward``
-    accumulates into ``bottom_diff``.
+    accumulates into ``bottom_diff``. MAX keeps its argmax when ``keep_mask``
+    (TRAIN, or set by the owner); else ``backward`` takes it from ``x`` first,
+    and sets ``keep_mask``.
     """
 
     def __init__(self, method, kernel_h, kernel_w, stride_h=1, stride_w=1, pad_h=0, pad_w=0, train=True,
@@ -313,6 +558,13 @@ class Pooler:
         self.train = train
         self.mask = None      # argmax / drawn cell per output (MAX, STOCHASTIC TRAIN)
         self.uniform = None   # STOCHASTIC TRAIN draws
+        # MAX keeps its argmax in TRAIN, for a mask top (the owner sets keep_mask) and, from its
+        # first Backward on, in TEST too; mask_shape is the output shape of the last Forward that
+        # kept it (None when that Forward kept none).
+        self.keep_mask = train
+        self.mask_shape = None
+        self.forward_shape = None     # the output shape of the last Forward
+        self._plan = None             # ((input shape, output shape, kernel), padded kernels?)
 
     def output_shape(self, height, width, floor=False):
         """(pooled_h, pooled_w, ok): ok is False when the geometry leaves a window in the padding."""
@@ -329,13 +581,34 @@ class Pooler:
             self.mask = np.empty(shape, dtype=np.int32)
         return self.mask
 
+    def _padded(self, x, top):
+        """Whether this shape runs the padded kernels (else the direct ones); kept per shape."""
+        key = (x.shape, top.shape, x.dtype, self.kernel)
+        if self._plan is None or self._plan[0] != key:
+            (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = self.kernel, self.stride, self.pad
+            pooled_h, pooled_w = top.shape[1], top.shape[2]
+            rows = padded_extent(x.shape[1], pooled_h, kernel_h, stride_h, pad_h)
+            cols = padded_extent(x.shape[2], pooled_w, kernel_w, stride_w, pad_w)
+            padded = x.dtype == np.float32 and padded_pays(pooled_h, pooled_w, rows, cols, kernel_w, stride_w)
+            self._plan = key, padded
+        return self._plan[1]
+
     def forward(self, x, top):
         args = self._args()
+        self.forward_shape = top.shape
         if self.method == MAX:
-            mask = self._mask_for(top.shape)
-            self._over_planes(x, lambda a, b: max_pool_forward(x[a:b], top[a:b], mask[a:b], *args))
+            track = self.keep_mask
+            mask = self._mask_for(top.shape) if track else _NO_MASK
+            if self._padded(x, top):
+                self._over_planes(x, lambda a, b: pool_forward(x[a:b], top[a:b], mask[a:b], True, track, *args))
+            else:
+                self._over_planes(x, lambda a, b: max_pool_direct(x[a:b], top[a:b], mask[a:b], track, *args))
+            self.mask_shape = top.shape if track else None
         elif self.method == AVE:
-            self._over_planes(x, lambda a, b: ave_pool_forward(x[a:b], top[a:b], *args))
+            if self._padded(x, top):
+                self._over_planes(x, lambda a, b: pool_forward(x[a:b], top[a:b], _NO_MASK, False, False, *args))
+            else:
+                self._over_planes(x, lambda a, b: ave_pool_direct(x[a:b], top[a:b], *args))
         elif self.train:
             if self.uniform is None or self.uniform.shape != top.shape or self.uniform.dtype != top.dtype:
                 self.uniform = np.empty(top.shape, dtype=top.dtype)
@@ -350,8 +623,13 @@ class Pooler:
         if self.method == AVE:
             self._over_planes(bottom_diff, lambda a, b: ave_pool_backward(top_diff[a:b], bottom_diff[a:b], *args))
         elif self.method == MAX or self.train:
-            if self.mask is None or self.mask.shape != top_diff.shape:
+            if self.forward_shape != top_diff.shape:
                 raise GraphError("pooling Backward before a Forward at this shape", layer=self.layer)
+            if self.method == MAX and self.mask_shape != top_diff.shape:
+                # A TEST-phase Forward kept no argmax: find it again from the bottom, and keep it
+                # from now on (a net that runs Backward once runs it again).
+                self.keep_mask = True
+                self.forward(x, np.empty_like(top_diff))
             planes = top_diff.shape[0]
             gradient = top_diff.reshape(planes, -1)
             mask = self.mask.reshape(planes, -1)
@@ -423,6 +701,8 @@ class PoolingLayer(Layer):
         self.floor = param.round_mode == caffe_pb2.PoolingParameter.FLOOR
         self.pooler = Pooler(self.method, kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1],
                              train=self.phase == TRAIN, layer=self.name)
+        if len(top) > 1:
+            self.pooler.keep_mask = True        # the mask top
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape

@@ -344,3 +344,180 @@ def test_shape_errors():
     layer.set_up(bottom, top)
     with pytest.raises(GraphError, match="layer 'pool'.*Backward before a Forward"):
         layer.run_backward(top, [True], bottom)
+
+
+# ---------------------------------------------------------------- bit-exact kernels (padded and direct)
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def caffe_pooling(x, method, kernel, stride, pad, pooled):
+    """Caffe's CPU loops, vectorized over the planes only (x: planes x H x W): per output, the
+    window's cells in row-major order, clipped to the input. MAX: a running max from -FLT_MAX
+    replaced on a strict ``>`` (so NaN never wins and the first maximum stays), with the index
+    h * W + w of its cell (-1 for none). AVE: a running sum from +0.0, then one division by the
+    window's size clipped to the padded bounds; 0 for a window holding no input cell."""
+    planes, height, width = x.shape
+    top = np.zeros((planes,) + pooled, dtype=x.dtype)
+    mask = np.full(top.shape, -1, dtype=np.int64)
+    with np.errstate(all="ignore"):                # inf - inf, overflow: as the kernels
+        _caffe_windows(x, method, kernel, stride, pad, pooled, top, mask)
+    return top, mask
+
+
+def _caffe_windows(x, method, kernel, stride, pad, pooled, top, mask):
+    planes, height, width = x.shape
+    for ph in range(pooled[0]):
+        for pw in range(pooled[1]):
+            h0, w0 = ph * stride[0] - pad[0], pw * stride[1] - pad[1]
+            h1, w1 = min(h0 + kernel[0], height + pad[0]), min(w0 + kernel[1], width + pad[1])
+            size = (h1 - h0) * (w1 - w0)
+            cells = [(h, w) for h in range(max(h0, 0), min(h1, height)) for w in range(max(w0, 0), min(w1, width))]
+            if method == "MAX":
+                best = np.full(planes, -FLT_MAX, dtype=x.dtype)
+                index = np.full(planes, -1)
+                for h, w in cells:
+                    wins = x[:, h, w] > best
+                    best = np.where(wins, x[:, h, w], best)
+                    index = np.where(wins, h * width + w, index)
+                top[:, ph, pw], mask[:, ph, pw] = best, index
+            elif cells:
+                total = np.zeros(planes, dtype=x.dtype)
+                for h, w in cells:
+                    total = total + x[:, h, w]
+                top[:, ph, pw] = total / x.dtype.type(size)
+
+
+def assert_same_bits(actual, expected):
+    """Equal bit for bit (so 0.0 differs from -0.0), NaN where NaN (whatever its payload)."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(actual), nan)
+    bits = actual.dtype.newbyteorder("=").str.replace("f", "u")
+    np.testing.assert_array_equal(np.where(nan, 0, actual).view(bits), np.where(nan, 0, expected).view(bits))
+
+
+def awkward_values(shape, dtype, seed=0):
+    """Few distinct values (many ties, both zeros), and some NaN, +-inf and +-FLT_MAX."""
+    generator = np.random.default_rng(seed)
+    x = generator.integers(-3, 4, size=shape).astype(dtype) * dtype(0.5)
+    x[generator.random(shape) < 0.1] = -0.0
+    specials = np.array([np.nan, np.inf, -np.inf, FLT_MAX, -FLT_MAX, -1e30], dtype=dtype)
+    spots = generator.random(shape) < 0.06
+    x[spots] = generator.choice(specials, size=int(spots.sum()))
+    return x
+
+
+# (H, W), kernel, stride, pad, round down: the common 3x3/s2, 3x3/s1/p1 and 2x2/s2, ceil-mode windows
+# past the input, kernel widths that end a window row with one or two cells, rectangular kernels and
+# strides, a row stride the padded kernel splits into phases, windows wholly outside the input
+# (stride > kernel) and global pooling
+EXACT_GEOMETRIES = [
+    ((9, 11), (3, 3), (2, 2), (0, 0), False),
+    ((8, 8), (3, 3), (1, 1), (1, 1), False),
+    ((6, 7), (2, 2), (2, 2), (0, 0), False),
+    ((8, 9), (3, 3), (2, 2), (1, 1), False),
+    ((7, 9), (3, 3), (2, 2), (1, 1), True),
+    ((9, 10), (4, 5), (1, 2), (2, 1), False),
+    ((10, 9), (2, 7), (3, 1), (1, 3), False),
+    ((5, 6), (5, 3), (2, 1), (0, 2), False),
+    ((9, 9), (3, 3), (3, 3), (1, 1), False),
+    ((7, 8), (1, 1), (2, 2), (0, 0), False),
+    ((6, 5), (6, 5), (1, 1), (0, 0), False),
+]
+
+
+def _pooled(shape, kernel, stride, pad, floor):
+    padded = tuple(pad) != (0, 0)
+    return tuple(reference_extent(shape[i], kernel[i], stride[i], pad[i], floor, padded) for i in range(2))
+
+
+@pytest.mark.parametrize("shape, kernel, stride, pad, floor", EXACT_GEOMETRIES)
+def test_kernels_match_caffe_bit_for_bit(shape, kernel, stride, pad, floor):
+    from minicaffe.layers import pooling
+    pooled = _pooled(shape, kernel, stride, pad, floor)
+    args = kernel + stride + pad
+    for dtype in (np.float32, np.float64):
+        x = awkward_values((5,) + shape, dtype)
+        maxima, indices = caffe_pooling(x, "MAX", kernel, stride, pad, pooled)
+        averages, _ = caffe_pooling(x, "AVE", kernel, stride, pad, pooled)
+        top, mask = np.empty_like(maxima), np.empty(maxima.shape, dtype=np.int32)
+        pooling.max_pool_direct(x, top, mask, True, *args)
+        assert_same_bits(top, maxima)
+        np.testing.assert_array_equal(mask, indices)
+        pooling.ave_pool_direct(x, top, *args)
+        assert_same_bits(top, averages)
+        if dtype is np.float64 or stride[1] > 2:      # the padded kernel: float32, column strides 1 and 2
+            continue
+        for track in (True, False):
+            top[...], mask[...] = 7.0, 7
+            pooling.pool_forward(x, top, mask, True, track, *args)
+            assert_same_bits(top, maxima)
+            np.testing.assert_array_equal(mask, indices if track else 7)     # untracked: mask untouched
+        pooling.pool_forward(x, top, pooling._NO_MASK, False, False, *args)
+        assert_same_bits(top, averages)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_matches_caffe_bit_for_bit(method, dtype):
+    # 300 planes of 7x7: several groups of planes in the padded kernel, the last one partial
+    x = awkward_values((3, 100, 7, 7), dtype, seed=1)
+    expected, indices = caffe_pooling(x.reshape(300, 7, 7), method, (3, 3), (1, 1), (1, 1), (7, 7))
+    for phase, num_tops in [(TRAIN, 1), (TEST, 1), (TEST, 2)] if method == "MAX" else [(TRAIN, 1), (TEST, 1)]:
+        layer = layer_from_text(pooling_text(f"pool: {method} kernel_size: 3 stride: 1 pad: 1"), phase=phase,
+                                dtype=dtype)
+        _, top = run_layer(layer, [x], num_tops=num_tops)
+        assert_same_bits(top[0].data.reshape(expected.shape), expected)
+        if num_tops == 2:
+            np.testing.assert_array_equal(top[1].data.reshape(indices.shape), indices)
+
+
+def test_threads_do_not_change_a_bit():
+    from minicaffe import threads
+    x = awkward_values((4, 64, 32, 32), np.float32, seed=2)
+    results = []
+    before = threads.get_num_threads()
+    try:
+        for count in (1, 2):
+            threads.set_num_threads(count)
+            layer = layer_from_text(pooling_text("kernel_size: 3 stride: 2"), dtype=np.float32)
+            _, top = run_layer(layer, [x], num_tops=2)
+            results.append((top[0].data.copy(), top[1].data.copy()))
+    finally:
+        threads.set_num_threads(before)
+    assert_same_bits(results[1][0], results[0][0])
+    np.testing.assert_array_equal(results[1][1], results[0][1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_test_phase_max_keeps_no_mask_until_a_backward(dtype):
+    # TEST without a mask top: Forward keeps no argmax; a Backward finds it from the bottom, routes the
+    # gradient as TRAIN does, and from then on Forward keeps it.
+    x = distinct((2, 3, 9, 9))
+    gradient = rng.standard_normal((2, 3, 4, 4))
+    diffs = []
+    for phase in (TRAIN, TEST):
+        layer = layer_from_text(pooling_text("kernel_size: 3 stride: 2"), phase=phase, dtype=dtype)
+        bottom, top = run_layer(layer, [x])
+        assert (layer.pooler.mask_shape is None) == (phase == TEST)
+        top[0].diff[...] = gradient
+        layer.run_backward(top, [True], bottom)
+        diffs.append(bottom[0].diff.copy())
+        assert layer.pooler.mask_shape == (6, 4, 4)
+        layer.run_forward(bottom, top)
+        assert layer.pooler.mask_shape == (6, 4, 4)
+    np.testing.assert_array_equal(diffs[1], diffs[0])
+    _, indices = caffe_pooling(x.astype(dtype).reshape(6, 9, 9), "MAX", (3, 3), (2, 2), (0, 0), (4, 4))
+    expected = np.zeros((6, 81), dtype=dtype)
+    for plane in range(6):
+        np.add.at(expected[plane], indices[plane].ravel(), gradient.astype(dtype).reshape(6, 16)[plane])
+    np.testing.assert_array_equal(diffs[0].reshape(6, 81), expected)
+
+
+def test_test_phase_backward_before_forward_is_refused():
+    layer = layer_from_text(pooling_text("kernel_size: 2"), phase=TEST)
+    bottom, top = make_blobs(np.ones((1, 1, 4, 4))), empty_blobs(1)
+    layer.set_up(bottom, top)
+    with pytest.raises(GraphError, match="layer 'pool'.*Backward before a Forward"):
+        layer.run_backward(top, [True], bottom)
