@@ -91,6 +91,7 @@ class RecurrentLayer(Layer):
         self.static_input = len(bottom) > 2 + (len(self.state_inputs) if self.expose_hidden else 0)
         if self.static_input:
             self._check_static(bottom[2])
+        self._refuse_an_unroll_past_the_limit(param)
 
         net_param = caffe_pb2.NetParameter()
         net_param.name = f"{self.name or self.type} (unrolled)"
@@ -130,6 +131,30 @@ class RecurrentLayer(Layer):
         if allocation_allowed():
             for blob in self._state_out:
                 blob.diff[...] = 0   # no gradient crosses from one batch into the previous
+
+    def _refuse_an_unroll_past_the_limit(self, param):
+        """The unrolled net holds a few layers per time step, built (as Python objects and messages) before
+        any memory estimate can count them: a T whose layers alone pass the memory limit (the --max-memory
+        block, MINICAFFE_MAX_MEMORY or the process's own, :func:`minicaffe.memory_budget.memory_limit`) is a
+        MemoryLimitError naming the layer and T, before anything is built."""
+        from ..errors import MemoryLimitError
+        from ..memory_budget import LAYER_OVERHEAD, format_size, memory_limit
+        limit = memory_limit()
+        if limit.bytes is None:
+            return
+        counts = []
+        for steps in (1, 2):        # layers per step: the difference between unrolling 2 steps and 1
+            scratch = caffe_pb2.NetParameter()
+            type(self).build_unrolled(scratch, steps, 1, 1, self.static_input, param)
+            counts.append(len(scratch.layer))
+        layers = self.T * (counts[1] - counts[0])
+        needed = layers * LAYER_OVERHEAD
+        if needed > limit.bytes:
+            raise MemoryLimitError(
+                f"layer '{self.name}': {self.type} unrolls its T = {self.T} time steps (bottom 0's first axis) "
+                f"into about {layers} layers, which need about {format_size(needed)} before their blobs, more "
+                f"than the {limit} this process may use. Nothing was built; give shorter sequences, or "
+                "--max-memory SIZE (or MINICAFFE_MAX_MEMORY) to set another limit", limit=limit, needed=needed)
 
     # ---------------------------------------------------------------- shapes
     def _check_sequence_shapes(self, bottom, setting_up=False):

@@ -7,7 +7,8 @@ import pytest
 import minicaffe
 from minicaffe import io
 from minicaffe.check import check_net
-from minicaffe.errors import MinicaffeError, ShapeError, WeightsError
+from minicaffe.errors import MemoryLimitError, MinicaffeError, ShapeError, WeightsError
+from minicaffe.memory_budget import max_memory
 from minicaffe.proto import caffe_pb2
 from minicaffe.solvers.state import read_state
 
@@ -218,6 +219,27 @@ layer {{ name: "loss" type: "{loss}" bottom: "x" bottom: "x" top: "loss" }}
         minicaffe.Net(path, minicaffe.TEST)
     with pytest.raises(ShapeError, match=message):
         check_net(path, "TEST")
+
+
+@pytest.mark.parametrize("kind, per_step", [("LSTM", 4), ("RNN", 6)])
+def test_a_recurrent_layer_unrolling_past_the_memory_limit_is_refused_before_it_builds(write_file, kind, per_step):
+    # T = 2^31 - 1 time steps: the unrolled net (a few layers per step) was built, as Python objects and
+    # protobuf messages, before any estimate could count it; the fuzz run grew to 24 GB and the OOM killer
+    # ended it (under an address-space limit, protobuf's allocator segfaulted).
+    path = write_file("net.prototxt", f'''
+layer {{ name: "data" type: "Input" top: "x" top: "cont"
+  input_param {{ shape {{ dim: 2147483647 dim: 1 dim: 2 }} shape {{ dim: 2147483647 dim: 1 }} }} }}
+layer {{ name: "rec" type: "{kind}" bottom: "x" bottom: "cont" top: "h" recurrent_param {{ num_output: 2 }} }}
+''')
+    layers = 2147483647 * per_step
+    message = (rf"^layer 'rec': {kind} unrolls its T = 2147483647 time steps \(bottom 0's first axis\) into about "
+               rf"{layers} layers, which need about [\d.]+ TiB before their blobs, more than the 256\.0 MiB "
+               r"\(--max-memory\) this process may use\. Nothing was built")
+    with max_memory("256M"):
+        with pytest.raises(MemoryLimitError, match=message):
+            check_net(path, "TEST")
+        with pytest.raises(MemoryLimitError, match=message):
+            minicaffe.Net(path, minicaffe.TEST)
 
 
 def test_an_empty_shape_too_large_for_numpy_names_the_file_and_the_shape(tmp_path):
