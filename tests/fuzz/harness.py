@@ -8,7 +8,8 @@ a MemoryError) fails the test with its traceback, and hypothesis shrinks the inp
 Every example runs in :func:`sandbox`: the working directory is a temporary folder (a mutated path or
 snapshot prefix can only write there), HOME points there too (no ``~/.caffeinit`` is read), nets are held
 to :data:`MAX_MEMORY` by the memory estimate (minicaffe.memory_budget), so an absurd shape is refused
-before it allocates, and warnings are silenced. No Python layer is ever loaded: inputs that name the
+before it allocates, the address space may grow by :data:`HEADROOM` at most (what the estimate misses is a
+MemoryError, a failure, not the OOM killer), and warnings are silenced. No Python layer is ever loaded: inputs that name the
 type ``Python`` are skipped (a Python layer's own exceptions pass through unchanged, by design).
 """
 
@@ -81,6 +82,35 @@ def fresh_path(name: str) -> str:
     return os.path.join(folder, name)
 
 
+#: How much more address space than it already has an example may take (RLIMIT_AS, soft): an allocation the
+#: memory estimate missed then raises MemoryError (a failure, with its traceback) instead of letting the
+#: kernel's OOM killer end the run.
+HEADROOM = 3 << 30
+
+
+@contextlib.contextmanager
+def address_space_limit(headroom=HEADROOM):
+    """Lower the soft RLIMIT_AS to the address space in use plus ``headroom`` for the block."""
+    try:
+        import resource
+        with open("/proc/self/status") as status:
+            in_use = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    except (ImportError, OSError, StopIteration):
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = in_use + headroom
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft != resource.RLIM_INFINITY:
+        limit = min(limit, soft)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 @contextlib.contextmanager
 def sandbox():
     """Run an example inside the work folder, with the memory limit, HOME there and warnings off."""
@@ -93,7 +123,8 @@ def sandbox():
     level = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"), max_memory(MAX_MEMORY, "fuzz harness"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"), max_memory(MAX_MEMORY, "fuzz harness"), \
+                address_space_limit():
             warnings.simplefilter("ignore")
             yield folder
     finally:

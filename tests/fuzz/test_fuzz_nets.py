@@ -13,7 +13,8 @@ from minicaffe.proto import caffe_pb2
 from minicaffe.proto.text import to_text
 
 from . import mutate
-from .harness import examples, exercise_net_file, fresh_path, layer_types, no_python_layers, read_seed, sandbox
+from .harness import (examples, exercise_net_file, fresh_path, layer_types, long_run, no_python_layers, read_seed,
+                      sandbox)
 
 NET_SEEDS = {
     "small_cnn": read_seed("tests", "fuzz", "seeds", "small_cnn.prototxt"),
@@ -23,6 +24,12 @@ NET_SEEDS = {
     "mlp_regression": read_seed("examples", "mlp", "mlp_regression.prototxt"),
     "digits_deploy": read_seed("examples", "digits", "digits_deploy.prototxt"),
 }
+if long_run():      # more layer types, so more kernels to compile: the long profile only
+    NET_SEEDS.update({
+        "zoo": read_seed("tests", "fuzz", "seeds", "zoo.prototxt"),
+        "ssd_tiny_deploy": read_seed("examples", "ssd", "ssd_tiny_deploy.prototxt"),
+        "char_lstm": read_seed("examples", "char_lstm", "char_lstm.prototxt"),
+    })
 
 
 def run_text(text, name="net.prototxt"):
