@@ -8,6 +8,7 @@ extras as attributes. Written to a temporary file and renamed. Needs h5py
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from contextlib import contextmanager
@@ -185,8 +186,24 @@ def _numeric(group, name, path, where):
         raise WeightsError(path, f"'{where}' holds {what}, not real numbers (floats or integers)")
     if shape is None:           # h5py.Empty: a dataset with a type and no dataspace
         raise WeightsError(path, f"'{where}' is an empty dataset (no shape, no values), not an array")
+    _check_stored_size(dataset, path, where)
     with _corrupt(path, where):     # unreadable chunks, a filter h5py lacks
         return np.asarray(dataset[()])
+
+
+def _check_stored_size(dataset, path, where):
+    """Refuse a dataset that claims more bytes than its file could hold, before reading it.
+
+    Caffe and minicaffe write weights and states uncompressed, so a real dataset
+    is never larger than the file; a damaged header can claim terabytes, which
+    HDF5 would allocate and fill (with the fill value) before failing. The slack
+    (16x, at least 1 MiB) leaves room for files written with compression."""
+    with _corrupt(path, where):
+        claimed = math.prod(dataset.shape or ()) * dataset.dtype.itemsize
+    limit = max(16 * os.path.getsize(path), 1 << 20)
+    if claimed > limit:
+        raise WeightsError(path, f"'{where}' claims {claimed:,} bytes ({dataset.dtype} x {dataset.shape}), "
+                                 f"more than a {os.path.getsize(path):,}-byte file can hold: the file is damaged")
 
 
 def _scalar(group, name, path, kind="int", required=True):
@@ -263,6 +280,8 @@ def read_state_hdf5(path) -> "caffe_pb2.SolverState":
         with _corrupt(path, "learned_net"):
             if learned.shape != () or learned.dtype.kind not in "SO":
                 raise WeightsError(path, f"'learned_net' is {_describe(learned)}, not a string")
+        _check_stored_size(learned, path, "learned_net")
+        with _corrupt(path, "learned_net"):
             value = learned[()]
         state.learned_net = _text(value, path, "learned_net")
         history = _member(h5, "history", "group", path, required=False)
