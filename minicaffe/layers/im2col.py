@@ -273,7 +273,14 @@ def parse_spatial_params(param, axes):
     dilation = _per_axis(param.dilation, "dilation", axes, 1)
     if any(d <= 0 for d in dilation):
         raise ConvParamError(f"dilation must be positive (dilation {dilation})")
+    for name, values in (("kernel", kernel), ("stride", stride), ("pad", pad), ("dilation", dilation)):
+        if any(v > INT_MAX for v in values):   # the kernels' index arithmetic (int64) assumes Caffe's range
+            raise ConvParamError(f"{name} {values} is past {INT_MAX} (2^31 - 1): the field is a uint32, but Caffe "
+                                 "reads it as an int, where it would be negative")
     return kernel, stride, pad, dilation
+
+
+INT_MAX = 2 ** 31 - 1
 
 
 def conv_output_dims(input_dims, kernel, stride, pad, dilation):

@@ -242,6 +242,27 @@ layer {{ name: "rec" type: "{kind}" bottom: "x" bottom: "cont" top: "h" recurren
             minicaffe.Net(path, minicaffe.TEST)
 
 
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution", "Im2col"])
+@pytest.mark.parametrize("field", ["stride", "pad", "kernel_size", "dilation"])
+def test_convolution_fields_past_caffes_int_range_name_the_field_and_the_value(write_file, kind, field):
+    # stride: 4294967295 (a uint32 that Caffe reads as an int: -1) passed every check; the direct kernels'
+    # stride_h * stride_w wrapped past int64, so the memory estimate was small and Forward died in numba
+    # with "ValueError: negative dimensions not allowed".
+    values = {"stride": 1, "pad": 1, "kernel_size": 3, "dilation": 1, field: 4294967295}
+    param = " ".join(f"{name}: {value}" for name, value in values.items())
+    path = write_file("net.prototxt", f'''
+layer {{ name: "d" type: "DummyData" top: "x" dummy_data_param {{ shape {{ dim: 2 dim: 2 dim: 6 dim: 6 }} }} }}
+layer {{ name: "c" type: "{kind}" bottom: "x" top: "y" convolution_param {{ num_output: 4 {param} }} }}
+''')
+    name = "kernel" if field == "kernel_size" else field
+    message = (rf"^layer 'c': convolution_param: {name} \[4294967295, 4294967295\] is past 2147483647 \(2\^31 - 1\): "
+               "the field is a uint32, but Caffe reads it as an int, where it would be negative$")
+    with pytest.raises(ShapeError, match=message):
+        minicaffe.Net(path, minicaffe.TRAIN)
+    with pytest.raises(ShapeError, match=message):
+        check_net(path, "TRAIN")
+
+
 def test_an_empty_shape_too_large_for_numpy_names_the_file_and_the_shape(tmp_path):
     # (2^31-1, 2^31-1, 0, 0) holds 0 elements, so the count check passed, but numpy refuses even an empty
     # array whose other dimensions multiply past 2^60: "ValueError: array is too big".
