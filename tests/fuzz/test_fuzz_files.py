@@ -21,7 +21,7 @@ from minicaffe import io
 from minicaffe.proto import caffe_pb2
 
 from . import mutate
-from .harness import accept, close_net, count, examples, fresh_path, read_seed, sandbox, work_folder
+from .harness import accept, close_net, count, examples, fresh_path, long_run, read_seed, sandbox, work_folder
 
 MODEL_NET = read_seed("tests", "fuzz", "seeds", "small_cnn.prototxt")
 
@@ -157,13 +157,19 @@ def test_mutated_hdf5_caffemodels(ops, structural):
     with sandbox():
         path = fresh_path("model.caffemodel.h5")
         shutil.copyfile(seeds()["model_h5"], path)
-        if structural:
+        if structural or not long_run():      # raw bytes: make fuzz only (see _RAW_HDF5)
             mutate.mutate_h5(path, ops)
         else:
             write(path, mutate.mutate_bytes(read(path), ops))
         load_weights(path)
         accept(seeds()["net"].load_hdf5, path)
 
+
+# _RAW_HDF5: byte-level damage to an HDF5 container can make the HDF5 C library spin inside a read
+# (seen: a fresh clone's `make test` hung in h5py reading a damaged .solverstate.h5's learned_net, a
+# loop no Python-side check can interrupt). Which bytes do it depends on the seed files' contents (their
+# temporary paths), so the derandomized `make test` profile damages HDF5 files through h5py only
+# (structure and values); `make fuzz` keeps the raw bytes, to find such files.
 
 # ---------------------------------------------------------------- .solverstate
 
@@ -188,7 +194,7 @@ def test_mutated_hdf5_solverstates(ops, structural):
     with sandbox():
         path = fresh_path("snap.solverstate.h5")
         shutil.copyfile(seeds()["states"]["HDF5"], path)
-        if structural:
+        if structural or not long_run():      # raw bytes: make fuzz only (see _RAW_HDF5)
             mutate.mutate_h5(path, ops)
         else:
             write(path, mutate.mutate_bytes(read(path), ops))
