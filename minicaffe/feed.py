@@ -44,6 +44,7 @@ when its shape does not change, and refused otherwise.
 
 from __future__ import annotations
 
+import abc
 import io as _io
 import json
 import os
@@ -236,15 +237,16 @@ class Preprocessing:
 
 # ---------------------------------------------------------------- sources
 
-class Source:
+class Source(abc.ABC):
     """Items for one input blob: ``count`` of them, each of ``item_shape``; ``names`` for files, else None."""
 
     kind = "source"
     names = None
     skipped = 0
 
+    @abc.abstractmethod
     def items(self, start, stop) -> np.ndarray:
-        raise NotImplementedError
+        """Items ``[start, stop)`` as one float32 array."""
 
 
 class ArraySource(Source):
