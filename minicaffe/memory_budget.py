@@ -567,16 +567,19 @@ def _convolution(layer, bottom, top, backward):
             return (g.rows_size(images) + max(g.scratch_size(images), 1)
                     + images * g.locations * layer.conv_out_channels) * itemsize
         chunk = path.chunk
-        sizes = [chunk] * (layer.num // chunk) + ([layer.num % chunk] if layer.num % chunk else [])
+        full, rest = divmod(layer.num, chunk)       # chunks of `chunk` images, and a last smaller one
         shared = per_set(chunk)     # the buffers every sequential pass uses
-        if layer.reverse or len(sizes) == 1:
+        if layer.reverse or full + (1 if rest else 0) == 1:
             # Deconvolution's Forward (a transpose) and a one-chunk apply use the shared buffers
             work.kept = shared
             extra = 0
         else:
             # Convolution's Forward: chunks on the threads, each thread with buffers of its own, as large as
             # the largest chunk it took; Backward then uses the shared ones
-            work.kept = sum(per_set(images) for images in sorted(sizes, reverse=True)[:_threads()])
+            # (counted, not listed: a batch of 2^62 images is refused by this estimate, not built as a list)
+            threads = _threads()
+            largest = [chunk] * min(full, threads) + ([rest] if rest and full < threads else [])
+            work.kept = sum(per_set(images) for images in largest)
             extra = shared
         work.kept_backward = extra + weight if backward else 0
         # the weight in rows order; with groups, numpy's copy of a strided operand of a product (a chunk)

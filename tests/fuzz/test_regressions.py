@@ -6,7 +6,7 @@ import pytest
 
 import minicaffe
 from minicaffe import io
-from minicaffe.check import check_net
+from minicaffe.check import check_net, describe
 from minicaffe.errors import MemoryLimitError, MinicaffeError, ShapeError, WeightsError
 from minicaffe.memory_budget import max_memory
 from minicaffe.proto import caffe_pb2
@@ -261,6 +261,23 @@ layer {{ name: "c" type: "{kind}" bottom: "x" top: "y" convolution_param {{ num_
         minicaffe.Net(path, minicaffe.TRAIN)
     with pytest.raises(ShapeError, match=message):
         check_net(path, "TRAIN")
+
+
+def test_the_memory_estimate_of_a_huge_batch_is_counted_not_listed(write_file):
+    # The im2row estimate listed every chunk of images ([chunk] * (num // chunk)): for the SSD example's
+    # input with a batch of 2^31 - 1 (chunks of one 96 x 96 image), `check` and the build died in the
+    # estimate itself with MemoryError instead of refusing the net.
+    path = write_file("net.prototxt", '''
+name: "huge_batch"
+layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1099511627776 dim: 3 dim: 96 dim: 96 } } }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: 16 kernel_size: 3 } }
+''')
+    with max_memory("256M"):
+        assert describe(check_net(path, "TEST")).splitlines()[-2].endswith("limit 256.0 MiB (--max-memory) -- over "
+                                                                           "the limit")
+        with pytest.raises(MemoryLimitError, match=r"^net 'huge_batch' needs about [\d.]+ PiB to build and run "
+                                                    r"Forward, more than the 256\.0 MiB this process may use"):
+            minicaffe.Net(path, minicaffe.TEST)
 
 
 def test_an_empty_shape_too_large_for_numpy_names_the_file_and_the_shape(tmp_path):
