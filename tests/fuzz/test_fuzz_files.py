@@ -98,14 +98,16 @@ def seeds():
         states = {}
         solvers = {}
         for fmt in ("BINARYPROTO", "HDF5"):
-            text = SOLVER.format(prefix=os.path.join(folder, fmt.lower()),
+            # a relative prefix (the sandbox's working folder is the work folder): the states' learned_net
+            # and so their bytes do not depend on the temporary folder's name, and the examples replay alike
+            text = SOLVER.format(prefix=os.path.join("seeds", fmt.lower()),
                                  net=DATA_NET.format(source=lmdb_path, transform=""))
             solver_path = os.path.join(folder, f"solver_{fmt}.prototxt")
             with open(solver_path, "w") as handle:
                 handle.write(text + f"snapshot_format: {fmt}\n")
             solver = minicaffe.get_solver(solver_path)
             solver.step(2)
-            _, states[fmt] = solver.snapshot()
+            states[fmt] = os.path.join(work_folder(), solver.snapshot()[1])
             solvers[fmt] = solver
     return {"folder": folder, "net": net, "lmdb": lmdb_path, "states": states, "solvers": solvers,
             "model": os.path.join(folder, "model.caffemodel"), "model_h5": os.path.join(folder, "model.caffemodel.h5"),
