@@ -90,8 +90,13 @@ def read_net_hdf5(path) -> "caffe_pb2.NetParameter":
 
     The layout is checked as it is read (a ``data`` group of layer groups, each holding numeric datasets
     named 0, 1, ...); anything else is a WeightsError naming the file and the object. Nothing in the file
-    is executed or unpickled: datasets are read as plain numeric arrays.
+    is executed or unpickled: datasets are read as plain numeric arrays. The HDF5 library reads the file in
+    a child process (:func:`read_isolated`): a damaged file that crashes or hangs it is a WeightsError.
     """
+    return read_isolated(path, _read_net_hdf5, caffe_pb2.NetParameter)
+
+
+def _read_net_hdf5(path) -> "caffe_pb2.NetParameter":
     path = os.fspath(path)
     net = caffe_pb2.NetParameter()
     with _open(path, "HDF5 weights") as h5:
@@ -103,6 +108,104 @@ def read_net_hdf5(path) -> "caffe_pb2.NetParameter":
                 where = f"data/{layer_name}/{index}"
                 layer.blobs.append(array_to_blobproto(_numeric(group, str(index), path, where)))
     return net
+
+
+# ---------------------------------------------------------------- reading in a child process
+
+#: Seconds a child process may take to read an HDF5 file: this, plus one per :data:`READ_RATE` bytes.
+READ_TIMEOUT = 30.0
+READ_RATE = 10 << 20
+
+
+def read_isolated(path, read, message_type):
+    """``read(path)`` (a protobuf message) run in a forked child process, its message sent back serialized.
+
+    The HDF5 C library follows the offsets and lengths a file holds; some damaged files (found by flipping
+    single bits of a snapshot: a variable-length string's heap reference, a group's B-tree) make it
+    segfault or loop forever, which no check in Python can catch. In a child, a crash is a WeightsError
+    naming the file and the signal, and a read that does not finish in :data:`READ_TIMEOUT` seconds (plus
+    one per :data:`READ_RATE` bytes of file) is killed and reported. A minicaffe error in the child is
+    raised here as it was; any other exception (a bug) as a RuntimeError carrying its traceback.
+    Where ``os.fork`` is missing (not Linux or macOS) the file is read in this process.
+    """
+    path = os.fspath(path)
+    if not hasattr(os, "fork"):
+        return read(path)
+    try:
+        size = os.path.getsize(path)
+    except (OSError, ValueError):
+        return read(path)      # missing, unreadable, a NUL in the path: the reader names it
+    timeout = READ_TIMEOUT + size / READ_RATE
+    h5py = _h5py()
+    from h5py._objects import phil
+    read_end, write_end = os.pipe()
+    with phil:          # no other thread is inside the HDF5 library while the process forks
+        pid = os.fork()
+    if pid == 0:        # the child: read, send the result, and leave without running any cleanup
+        status = 0
+        try:
+            import faulthandler
+            faulthandler.disable()      # a crash here is reported by the parent, in one line
+            os.close(read_end)
+            try:
+                payload = b"M" + read(path).SerializePartialToString()
+            except WeightsError as exc:
+                payload = b"W" + json.dumps([exc.path, str(exc)[len(exc.path) + 2:]]).encode()
+            except MinicaffeError as exc:
+                payload = b"E" + str(exc).encode()
+            except BaseException:
+                import traceback
+                payload = b"X" + traceback.format_exc().encode()
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    chunks = _collect(read_end, pid, timeout, path)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        import signal
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise WeightsError(path, f"the HDF5 library crashed reading it ({name}): the file is damaged")
+    payload = b"".join(chunks)
+    kind, body = payload[:1], payload[1:]
+    if kind == b"M":
+        message = message_type()
+        message.ParseFromString(body)
+        return message
+    if kind == b"W":
+        where, text = json.loads(body)
+        raise WeightsError(where, text)
+    if kind == b"E":
+        raise MinicaffeError(body.decode())
+    if kind == b"X":
+        raise RuntimeError(f"reading {path} in a child process failed:\n{body.decode()}")
+    raise WeightsError(path, "the process reading the HDF5 file ended without a result (exit status "
+                       f"{os.WEXITSTATUS(status)})")
+
+
+def _collect(read_end, pid, timeout, path):
+    """The child's output, read until it closes the pipe; the child is killed past ``timeout`` seconds."""
+    import select
+    import signal
+    import time
+    chunks = []
+    deadline = time.monotonic() + timeout
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        while True:
+            remaining = deadline - time.monotonic()
+            ready = select.select([pipe], [], [], max(remaining, 0))[0] if remaining > 0 else []
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise WeightsError(path, f"the HDF5 library did not finish reading it in {timeout:.0f} s, and was "
+                                   "stopped: a damaged file can make it loop")
+            chunk = pipe.read(1 << 20)
+            if not chunk:
+                return chunks
+            chunks.append(chunk)
 
 
 # ---------------------------------------------------------------- checked reading
@@ -265,7 +368,12 @@ _ATTRIBUTES = ("minicaffe_rng_state", "minicaffe_smoothed_loss", "minicaffe_data
 def read_state_hdf5(path) -> "caffe_pb2.SolverState":
     """A ``.solverstate.h5`` as a SolverState, its layout checked as it is read (``iter``, ``learned_net``,
     optional ``current_step`` and ``history/0..n-1``, and minicaffe's attributes); the values themselves
-    are checked with those of binary solverstates (:func:`minicaffe.solvers.state.check_state`)."""
+    are checked with those of binary solverstates (:func:`minicaffe.solvers.state.check_state`). Read in a
+    child process, as :func:`read_net_hdf5`."""
+    return read_isolated(path, _read_state_hdf5, caffe_pb2.SolverState)
+
+
+def _read_state_hdf5(path) -> "caffe_pb2.SolverState":
     path = os.fspath(path)
     state = caffe_pb2.SolverState()
     with _open(path, "HDF5 solver state") as h5:

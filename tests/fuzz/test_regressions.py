@@ -136,6 +136,89 @@ def test_a_damaged_hdf5_solverstate_names_the_file_and_the_object(tmp_path):
         read_state(path)
 
 
+DAMAGE_CHILD = r"""
+import sys
+import h5py
+import numpy as np
+import minicaffe.solvers.hdf5 as hdf5
+from minicaffe.errors import WeightsError
+from minicaffe.solvers.state import read_state
+hdf5.READ_TIMEOUT = 3
+path, how = sys.argv[1], sys.argv[2]
+with h5py.File(path, "w") as h5:
+    h5.create_dataset("iter", data=np.int32(1))
+    h5.create_dataset("learned_net", data="model.caffemodel.h5")        # a variable-length string
+payload = bytearray(open(path, "rb").read())
+if how == "vlen type":      # the string's datatype message: class 9 (VLEN) of type 1 (string) -> type 3
+    at = payload.index(bytes.fromhex("1901010010000000"))
+    payload[at + 1] = 0x03
+else:                       # the global heap's first object: a size past the end of its collection
+    at = payload.index(b"GCOL")
+    payload[at + 25] ^= 0x02
+open(path, "wb").write(bytes(payload))
+try:
+    read_state(path)
+    print("read")
+except WeightsError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("how", ["vlen type", "heap object size"])
+def test_a_file_that_crashes_or_hangs_the_hdf5_library_is_a_weights_error(tmp_path, how):
+    # One flipped bit in a .solverstate.h5 made the HDF5 C library segfault (the learned_net string's
+    # datatype) or loop forever (its global heap object's size): the process died, or hung, in h5py.
+    # The file is now read in a child process; the parent reports the crash or the hang.
+    import subprocess
+    import sys
+    path = tmp_path / "damaged.solverstate.h5"
+    child = subprocess.run([sys.executable, "-c", DAMAGE_CHILD, str(path), how], capture_output=True, text=True,
+                           timeout=60)
+    assert child.returncode == 0, child.stderr
+    line = child.stdout.strip()
+    assert line.startswith(f"{path}: "), line
+    if how == "vlen type":
+        assert line == f"{path}: the HDF5 library crashed reading it (SIGSEGV): the file is damaged"
+    else:
+        assert line == (f"{path}: the HDF5 library did not finish reading it in 3 s, and was stopped: a damaged "
+                        "file can make it loop")
+
+
+def test_the_hdf5_reading_process_reports_a_crash_a_hang_and_errors(tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+    from minicaffe.solvers import hdf5
+    path = str(tmp_path / "x.h5")
+    with h5py.File(path, "w"):
+        pass
+
+    def crash(path):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    def loop(path):
+        time.sleep(60)
+
+    def refuse(path):
+        raise WeightsError(path, "'data' is a dataset, not a group")
+
+    def bug(path):
+        return {}["missing"]
+    with pytest.raises(WeightsError, match=rf"^{path}: the HDF5 library crashed reading it \(SIGSEGV\): the file is "
+                                           "damaged$"):
+        hdf5.read_isolated(path, crash, caffe_pb2.NetParameter)
+    monkeypatch.setattr(hdf5, "READ_TIMEOUT", 0.5)
+    with pytest.raises(WeightsError, match=rf"^{path}: the HDF5 library did not finish reading it in \d+ s, "
+                                           "and was stopped"):
+        hdf5.read_isolated(path, loop, caffe_pb2.NetParameter)
+    with pytest.raises(WeightsError, match=rf"^{path}: 'data' is a dataset, not a group$"):
+        hdf5.read_isolated(path, refuse, caffe_pb2.NetParameter)
+    with pytest.raises(RuntimeError, match=r"(?s)in a child process failed:.*KeyError: 'missing'"):
+        hdf5.read_isolated(path, bug, caffe_pb2.NetParameter)
+    net = hdf5.read_isolated(path, lambda p: caffe_pb2.NetParameter(name="read"), caffe_pb2.NetParameter)
+    assert net.name == "read"
+
+
 def test_layer_names_hdf5_cannot_hold_are_refused_before_writing(tmp_path, write_file):
     # A layer named "" stopped an HDF5 snapshot with h5py's ValueError ("name parameter cannot be an empty
     # string"); "a/b" would have nested groups that read back as another net; two layers of one name with
