@@ -9,7 +9,8 @@ Every example runs in :func:`sandbox`: the working directory is a temporary fold
 snapshot prefix can only write there), HOME points there too (no ``~/.caffeinit`` is read), nets are held
 to :data:`MAX_MEMORY` by the memory estimate (minicaffe.memory_budget), so an absurd shape is refused
 before it allocates, the address space may grow by :data:`HEADROOM` at most (what the estimate misses is a
-MemoryError, a failure, not the OOM killer), and warnings are silenced. No Python layer is ever loaded: inputs that name the
+MemoryError, a failure, not the OOM killer), a damaged HDF5 file that makes the HDF5 library loop is
+stopped after :data:`HDF5_READ_TIMEOUT` seconds, and warnings are silenced. No Python layer is ever loaded: inputs that name the
 type ``Python`` are skipped (a Python layer's own exceptions pass through unchanged, by design).
 """
 
@@ -86,6 +87,10 @@ def fresh_path(name: str) -> str:
 #: memory estimate missed then raises MemoryError (a failure, with its traceback) instead of letting the
 #: kernel's OOM killer end the run.
 HEADROOM = 3 << 30
+#: Seconds the child process reading an HDF5 file may take (minicaffe.solvers.hdf5.READ_TIMEOUT, 30 s by
+#: default): the seeds read in milliseconds, and a damaged file that makes the HDF5 library loop is
+#: reported (a WeightsError) this much later.
+HDF5_READ_TIMEOUT = 5.0
 
 
 @contextlib.contextmanager
@@ -122,12 +127,16 @@ def sandbox():
     logger = logging.getLogger("minicaffe")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
+    from minicaffe.solvers import hdf5
+    read_timeout = hdf5.READ_TIMEOUT
+    hdf5.READ_TIMEOUT = HDF5_READ_TIMEOUT
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"), max_memory(MAX_MEMORY, "fuzz harness"), \
                 address_space_limit():
             warnings.simplefilter("ignore")
             yield folder
     finally:
+        hdf5.READ_TIMEOUT = read_timeout
         logger.setLevel(level)
         os.chdir(previous)
         if home is None:
