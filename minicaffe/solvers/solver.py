@@ -78,6 +78,7 @@ class Solver:
         self.net = self._train_net()
         self._warn_if_no_loss()
         self.test_nets = self._test_nets()
+        self._check_snapshot_names()
         self.learnable = self.net.learnable_param_specs
         from ..memory_budget import check_training_memory
         check_training_memory(self)     # before the history and the first pass allocate: refuse what cannot fit
@@ -141,6 +142,14 @@ class Solver:
                 from ..errors import MinicaffeWarning
                 warnings.warn("solver_mode: GPU, but no CUDA device is usable: training on the CPU",
                               MinicaffeWarning, stacklevel=3)
+
+    def _check_snapshot_names(self):
+        """HDF5 snapshots keep a group per layer name: refuse, before training, a name that cannot be one."""
+        if self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+            from .hdf5 import layer_names_problem
+            problem = layer_names_problem(self.net)
+            if problem:
+                self.fail(f"snapshot_format: HDF5, but {problem}; rename the layer, or snapshot in BINARYPROTO")
 
     def _warn_if_no_loss(self):
         # Caffe computes the loss from the tops with a nonzero loss_weight only; with none, Backward does nothing.

@@ -241,6 +241,20 @@ layer {{ name: "loss" type: "EuclideanLoss" bottom: "z" bottom: "z" top: "loss" 
         net.save(str(tmp_path / "w.caffemodel"))          # a binary caffemodel holds any name
 
 
+def test_a_solver_with_hdf5_snapshots_refuses_those_names_before_training(write_file):
+    path = write_file("net.prototxt", '''
+layer { name: "in" type: "DummyData" top: "x" dummy_data_param { shape { dim: 2 dim: 3 } } }
+layer { name: "" type: "InnerProduct" bottom: "x" top: "y" inner_product_param { num_output: 2 } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "y" top: "loss" }
+''')
+    solver = write_file("solver.prototxt", f'net: "{path}" base_lr: 0.1 lr_policy: "fixed" snapshot_format: HDF5')
+    with pytest.raises(MinicaffeError, match=rf"^{solver}: snapshot_format: HDF5, but layer name '' cannot name a "
+                                             "group in an HDF5 file"):
+        minicaffe.get_solver(solver)
+    binary = write_file("binary.prototxt", f'net: "{path}" base_lr: 0.1 lr_policy: "fixed"')
+    minicaffe.get_solver(binary).step(1)
+
+
 def test_layers_without_parameters_may_share_a_name_in_hdf5(tmp_path, write_file):
     path = write_file("net.prototxt", '''
 layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
@@ -383,3 +397,4 @@ def test_an_empty_input_shape_too_large_for_numpy_names_the_field(write_file):
         check_net(path, "TEST")
     with pytest.raises(ShapeError, match=message):
         minicaffe.Net(path, minicaffe.TEST)
+
