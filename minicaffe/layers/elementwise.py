@@ -150,7 +150,12 @@ class ExpLayer(_BaseParams):
     def configure(self):
         super().configure()
         self.inner_scale = self.const(self.log_base * self.scale)
-        self.outer_scale = self.const(1.0 if self.shift == 0 else math.exp(self.log_base * self.shift))
+        try:
+            outer = 1.0 if self.shift == 0 else math.exp(self.log_base * self.shift)
+        except OverflowError:       # Caffe's pow(base, shift) is inf: every output would be
+            raise GraphError(f"exp_param: base^shift = {self.base:g}^{self.shift:g} overflows a float, so every "
+                             "output would be infinite", layer=self.name) from None
+        self.outer_scale = self.const(outer)
 
     def compute(self, x):
         y = np.exp(x * self.inner_scale)
@@ -200,14 +205,23 @@ class PowerLayer(NeuronLayer):
         self.scale = float(param.scale)
         self.shift = float(param.shift)
         self.diff_scale = self.power * self.scale
+        self.constant = None
+        if self.diff_scale == 0:        # every output is shift^power
+            try:
+                value = 1.0 if self.power == 0 else self.shift ** self.power
+            except (OverflowError, ZeroDivisionError):
+                value = None
+            if not isinstance(value, float):    # past a float, 0 to a negative power, or complex
+                raise GraphError(f"power_param: with scale {self.scale:g} every output is shift^power = "
+                                 f"{self.shift:g}^{self.power:g}, which is not a finite real number", layer=self.name)
+            self.constant = value
 
     def _argument(self, x):
         return x * self.const(self.scale) + self.const(self.shift)
 
     def compute(self, x):
         if self.diff_scale == 0:
-            value = 1.0 if self.power == 0 else self.shift ** self.power
-            return np.full(x.shape, value, dtype=x.dtype)
+            return np.full(x.shape, self.constant, dtype=x.dtype)
         base = self._argument(x)
         if self.power == 1:
             return base

@@ -7,7 +7,7 @@ import pytest
 import minicaffe
 from minicaffe import io
 from minicaffe.check import check_net, describe
-from minicaffe.errors import MemoryLimitError, MinicaffeError, ShapeError, WeightsError
+from minicaffe.errors import GraphError, MemoryLimitError, MinicaffeError, ShapeError, WeightsError
 from minicaffe.memory_budget import max_memory
 from minicaffe.proto import caffe_pb2
 from minicaffe.solvers.state import read_state
@@ -375,6 +375,28 @@ layer { name: "conv" type: "Convolution" bottom: "x" top: "y" convolution_param 
         with pytest.raises(MemoryLimitError, match=r"^net 'huge_batch' needs about [\d.]+ PiB to build and run "
                                                     r"Forward, more than the 256\.0 MiB this process may use"):
             minicaffe.Net(path, minicaffe.TEST)
+
+
+@pytest.mark.parametrize("layer, message", [
+    # math.exp(log(base) * shift) raised OverflowError ("math range error") in set-up
+    ('type: "Exp" exp_param { shift: 1e38 }', r"exp_param: base\^shift = 2\.71828\^1e\+38 overflows a float, so every "
+                                              r"output would be infinite"),
+    ('type: "Exp" exp_param { base: 10 shift: 400 }', r"exp_param: base\^shift = 10\^400 overflows a float"),
+    # shift ** power: OverflowError, ZeroDivisionError, or a complex number np.full refused (TypeError)
+    ('type: "Power" power_param { power: 2 scale: 0 shift: 1e200 }',
+     r"power_param: with scale 0 every output is shift\^power = 1e\+200\^2, which is not a finite real number"),
+    ('type: "Power" power_param { power: 0.5 scale: 0 shift: -1 }', r"shift\^power = -1\^0\.5, which is not a finite"),
+    ('type: "Power" power_param { power: -1 scale: 0 shift: 0 }', r"shift\^power = 0\^-1, which is not a finite"),
+])
+def test_neuron_parameters_whose_constant_is_not_a_float_name_the_fields(write_file, layer, message):
+    path = write_file("net.prototxt", f'''
+layer {{ name: "d" type: "DummyData" top: "x" dummy_data_param {{ shape {{ dim: 2 dim: 3 }} }} }}
+layer {{ name: "n" {layer} bottom: "x" top: "y" }}
+''')
+    with pytest.raises(GraphError, match=rf"^layer 'n': {message}"):
+        minicaffe.Net(path, minicaffe.TEST)
+    with pytest.raises(GraphError, match=rf"^layer 'n': {message}"):
+        check_net(path, "TEST")
 
 
 def test_an_empty_shape_too_large_for_numpy_names_the_file_and_the_shape(tmp_path):
