@@ -211,7 +211,7 @@ class PowerLayer(NeuronLayer):
                 value = 1.0 if self.power == 0 else self.shift ** self.power
             except (OverflowError, ZeroDivisionError):
                 value = None
-            if not isinstance(value, float):    # past a float, 0 to a negative power, or complex
+            if not isinstance(value, float) or not math.isfinite(value):    # past a float, 0^-1, complex
                 raise GraphError(f"power_param: with scale {self.scale:g} every output is shift^power = "
                                  f"{self.shift:g}^{self.power:g}, which is not a finite real number", layer=self.name)
             self.constant = value
