@@ -483,8 +483,12 @@ def _named_once(argument, option, what, usage):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="OUT.png",
               help="Draw the loss curves (as `minicaffe plot`) in OUT.png, redrawn as training goes "
                    "(at display and test intervals, at most once a second) and at the end; needs matplotlib.")
+@click.option("--ranks", type=click.IntRange(min=1), metavar="K",
+              help="Data-parallel training with K processes on this machine: runs this command under "
+                   "`mpiexec -n K` (the distributed extra). The effective batch is K x the net's batch. "
+                   "For several machines, run `mpiexec -f HOSTFILE -n K minicaffe train ...` instead.")
 def train_command(solver_file, solver_option, weights, snapshot, gpu, level, stages, sigint_effect, sighup_effect,
-                  no_nan_check, plot_path):
+                  no_nan_check, plot_path, ranks):
     """Train with a solver, as `caffe train`: SOLVER_FILE or --solver (one of the two).
 
     Caffe's command lines run as they are, e.g.
@@ -497,11 +501,22 @@ def train_command(solver_file, solver_option, weights, snapshot, gpu, level, sta
     are held back meanwhile). A net with no loss gets a warning line at start;
     `solver_mode: GPU` with no usable GPU trains on the CPU with one warning
     line (--gpu with none is an error).
+
+    Under `mpiexec -n K` (or with --ranks K) K processes train together as
+    Caffe's multi-GPU training does: each runs its own batch of its share of
+    the data, gradients are averaged over the ranks after each Backward, and
+    rank 0 logs, tests and snapshots (README: "Training on several processes
+    or machines").
     """
     from .logs import setup_logging
     from .train import train
 
     path = _named_once(solver_file, solver_option, "solver", "as SOLVER_FILE or --solver SOLVER_FILE")
+    from . import distributed
+    if ranks is not None:
+        distributed.launch_self(ranks, "--ranks")     # returns only when already running under K ranks
+    if plot_path and distributed.rank() != 0:
+        plot_path = None                                # data-parallel: rank 0 alone logs, so it alone draws
     setup_logging()
     from contextlib import nullcontext
     if plot_path:

@@ -3,6 +3,12 @@
 Library functions the CLI calls; logs go to the ``minicaffe`` logger in glog's
 format (see :mod:`minicaffe.logs`). ``train`` draws the CLI's ProgressLine, so
 the solver's own (Python) progress bar is off there: one bar, never two.
+
+Under ``mpiexec -n K`` (:mod:`minicaffe.distributed`) every rank runs
+:func:`train`: rank 0 checks the snapshot folder, loads ``--weights`` (sent to
+the others when training starts), logs and draws the progress line; a rank that
+fails stops them all. With ``--gpu``, rank r on a machine uses the r-th of the
+ids given (``all``: device r), as Caffe's ``-gpu 0,1,2,3`` gives each solver one.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from . import distributed
 from .errors import MinicaffeError
 from .logs import ProgressLine, attach_progress
 from .net import Net
@@ -31,7 +38,12 @@ def select_mode(gpu):
         set_mode_cpu()
         log.info("Use CPU.")
         return
-    device = 0 if str(gpu) == "all" else _device_id(gpu)
+    world = distributed.world()
+    if world.size > 1:      # data-parallel: each rank on a machine takes the next id
+        ids = None if str(gpu) == "all" else [int(part) for part in str(gpu).split(",") if part.strip()]
+        device = world.local_rank if ids is None else ids[world.local_rank % len(ids)]
+    else:
+        device = 0 if str(gpu) == "all" else _device_id(gpu)
     set_device(device)
     set_mode_gpu()
     log.info("Using GPUs %d", device)
@@ -56,21 +68,34 @@ def train(solver_path, weights=None, snapshot=None, gpu=None, level=0, stages=()
     """
     if weights and snapshot:
         raise MinicaffeError("give --snapshot to resume training or --weights to fine-tune, not both")
+    world = distributed.world()
+    try:
+        return _train(world, solver_path, weights, snapshot, gpu, level, stages, sigint_effect, sighup_effect,
+                      nan_check, progress_stream, setup)
+    except Exception as exc:
+        world.fail(exc)         # data-parallel: print it and stop every rank (nothing in one process)
+        raise
+
+
+def _train(world, solver_path, weights, snapshot, gpu, level, stages, sigint_effect, sighup_effect, nan_check,
+           progress_stream, setup):
     param = read_solver(solver_path)
     param.train_state.level = level
     param.train_state.stage.extend(stages)
-    check_snapshot_folder(param, solver_path)
+    if world.rank == 0:
+        check_snapshot_folder(param, solver_path)
     select_mode(gpu)
     solver = Solver(param, source=solver_path)
     solver.nan_check = nan_check
     solver.progress_bar = False   # the ProgressLine below is the CLI's bar
-    if weights:
+    if weights and world.rank == 0:     # the other ranks get rank 0's weights when training starts
         for path in str(weights).split(","):
             log.info("Finetuning from %s", path)
             for net in [solver.net] + solver.test_nets:
                 net.copy_from(path)
     progress = ProgressLine(progress_stream if progress_stream is not None else sys.stderr,
                             solver.param.max_iter, solver.iter)
+    progress.enabled = progress.enabled and world.rank == 0
     attach_progress(progress)
     solver.add_callback(on_start=lambda: progress.update(solver.iter))
     if setup is not None:

@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI (minicaffe.distributed): sharding reader by reader, and one process without MPI.
+"""Data-parallel training over MPI (minicaffe.distributed): real `mpiexec -n 2` runs against one process.
 
 Two ranks with batch B must follow the loss curve and reach the weights of one process with batch 2B: the
 data is sharded so that, together, the two ranks read the 2B records the one process reads (rank r takes
@@ -133,6 +133,152 @@ def assert_close(actual, expected, what):
 
 def logged_losses(stderr):
     return np.array([float(value) for value in re.findall(r"\] Iteration \d+ \(.*\), loss = (\S+)", stderr)])
+
+
+# ---------------------------------------------------------------- equivalence
+
+def test_two_ranks_with_batch_b_equal_one_process_with_batch_2b_lmdb_cli(tmp_path, sources):
+    one = write_solver(tmp_path, "one", write_net(tmp_path, "net6", "lmdb", sources["lmdb"], 6))
+    two = write_solver(tmp_path, "two", write_net(tmp_path, "net3", "lmdb", sources["lmdb"], 3))
+    expected_losses, expected = one_process(one)
+    done = run(["-m", "minicaffe", "train", "--ranks", "2", two], ranks=None)   # the CLI starts mpiexec itself
+    assert done.returncode == 0, done.stderr
+    losses = logged_losses(done.stderr)
+    assert len(losses) == ITERATIONS
+    # The log prints 6 significant digits: the curve agrees to them (5e-6 of rounding, plus 1e-5).
+    np.testing.assert_allclose(losses, expected_losses, rtol=1.5e-5)
+    final = weights(tmp_path / f"two_iter_{ITERATIONS}.caffemodel", tmp_path / "net3.prototxt")
+    for key, value in expected.items():
+        assert_close(final[key], value, f"parameter {key}")
+    # Rank 0 alone logs, tests and snapshots; the other logs nothing at INFO.
+    lines = done.stderr.splitlines()
+    assert "Data-parallel training on 2 ranks" in done.stderr
+    assert sum("Creating training net" in line for line in lines) == 1
+    assert sum("Creating test net" in line for line in lines) == 1
+    assert sum("Testing net (#0)" in line for line in lines) == 3         # iterations 0, 10 and 20
+    assert sum("Snapshotting to binary proto" in line for line in lines) == 2
+    assert "rank 1:" not in done.stderr
+
+
+def test_two_ranks_equal_one_process_hdf5_python_api_identical_weights_on_every_rank(tmp_path, sources):
+    one = write_solver(tmp_path, "one", write_net(tmp_path, "net6", "hdf5", sources["hdf5"], 6))
+    two = write_solver(tmp_path, "two", write_net(tmp_path, "net3", "hdf5", sources["hdf5"], 3))
+    expected_losses, expected = one_process(one)
+    done = run([os.path.join(FIXTURES, "driver.py"), two, str(tmp_path)])
+    assert done.returncode == 0, done.stderr
+    ranks = [np.load(tmp_path / f"rank{rank}.npz") for rank in range(2)]
+    assert [int(r["rank"]) for r in ranks] == [0, 1] and [int(r["size"]) for r in ranks] == [2, 2]
+    for result in ranks:       # every rank logs and acts on the same averaged loss
+        assert_close(result["losses"], expected_losses, "the loss curve")
+    for (name, index), value in expected.items():
+        assert_close(ranks[0][f"final/{name}/{index}"], value, f"parameter {name}[{index}]")
+        np.testing.assert_array_equal(ranks[1][f"final/{name}/{index}"], ranks[0][f"final/{name}/{index}"])
+    assert [int(r["test_nets"]) for r in ranks] == [1, 0]       # rank 0 alone tests
+    # The thread budget is divided among the ranks on this machine.
+    assert [int(r["threads"]) for r in ranks] == [max(1, available_cores() // 2)] * 2
+
+
+# ---------------------------------------------------------------- random streams, identical starts
+
+def test_ranks_start_identical_and_draw_from_rank_different_streams(tmp_path, sources):
+    dropout = 'layer { name: "drop" type: "Dropout" bottom: "ip1" top: "drop" }\n'
+    net = write_net(tmp_path, "net", "hdf5", sources["hdf5"], 3, middle=dropout)
+    net.write_text(net.read_text().replace('bottom: "ip1" top: "ip2"', 'bottom: "drop" top: "ip2"'))
+    path = write_solver(tmp_path, "s", net, max_iter=3, snapshot=0, test_interval=None, test_iter=None)
+    done = run([os.path.join(FIXTURES, "driver.py"), path, str(tmp_path)])
+    assert done.returncode == 0, done.stderr
+    ranks = [np.load(tmp_path / f"rank{rank}.npz") for rank in range(2)]
+    reference = Solver(path)            # one process, random_seed 5: rank 0's stream
+    for name, blobs in reference.net.params.items():
+        for index, blob in enumerate(blobs):
+            key = f"{name}/{index}"
+            np.testing.assert_array_equal(ranks[0][f"initial/{key}"], blob.data)
+            if name.startswith("ip") and index == 0:      # seeded with random_seed + rank: other weights drawn
+                assert not np.array_equal(ranks[1][f"initial/{key}"], blob.data)
+            # rank 0's weights were broadcast: both ranks train the same weights
+            np.testing.assert_array_equal(ranks[1][f"final/{key}"], ranks[0][f"final/{key}"])
+    masks = [r["masks"] for r in ranks]
+    assert masks[0].shape == masks[1].shape == (3, 3, 10)
+    assert not np.array_equal(masks[0], masks[1])         # each rank its own dropout masks
+
+
+# ---------------------------------------------------------------- resume after a kill
+
+def test_a_killed_two_rank_run_resumes_from_its_snapshot_to_the_uninterrupted_weights(tmp_path, sources,
+                                                                                      monkeypatch):
+    monkeypatch.syspath_prepend(FIXTURES)          # the fault layer's module, to read the weights back here
+    fault = ('layer { name: "fault" type: "Python" bottom: "ip1" top: "f" include { phase: TRAIN } '
+             'python_param { module: "fault" layer: "Fault" } }\n'
+             'layer { name: "drop" type: "Dropout" bottom: "f" top: "drop" }\n')
+    net = write_net(tmp_path, "net", "lmdb", sources["lmdb"], 3, middle=fault)
+    net.write_text(net.read_text().replace('bottom: "ip1" top: "ip2"', 'bottom: "drop" top: "ip2"'))
+    common = {"max_iter": 16, "snapshot": 8, "test_interval": None, "test_iter": None}
+    whole = write_solver(tmp_path, "whole", net, **common)
+    broken = write_solver(tmp_path, "broken", net, **common)
+
+    done = run(["-m", "minicaffe", "train", whole])
+    assert done.returncode == 0, done.stderr
+    # Rank 1 is killed (SIGKILL) in its 12th Forward, iteration 11: after the snapshot of iteration 8.
+    killed = run(["-m", "minicaffe", "train", broken], FAULT="kill", FAULT_AT="12")
+    assert killed.returncode != 0 and killed.elapsed < 30     # the launcher stops rank 0 too
+    assert "Killed (signal 9)" in killed.stdout + killed.stderr
+    assert (tmp_path / "broken_iter_8.solverstate").exists()
+    assert not (tmp_path / "broken_iter_16.caffemodel").exists()
+
+    state = caffe_pb2.SolverState.FromString((tmp_path / "broken_iter_8.solverstate").read_bytes())
+    assert len(json.loads(state.rng_state)["ranks"]) == 2          # every rank's generator
+    resumed = run(["-m", "minicaffe", "train", broken, "--snapshot", str(tmp_path / "broken_iter_8.solverstate")])
+    assert resumed.returncode == 0, resumed.stderr
+    expected = weights(tmp_path / "whole_iter_16.caffemodel", net)
+    final = weights(tmp_path / "broken_iter_16.caffemodel", net)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(final[key], value, err_msg=f"parameter {key}")
+
+
+def test_a_two_rank_hdf5_snapshot_resumes_in_one_process_with_a_warning(tmp_path, sources, caplog):
+    net = write_net(tmp_path, "net", "lmdb", sources["lmdb"], 3)
+    path = write_solver(tmp_path, "s", net, max_iter=4, snapshot=2, test_interval=None, test_iter=None,
+                        snapshot_format="HDF5")
+    done = run(["-m", "minicaffe", "train", path])
+    assert done.returncode == 0, done.stderr
+    solver = Solver(path)
+    solver.restore(str(tmp_path / "s_iter_2.solverstate.h5"))
+    assert "holds the random states of 2 rank(s) and training resumes on 1" in caplog.text
+    solver.step(2)
+    assert solver.iter == 4
+
+
+# ---------------------------------------------------------------- failures stop every rank
+
+def fault_solver(tmp_path, sources):
+    middle = ('layer { name: "fault" type: "Python" bottom: "ip1" top: "f" include { phase: TRAIN } '
+              'python_param { module: "fault" layer: "Fault" } }\n')
+    net = write_net(tmp_path, "net", "lmdb", sources["lmdb"], 3, middle=middle)
+    net.write_text(net.read_text().replace('bottom: "ip1" top: "ip2"', 'bottom: "f" top: "ip2"'))
+    return write_solver(tmp_path, "s", net, max_iter=50, snapshot=0, test_interval=None, test_iter=None)
+
+
+def test_a_hung_rank_stops_the_others_at_the_timeout_with_a_clear_error(tmp_path, sources):
+    done = run(["-m", "minicaffe", "train", fault_solver(tmp_path, sources)], timeout=50,
+               FAULT="hang", FAULT_AT="3", MINICAFFE_MPI_TIMEOUT="2")
+    assert done.returncode != 0
+    assert done.elapsed < 30            # the hung rank sleeps 60 s: the timeout stopped the run
+    assert ("minicaffe: error: rank 0 of 2: no answer from the other ranks for 2 s while waiting in the "
+            "gradient all-reduce of iteration 2") in done.stderr
+
+
+def test_a_failing_rank_stops_the_others_at_once(tmp_path, sources):
+    done = run(["-m", "minicaffe", "train", fault_solver(tmp_path, sources)], FAULT="raise", FAULT_AT="3")
+    assert done.returncode != 0
+    assert done.elapsed < 30            # well inside the 60 s timeout: rank 1 aborted the run
+    assert "minicaffe: error: rank 1 of 2:" in done.stderr and "rank 1 broke at Forward 3" in done.stderr
+
+
+def test_a_solver_state_rank_0_cannot_read_fails_every_rank_naming_the_file(tmp_path, sources):
+    path = write_solver(tmp_path, "s", write_net(tmp_path, "net", "lmdb", sources["lmdb"], 3), max_iter=2)
+    done = run(["-m", "minicaffe", "train", path, "--snapshot", str(tmp_path / "missing.solverstate")])
+    assert done.returncode != 0 and done.elapsed < 30
+    assert "minicaffe: error: rank 0 of 2:" in done.stderr and "missing.solverstate" in done.stderr
 
 
 # ---------------------------------------------------------------- without MPI

@@ -14,6 +14,18 @@ Resuming is exact: the solverstate also keeps the random generator's state and
 each data layer's reading position (minicaffe fields; Caffe's own solverstates
 still load).
 
+Data-parallel training (``mpiexec -n K``, :mod:`minicaffe.distributed`) follows
+Caffe's multi-GPU rules: each rank seeds its generator with ``random_seed +
+rank``; rank 0's weights, history and data positions are broadcast when
+training starts (or resumes); each rank runs its own batch of its shard of the
+data; after Backward the ranks' gradients are summed in one all-reduce and
+scaled by 1/K (:meth:`Solver._average_over_ranks`, the one place), before
+clipping, ``iter_size`` normalization, weight decay and the update, which
+therefore keep their single-process meaning. The loss every rank logs and acts
+on is the average over the ranks. Rank 0 alone builds the test nets, tests,
+logs and writes snapshots; a snapshot holds every rank's random state (and a
+data cursor per rank where one differs from rank 0's).
+
 From Python, training logs Caffe's lines to stderr with no set-up, and
 ``solve()`` and ``step(n)`` with n > 1 draw a progress bar on a terminal or in a
 notebook (see :mod:`minicaffe.logs` for where the lines go and the switches).
@@ -30,7 +42,7 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from .. import fillers, logs
+from .. import distributed, fillers, logs
 from ..errors import MinicaffeError
 from ..graph import TEST, TRAIN
 from ..io import array_to_blobproto, atomic_write_bytes, blobproto_to_array, write_caffemodel
@@ -71,8 +83,10 @@ class Solver:
         self._refuse_ssd_fields()
         self._check_values()
         self.check_parameters()
-        if self.param.random_seed >= 0:
-            fillers.set_random_seed(self.param.random_seed)
+        # This process's place in a data-parallel run (rank 0 of 1 without MPI).
+        self.world = distributed.world()
+        if self.param.random_seed >= 0:     # Caffe's Solver::Init: each rank its own stream
+            fillers.set_random_seed(self.param.random_seed + self.world.rank)
         self._choose_mode()
         self.dtype = np.dtype(dtype)
         self.net = self._train_net()
@@ -94,8 +108,13 @@ class Solver:
         # Stop at the first NaN/Inf in the loss or a parameter, naming the layer (Caffe trains on silently).
         self.nan_check = True
         # A tqdm bar for solve() and step(n > 1) where logs.progress_wanted() allows (the CLI draws its own).
-        self.progress_bar = True
+        self.progress_bar = self.world.rank == 0
         self._bar = None
+        # Data-parallel: whether the ranks were made identical (rank 0's state broadcast) for the next step,
+        # and whether that broadcast includes rank 0's data cursors (not after a restore: each rank has its own).
+        self._ranks_synced = False
+        self._share_cursors = True
+        self._flat_diffs = None         # the all-reduce's buffer: every learnable diff, flat
 
     # ------------------------------------------------------------ construction
     def check_parameters(self):
@@ -216,6 +235,8 @@ class Solver:
             self.fail("test_state must be unspecified or given once per test net")
         if sources and param.test_interval <= 0:
             self.fail("test nets need a positive test_interval")
+        if self.world.rank != 0:
+            return []       # data-parallel: rank 0 alone tests (Caffe's root solver)
         nets = []
         for index, (net_param, folder) in enumerate(sources):
             state = caffe_pb2.NetState(phase=TEST)
@@ -260,6 +281,8 @@ class Solver:
                 self._bar = None
 
     def _step(self, iterations):
+        if self.world.size > 1 and not self._ranks_synced:
+            self._start_ranks_together()
         start_iter = self.iter
         stop_iter = self.iter + iterations
         self.losses = []
@@ -283,6 +306,9 @@ class Solver:
                 for _ in range(max(1, self.param.iter_size)):
                     loss += self.net.forward_backward()
                 loss /= max(1, self.param.iter_size)
+            outputs = agreed = None
+            if self.world.size > 1:
+                loss, outputs, agreed = self._average_over_ranks(loss, display)
             if self.nan_check and not np.isfinite(loss):
                 raise _non_finite(self.net, self.iter, "the loss")
             self._update_smoothed_loss(loss, start_iter)
@@ -292,8 +318,8 @@ class Solver:
                 log.info("Iteration %d (%.6g iter/s, %.4gs/%d iters), loss = %.6g", self.iter, per_second, lapse,
                          self.param.display, self.smoothed_loss)
                 timer, last_display_iter = time.perf_counter(), self.iter
-                self._log_outputs("Train", self.net, {name: self.net.blobs[name].read_data()
-                                                       for name in self.net.outputs})
+                self._log_outputs("Train", self.net, outputs or {name: self.net.blobs[name].read_data()
+                                                                 for name in self.net.outputs})
             for _, on_gradients_ready in self._callbacks:
                 if on_gradients_ready:
                     on_gradients_ready()
@@ -304,8 +330,11 @@ class Solver:
             self.iter += 1
             if self._bar is not None:
                 self._bar.update(self.smoothed_loss)
-            request = self.requested_action
-            self.requested_action = None
+            if self.world.size > 1:
+                request = agreed        # what any rank was asked, taken at the all-reduce
+            else:
+                request = self.requested_action
+                self.requested_action = None
             if (self.param.snapshot and self.iter % self.param.snapshot == 0) or request == "snapshot":
                 self.snapshot()
             if request == "stop":
@@ -323,6 +352,8 @@ class Solver:
             self.restore(resume)
         with self._progress(self.param.max_iter, self.iter):
             self._solve()
+        # Data-parallel: the others wait for rank 0's last snapshot and test (it tells them it is alive).
+        self.world.barrier("the end of training (rank 0's last test and snapshot)")
 
     def _solve(self):
         start_iter = self.iter
@@ -332,7 +363,7 @@ class Solver:
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
             return
-        if self.param.display and self.iter % self.param.display == 0:
+        if self.param.display and self.iter % self.param.display == 0 and self.world.rank == 0:
             with self._quiet_numpy():
                 loss = self.net.forward_from_to(0, len(self.net.layers) - 1)
             self._update_smoothed_loss(loss, start_iter)
@@ -364,6 +395,7 @@ class Solver:
         iterations = self.param.test_iter[index]
         totals, loss = {}, 0.0
         for _ in range(iterations):
+            self.world.keepalive()      # data-parallel: the other ranks wait meanwhile
             net.forward()
             loss += net.last_loss
             for name in net.outputs:
@@ -398,6 +430,82 @@ class Solver:
             self.regularize(index)
             self.compute_update_value(index, rate * entry.lr_mult)
         self.net.update()
+
+    # ------------------------------------------------------------ data-parallel (minicaffe.distributed)
+    def _start_ranks_together(self):
+        """Make every rank start from rank 0's state (Caffe's NCCL::Broadcast): every parameter blob of the
+        train net and the update history; on a fresh start also rank 0's data cursors (the shuffling seeds
+        and rand_skip each rank drew from its own stream), so that the ranks shard one and the same stream.
+        After a restore each rank keeps the cursor it restored."""
+        from ..threads import get_num_threads
+        world = self.world
+        log.info("Data-parallel training on %d ranks (%d on this machine, %d threads each): the effective batch "
+                 "is %d x the train net's; gradients are averaged over the ranks", world.size, world.local_size,
+                 get_num_threads(), world.size)
+        blobs = list({id(blob): blob for layer in self.net.layers for blob in layer.blobs}.values())
+        arrays = [blob.data for blob in blobs] + self.history
+        if arrays:
+            flat = np.concatenate([array.reshape(-1) for array in arrays]).astype(self.dtype, copy=False)
+            self.world.broadcast([flat], "the broadcast of rank 0's weights")
+            offset = 0
+            for blob in blobs:
+                blob.data[...] = flat[offset:offset + blob.count].reshape(blob.shape)
+                offset += blob.count
+            for array in self.history:
+                array[...] = flat[offset:offset + array.size].reshape(array.shape)
+                offset += array.size
+        if self._share_cursors:
+            cursors = [[layer_name, cursor] for net_name, layer_name, cursor in self._cursors() if net_name == "train"]
+            payload = json.dumps(cursors).encode() if self.world.rank == 0 else None
+            payload = self.world.broadcast_bytes(payload, "the broadcast of rank 0's data cursors")
+            if self.world.rank != 0:
+                layers = {layer.name: layer for layer in self.net.layers}
+                for layer_name, cursor in json.loads(payload):
+                    layers[layer_name].restore_cursor(cursor)
+        self._ranks_synced = True
+        self._share_cursors = False
+
+    def _average_over_ranks(self, loss, display):
+        """The one all-reduce of a data-parallel iteration, after Backward and before the update (Caffe's
+        NCCL on_gradients_ready): every learnable diff, copied into one flat buffer, summed over the ranks and
+        scaled by 1/K. A small float64 buffer goes with it: the loss, the net's outputs on display iterations
+        (averaged too, so every rank logs and checks the K-rank batch's values) and the stop and snapshot
+        requests (a signal any rank received acts on all, at the same iteration).
+
+        Returns (mean loss, {output name: mean value} or None, the agreed request or None)."""
+        world = self.world
+        if self._flat_diffs is None:
+            self._flat_diffs = np.empty(sum(entry.blob.count for entry in self.learnable), dtype=self.dtype)
+        flat = self._flat_diffs
+        offset = 0
+        for entry in self.learnable:
+            diff = entry.blob.read_diff()
+            flat[offset:offset + diff.size] = diff.reshape(-1)
+            offset += diff.size
+        request, self.requested_action = self.requested_action, None
+        names = self.net.outputs if display else []
+        values = [self.net.blobs[name].read_data().astype(np.float64).reshape(-1) for name in names]
+        meta = np.concatenate([[loss, request == "stop", request == "snapshot"], *values]).astype(np.float64)
+        world.allreduce_sum([flat, meta], f"the gradient all-reduce of iteration {self.iter}")
+        flat *= self.dtype.type(1.0 / world.size)
+        offset = 0
+        for entry in self.learnable:
+            diff = entry.blob.diff
+            diff[...] = flat[offset:offset + diff.size].reshape(diff.shape)
+            offset += diff.size
+        meta /= world.size
+        outputs, offset = {}, 3
+        for name, value in zip(names, values):
+            outputs[name] = meta[offset:offset + value.size]
+            offset += value.size
+        agreed = "stop" if meta[1] > 0 else "snapshot" if meta[2] > 0 else None
+        return float(meta[0]), outputs or None, agreed
+
+    def _gather_rank_states(self):
+        """Every rank's random state and data cursors, on rank 0 (None on the others)."""
+        mine = {"rng": fillers.random_state(), "cursors": self._cursors()}
+        gathered = self.world.gather_bytes(json.dumps(mine).encode(), f"the snapshot of iteration {self.iter}")
+        return None if gathered is None else [json.loads(payload) for payload in gathered]
 
     def _check_parameters_finite(self):
         for entry in self.learnable:
@@ -442,7 +550,14 @@ class Solver:
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
 
     def snapshot(self):
-        """Write the weights and the solver state (each through a temporary file and a rename)."""
+        """Write the weights and the solver state (each through a temporary file and a rename).
+
+        Data-parallel: every rank calls it (as it calls step); the ranks' random states and data cursors
+        are gathered to rank 0, which writes the files; the others return None."""
+        ranks = self._gather_rank_states() if self.world.size > 1 else None
+        if self.world.rank != 0:
+            return None
+        self.world.keepalive()
         hdf5 = self.param.snapshot_format == caffe_pb2.SolverParameter.HDF5
         model = self.snapshot_filename(".caffemodel.h5" if hdf5 else ".caffemodel")
         state_file = self.snapshot_filename(".solverstate.h5" if hdf5 else ".solverstate")
@@ -454,7 +569,8 @@ class Solver:
         else:
             write_caffemodel(self.net.to_proto(write_diff=self.param.snapshot_diff), model)
         log.info("Snapshotting solver state to %s file %s", kind, state_file)
-        state = self.solver_state(model)
+        self.world.keepalive()
+        state = self.solver_state(model, ranks)
         if hdf5:
             from .hdf5 import write_state_hdf5
             write_state_hdf5(state, state_file)
@@ -462,7 +578,9 @@ class Solver:
             atomic_write_bytes(state_file, state.SerializeToString(deterministic=True))
         return model, state_file
 
-    def solver_state(self, model_filename) -> "caffe_pb2.SolverState":
+    def solver_state(self, model_filename, ranks=None) -> "caffe_pb2.SolverState":
+        """The SolverState of a snapshot whose weights are in ``model_filename``. ``ranks``: each rank's
+        random state and data cursors (data-parallel, gathered on rank 0), else this process's own."""
         from .state import MAX_ITER
         if not 0 <= self.iter <= MAX_ITER:
             raise MinicaffeError(f"cannot snapshot iteration {self.iter}: a SolverState's iter is an int32 "
@@ -470,14 +588,32 @@ class Solver:
         state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_filename, current_step=self.current_step)
         for array in self.history:
             state.history.append(array_to_blobproto(array))
-        state.rng_state = json.dumps(fillers.random_state())
         state.smoothed_loss = self.smoothed_loss
+        own = self._cursors()
+        for net_name, layer_name, cursor in own:
+            state.data_cursor.add(net=net_name, layer=layer_name, state=json.dumps(cursor))
+        if ranks is None:
+            state.rng_state = json.dumps(fillers.random_state())
+            return state
+        # Data-parallel: every rank's generator; a rank's cursor only where it differs from rank 0's (sharded
+        # readers stand at the same place on every rank), under the net name "NET@RANK".
+        state.rng_state = json.dumps({"ranks": [entry["rng"] for entry in ranks]})
+        reference = {(net_name, layer_name): json.loads(json.dumps(cursor)) for net_name, layer_name, cursor in own}
+        for rank, entry in enumerate(ranks[1:], 1):
+            for net_name, layer_name, cursor in entry["cursors"]:
+                if reference.get((net_name, layer_name)) != cursor:
+                    state.data_cursor.add(net=f"{net_name}@{rank}", layer=layer_name, state=json.dumps(cursor))
+        return state
+
+    def _cursors(self):
+        """(net name, layer name, cursor) of every data layer that keeps one, in net and layer order."""
+        found = []
         for net_name, net in self._nets_by_name():
             for layer in net.layers:
                 cursor = getattr(layer, "cursor_state", None)
                 if cursor is not None:
-                    state.data_cursor.add(net=net_name, layer=layer.name, state=json.dumps(cursor()))
-        return state
+                    found.append((net_name, layer.name, cursor()))
+        return found
 
     def restore(self, path):
         """Resume from a ``.solverstate`` (or ``.solverstate.h5``): weights, history, iteration, RNG, cursors.
@@ -489,7 +625,10 @@ class Solver:
         from ..io import blob_shape
         from .state import read_state
         path = os.fspath(path)
-        checked = read_state(path)
+        if self.world.size > 1:
+            checked = self._read_state_on_rank_0(path)
+        else:
+            checked = read_state(path)
         state = checked.state
         if len(state.history) != len(self.history):
             raise WeightsError(path, f"{len(state.history)} history blobs, but this solver keeps "
@@ -502,17 +641,17 @@ class Solver:
         if self.param.lr_policy == "multistep" and state.current_step > len(self.param.stepvalue):
             raise WeightsError(path, f"current_step is {state.current_step}, but the solver's multistep policy "
                                f"has {len(self.param.stepvalue)} stepvalue(s)")
-        if state.learned_net:
+        if state.learned_net and self.world.rank == 0:      # the other ranks get them from rank 0 at the next step
             self.net.copy_from(_resolve(state.learned_net, path))
         self.iter = state.iter
         self.current_step = state.current_step
         for index, blob in enumerate(state.history):
             self.history[index][...] = blobproto_to_array(blob).reshape(self.history[index].shape)
-        if checked.rng_state is not None:
-            fillers.set_random_state(checked.rng_state)
+        self._restore_random_state(checked, path)
         for net_name, net in self._nets_by_name():
             for layer in net.layers:
-                cursor = checked.cursors.get((net_name, layer.name))
+                cursor = checked.cursors.get((f"{net_name}@{self.world.rank}", layer.name),
+                                             checked.cursors.get((net_name, layer.name)))
                 if cursor is not None and hasattr(layer, "restore_cursor"):
                     try:
                         layer.restore_cursor(cursor)
@@ -520,6 +659,37 @@ class Solver:
                         raise WeightsError(path, f"data_cursor of the {net_name} net: {exc}") from None
         if state.HasField("smoothed_loss"):
             self.smoothed_loss = state.smoothed_loss
+        self._ranks_synced = False      # data-parallel: rank 0's weights go to the others at the next step
+        self._share_cursors = False     # but each rank keeps the data cursor it restored
+
+    def _read_state_on_rank_0(self, path):
+        """Data-parallel: rank 0 reads and checks the file (the others may not see it) and sends it to all;
+        where rank 0 cannot, every rank fails, naming the file."""
+        from .state import check_state, read_state
+        what = f"the restore from {path}"
+        if self.world.rank == 0:
+            try:
+                payload = b"\1" + read_state(path).state.SerializeToString()
+            except BaseException:
+                self.world.broadcast_bytes(b"\0", what)
+                raise
+            self.world.broadcast_bytes(payload, what)
+        else:
+            payload = self.world.broadcast_bytes(None, what)
+            if payload[:1] != b"\1":
+                raise MinicaffeError(f"{path}: rank 0 could not restore this solver state (its error says why)")
+        return check_state(caffe_pb2.SolverState.FromString(payload[1:]), path)
+
+    def _restore_random_state(self, checked, path):
+        states = checked.rank_rng_states
+        if not states:
+            return
+        rank, size = self.world.rank, self.world.size
+        if rank < len(states):
+            fillers.set_random_state(states[rank])
+        if len(states) != size and rank == 0:
+            log.warning("%s holds the random states of %d rank(s) and training resumes on %d: the random draws "
+                        "(dropout, crops, mirrors) differ from an uninterrupted run's", path, len(states), size)
 
     def _nets_by_name(self):
         yield "train", self.net
