@@ -57,9 +57,15 @@ demo: $(DATA_STAMP)
 # Two processes: numba reads NUMBA_ENABLE_CUDASIM when it is imported, so the
 # GPU kernels run under the simulator in their own run, and the rest of the
 # suite runs without it (where GPU mode must fail clearly and fall back).
+# The third run compiles every kernel to PTX with the argument types the simulator run recorded
+# (tests/test_ptx.py): NVVM comes with numba-cuda[cu12], no GPU needed.
+KERNEL_SIGNATURES := .pytest-kernel-signatures.json
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
-	NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} $(BIN)/python -m pytest -m gpu
+	rm -f $(KERNEL_SIGNATURES)
+	MINICAFFE_KERNEL_SIGNATURES=$(KERNEL_SIGNATURES) NUMBA_ENABLE_CUDASIM=$${NUMBA_ENABLE_CUDASIM-1} \
+		$(BIN)/python -m pytest -m gpu
+	MINICAFFE_KERNEL_SIGNATURES=$(KERNEL_SIGNATURES) $(BIN)/python -m pytest -m ptx
 
 # The fuzz harness (tests/fuzz) with hypothesis's `long` profile: random examples, FUZZ_EXAMPLES of them per
 # test (2000 by default: about 3 minutes on two cores), failures kept in .hypothesis/ and replayed first

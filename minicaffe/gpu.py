@@ -10,6 +10,7 @@ minicaffe never needs a GPU.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -26,6 +27,12 @@ THREADS = 128
 
 def available() -> bool:
     return cuda is not None and cuda.is_available()
+
+
+def simulated() -> bool:
+    """True under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): device arrays are numpy arrays."""
+    from numba import config
+    return bool(getattr(config, "ENABLE_CUDASIM", 0))
 
 
 def require():
@@ -45,11 +52,73 @@ class _Unavailable:
         require()
 
 
+class Kernel:
+    """A ``numba.cuda.jit`` kernel that remembers, under the simulator, the argument types it was launched with.
+
+    The simulator runs Python that real NVVM refuses, so ``make test`` compiles every kernel to PTX for the
+    GPUs we support (``tests/gpu_ptx``) with exactly the types the simulator tests launched it with: the
+    signatures are recorded here (:data:`launched_signatures`) and written out at the end of the simulator
+    run, so they cannot drift from real use. ``function`` is the Python source kernel.
+    """
+
+    def __init__(self, function):
+        self.function = function
+        self.dispatcher = cuda.jit(function)
+        self.key = f"{function.__module__}:{function.__qualname__}"
+        KERNELS[self.key] = self
+        self._record = simulated()
+
+    def __getitem__(self, launch_configuration):
+        launch = self.dispatcher[launch_configuration]
+        if not self._record:
+            return launch
+
+        def recorded(*arguments):
+            launched_signatures.setdefault(self.key, set()).add(tuple(type_name(a) for a in arguments))
+            return launch(*arguments)
+        return recorded
+
+    def __call__(self, *arguments):     # numba's own form is kernel[grid, block](...); calling needs one
+        raise TypeError(f"kernel {self.key} is launched as kernel[blocks, threads](...)")
+
+
+#: Every kernel declared with :func:`jit`, by "module:qualname".
+KERNELS = {}
+#: Under the simulator: "module:qualname" -> the set of argument-type tuples it was launched with.
+launched_signatures = {}
+
+
+def type_name(argument) -> str:
+    """numba's name of a kernel argument's type, as :func:`numba_type` reads it back."""
+    numba_type = getattr(argument, "_numba_type_", None)      # device arrays, real or simulated
+    if numba_type is None:
+        if isinstance(argument, np.ndarray):
+            return f"array({argument.dtype.name}, {argument.ndim}, {'C' if argument.flags.c_contiguous else 'A'})"
+        if isinstance(argument, (bool, np.bool_)):
+            return "boolean"
+        if isinstance(argument, (int, np.integer)):
+            return np.dtype(type(argument)).name if isinstance(argument, np.integer) else "int64"
+        if isinstance(argument, (float, np.floating)):
+            return np.dtype(type(argument)).name if isinstance(argument, np.floating) else "float64"
+        raise TypeError(f"kernel argument of type {type(argument).__name__}: pass arrays and numbers only")
+    return f"array({numba_type.dtype}, {numba_type.ndim}, {numba_type.layout})"
+
+
+def numba_type(name: str):
+    """The numba type :func:`type_name` wrote (for ``numba.cuda.compile_ptx``)."""
+    from numba import types
+    match = re.fullmatch(r"array\((\w+), (\d+), (\w)\)", name)
+    if match:
+        element = types.boolean if match[1] in ("bool", "boolean") else getattr(types, match[1])
+        return types.Array(element, int(match[2]), match[3])
+    return getattr(types, name)
+
+
 def jit(function):
-    """``numba.cuda.jit`` (lazy: compiles at the first launch)."""
+    """A :class:`Kernel` (``numba.cuda.jit``, lazy: compiles at the first launch)."""
     if cuda is None:
         return _Unavailable(function.__name__)
-    return cuda.jit(function)
+    return Kernel(function)
 
 
 def device(function):
@@ -78,7 +147,7 @@ def device_zeros(count: int, dtype):
 # -------------------------------------------------------------- shared kernels
 
 if cuda is not None:  # pragma: no branch
-    @cuda.jit
+    @jit
     def accumulate(values, valid, totals):
         """totals[0] += sum(values), totals[1] += sum(valid): a shared-memory tree per block, then atomics."""
         partial_sum = cuda.shared.array(THREADS, dtype=np.float64)
@@ -99,7 +168,7 @@ if cuda is not None:  # pragma: no branch
             cuda.atomic.add(totals, 0, partial_sum[0])
             cuda.atomic.add(totals, 1, partial_count[0])
 
-    @cuda.jit
+    @jit
     def finish_loss(totals, mode, outer, inner, top_data):
         """top = totals[0] / normalizer, with Caffe's normalizer for ``mode``; keep it in totals[2].
 
@@ -194,10 +263,6 @@ def _total_memory():
     free, total = require().current_context().get_memory_info()
     return total
 
-
-def simulated() -> bool:
-    from numba import config
-    return bool(getattr(config, "ENABLE_CUDASIM", 0))
 
 
 def describe_devices(device_ids=None) -> list:
