@@ -19,11 +19,17 @@ top may be ``y`` or ``x`` (``x``'s data is then kept for ``da``), not ``a``.
 CPU: numba kernels over chunks of rows on minicaffe's threads; each ``da[r]``
 is summed by one thread in a fixed order, so results are the same at any thread
 count.
+
+GPU: Forward and the element gradients (``dx``, ``y``'s copy) are one thread
+per element; ``da`` is one thread per row, summing its S products in float64
+in a fixed order (deterministic, where the fork's CUDA code reduces each row in
+shared memory). In place with ``x`` the input is kept in a device buffer.
 """
 
 import numpy as np
 
-from ... import threads
+from ... import gpu, gpu_blas, threads
+from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...errors import GraphError
 from ...kernels import cpu_kernel
 from ...layer import Layer
@@ -59,6 +65,40 @@ def axpy_backward(a, x, dy, da, dx, dyy, want_a, want_x, copy_y, start, stop):
             out = dx[r]
             for s in range(out.size):
                 out[s] = scale * gradient[s]
+
+
+# ---------------------------------------------------------------- GPU kernels
+# Flat arrays; element i belongs to row i // spatial, whose scale is a[i // spatial].
+
+@gpu.jit
+def _axpy_forward_gpu(a, x, y, out, spatial):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = a[i // spatial] * x[i] + y[i]
+
+
+@gpu.jit
+def _axpy_scale_gradient_gpu(x, dy, da, spatial):
+    """da[r] = sum_s dy[r, s] * x[r, s], one thread per row."""
+    r = cuda.grid(1)
+    if r < da.size:
+        total = 0.0
+        base = r * spatial
+        for s in range(spatial):
+            total += dy[base + s] * x[base + s]
+        da[r] = total
+
+
+@gpu.jit
+def _axpy_element_gradients_gpu(a, dy, dx, dyy, want_x, copy_y, spatial):
+    """dyy = dy (when copy_y), then dx = a * dy (when want_x; in place with x, dx is dy)."""
+    i = cuda.grid(1)
+    if i < dy.size:
+        gradient = dy[i]
+        if copy_y:
+            dyy[i] = gradient
+        if want_x:
+            dx[i] = a[i // spatial] * gradient
 
 
 @register("Axpy")
@@ -119,3 +159,36 @@ class AxpyLayer(Layer):
         dyy = self._rows(bottom[2].diff, rows)
         threads.parallel_for(rows, lambda start, stop: axpy_backward(a, x, dy, da, dx, dyy, want_a, want_x, copy_y,
                                                                      start, stop), x.shape[1])
+
+    # ------------------------------------------------------------ GPU
+    def forward_gpu(self, bottom, top):
+        count = bottom[1].count
+        rows = bottom[0].count
+        spatial = count // rows if rows else 0
+        x = bottom[1].gpu_data
+        if top[0] is bottom[1]:                 # da needs x, which the top overwrites
+            saved = getattr(self, "_saved_x_gpu", None)
+            if saved is None or saved.size != count or saved.dtype != x.dtype:
+                saved = self._saved_x_gpu = gpu.device_empty(count, x.dtype)
+            gpu_blas.copy(x, saved)
+        if count:
+            _axpy_forward_gpu[gpu.blocks_for(count), gpu.THREADS](
+                bottom[0].gpu_data, x, bottom[2].gpu_data, top[0].mutable_gpu_data, int(spatial))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        want_a, want_x, want_y = (bool(flag) for flag in propagate_down[:3])
+        copy_y = want_y and bottom[2] is not top[0]      # in place with y, its diff is dy already
+        count, rows = bottom[1].count, bottom[0].count
+        if not (want_a or want_x or copy_y) or not count:
+            return
+        spatial = count // rows
+        dy = top[0].gpu_diff
+        if want_a:                                       # before dx: in place with x, dx overwrites dy
+            x = self._saved_x_gpu if bottom[1] is top[0] else bottom[1].gpu_data
+            _axpy_scale_gradient_gpu[gpu.blocks_for(rows), gpu.THREADS](
+                x, dy, bottom[0].mutable_gpu_diff, int(spatial))
+        if want_x or copy_y:
+            dx = bottom[1].mutable_gpu_diff if want_x else dy
+            dyy = bottom[2].mutable_gpu_diff if copy_y else dy
+            _axpy_element_gradients_gpu[gpu.blocks_for(count), gpu.THREADS](
+                bottom[0].gpu_data, top[0].gpu_diff, dx, dyy, want_x, copy_y, int(spatial))

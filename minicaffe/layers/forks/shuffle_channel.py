@@ -16,11 +16,16 @@ copied aside first.
 
 CPU: numpy copies of whole channel planes (a strided transpose, no per-element
 Python), cut by output channel into chunks on minicaffe's threads.
+
+GPU: one thread per element reads its source element through the same index
+arithmetic (the fork's ShuffleChannel GPU code is the same copy); in place the
+input is first copied aside into a device buffer kept on the layer.
 """
 
 import numpy as np
 
-from ... import threads
+from ... import gpu, gpu_blas, threads
+from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...errors import GraphError
 from ...layer import Layer
 from ...registry import register
@@ -45,6 +50,20 @@ def transpose_channels(source, target, rows, columns):
             n += 1
 
     threads.parallel_for(count * columns, copy, rows * source.shape[3])
+
+
+@gpu.jit
+def _transpose_channels_gpu(source, target, rows, columns, spatial):
+    """target (N, columns, rows, S) = source (N, rows, columns, S) with the middle two axes swapped."""
+    i = cuda.grid(1)
+    if i < target.size:
+        s = i % spatial
+        rest = i // spatial
+        r = rest % rows
+        rest //= rows
+        c = rest % columns
+        n = rest // columns
+        target[i] = source[((n * rows + r) * columns + c) * spatial + s]
 
 
 @register("ShuffleChannel")
@@ -89,3 +108,32 @@ class ShuffleChannelLayer(Layer):
         channels = bottom[0].shape[1]
         dy = self._source(top[0].diff, bottom[0] is top[0])
         transpose_channels(dy, bottom[0].diff, channels // self.group, self.group)
+
+    # ------------------------------------------------------------ GPU
+    def _source_gpu(self, array, in_place):
+        if not in_place:
+            return array
+        scratch = getattr(self, "_gpu_scratch", None)
+        if scratch is None or scratch.size != array.size or scratch.dtype != array.dtype:
+            scratch = self._gpu_scratch = gpu.device_empty(array.size, array.dtype)
+        gpu_blas.copy(array, scratch)
+        return scratch
+
+    def _launch_gpu(self, source, target, rows, columns, spatial):
+        if target.size:
+            _transpose_channels_gpu[gpu.blocks_for(target.size), gpu.THREADS](
+                source, target, int(rows), int(columns), int(spatial))
+
+    def forward_gpu(self, bottom, top):
+        shape = bottom[0].shape
+        in_place = bottom[0] is top[0]
+        x = self._source_gpu(bottom[0].gpu_data, in_place)
+        self._launch_gpu(x, top[0].mutable_gpu_data, self.group, shape[1] // self.group, bottom[0].count_axes(2))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        shape = bottom[0].shape
+        in_place = bottom[0] is top[0]
+        dy = self._source_gpu(top[0].gpu_diff, in_place)
+        self._launch_gpu(dy, bottom[0].mutable_gpu_diff, shape[1] // self.group, self.group, bottom[0].count_axes(2))
