@@ -133,3 +133,95 @@ def test_permute(order, shape):
 
 def test_permute_gradient():
     gradient_check_gpu(permute_text((0, 2, 3, 1)), [normal(1, 3, 2, 2)])
+
+
+# ====================================================================== Upsample
+
+def upsample_text(params):
+    return f'name: "up" type: "Upsample" upsample_param {{ {params} }}'
+
+
+def window_mask(shape, kernel, out_h, out_w):
+    """A mask as a kernel-sized, stride-kernel MAX pooling makes it: one random cell of each window."""
+    num, channels, height, width = shape
+    rows = np.arange(height)[:, None] * kernel[0] + rng.integers(0, kernel[0], shape)
+    cols = np.arange(width)[None, :] * kernel[1] + rng.integers(0, kernel[1], shape)
+    return (np.minimum(rows, out_h - 1) * out_w + np.minimum(cols, out_w - 1)).astype(np.float64)
+
+
+@pytest.mark.parametrize("params, shape, out, kernel", [
+    ("scale: 2", (2, 2, 2, 3), (4, 6), (2, 2)),
+    ("scale_h: 3 scale_w: 2", (1, 2, 2, 2), (6, 4), (3, 2)),
+    ("scale: 2 pad_out_h: true pad_out_w: true", (1, 2, 2, 3), (3, 5), (2, 2)),
+    ("upsample_h: 5 upsample_w: 4", (1, 1, 3, 2), (5, 4), (2, 2)),
+])
+def test_upsample(params, shape, out, kernel):
+    mask = window_mask(shape, kernel, *out)
+    compare_devices(upsample_text(params), [normal(*shape), mask], propagate_down=[True, False])
+
+
+def test_upsample_colliding_and_empty_mask_entries():
+    """Two entries naming one place: the later one's value, both get its gradient; -1 and NaN place nothing."""
+    mask = window_mask((1, 2, 2, 2), (2, 2), 4, 4)
+    mask[0, 0, 1, 1] = mask[0, 0, 0, 0]
+    mask[0, 1, 0, 1] = mask[0, 1, 1, 0]
+    mask[0, 1, 0, 0] = -1
+    mask[0, 0, 1, 0] = np.nan
+    compare_devices(upsample_text("scale: 2"), [normal(1, 2, 2, 2), mask], propagate_down=[True, False])
+
+
+def test_upsample_mask_past_the_plane_is_an_error(gpu_mode):
+    from minicaffe.errors import GraphError
+    layer = layer_from_text(upsample_text("scale: 2"), dtype=np.float32)
+    mask = window_mask((1, 1, 2, 2), (2, 2), 4, 4)
+    mask[0, 0, 1, 0] = 16
+    mask[0, 0, 1, 1] = 20
+    bottom = make_blobs(normal(1, 1, 2, 2), mask, dtype=np.float32)
+    top = empty_blobs(1, dtype=np.float32)
+    layer.set_up(bottom, top)
+    with pytest.raises(GraphError, match=r"mask value 16 at \(0, 0, 1, 0\) is past the 4x4 output plane"):
+        layer.run_forward(bottom, top)
+
+
+def test_upsample_gradient():
+    gradient_check_gpu(upsample_text("scale: 2"), [normal(1, 2, 2, 2), window_mask((1, 2, 2, 2), (2, 2), 4, 4)],
+                       check_bottom=[0])
+
+
+# ====================================================================== PriorBox
+
+@pytest.mark.parametrize("params, shapes", [
+    ("min_size: 4 max_size: 9 aspect_ratio: 2 flip: true clip: true variance: 0.1 variance: 0.1 variance: 0.2 "
+     "variance: 0.2", [(1, 2, 2, 3), (1, 3, 12, 16)]),
+    ("min_size: 3 min_size: 5 aspect_ratio: 3 flip: false img_size: 10 step: 4 offset: 0.25", [(1, 1, 2, 2)]),
+])
+def test_prior_box(params, shapes):
+    layer, _, top = compare_devices(f'name: "pb" type: "PriorBox" prior_box_param {{ {params} }}',
+                                    [np.zeros(shape) for shape in shapes], passes=2)
+    assert layer._gpu_written[0] is layer._cache      # computed once, on the device since
+
+
+# ====================================================================== Interp
+
+def interp_text(params):
+    return f'name: "interp" type: "Interp" interp_param {{ {params} }}'
+
+
+@pytest.mark.parametrize("params, shape", [
+    ("zoom_factor: 2", (1, 2, 2, 3)),
+    ("shrink_factor: 2", (2, 1, 5, 3)),
+    ("height: 3 width: 5 pad_beg: -1 pad_end: -1", (1, 2, 4, 4)),
+    ("zoom_factor: 3 shrink_factor: 2", (1, 1, 3, 3)),
+    ("height: 3 width: 2 pad_beg: 0 pad_end: -1", (1, 2, 4, 3)),   # same size: the crop is copied
+])
+def test_interp(params, shape):
+    compare_devices(interp_text(params), [normal(*shape)], propagate_down=[True])
+
+
+def test_interp_size_from_a_second_bottom():
+    compare_devices(interp_text(""), [normal(1, 2, 2, 2), np.zeros((1, 1, 3, 4))], propagate_down=[True, False])
+
+
+@pytest.mark.parametrize("params, shape", [("zoom_factor: 2", (1, 1, 2, 3)), ("height: 2 width: 2 pad_end: -1", (1, 1, 3, 3))])
+def test_interp_gradient(params, shape):
+    gradient_check_gpu(interp_text(params), [normal(*shape)])

@@ -31,13 +31,20 @@ gradient.
 CPU: numba kernels over chunks of the N*C planes on minicaffe's threads; the
 row and column tables (index, neighbour step, weights) are worked out once per
 shape.
+
+GPU: the same tables, copied to the device once per shape; one thread per top
+element computes the same weighted sum in the same order. Backward clears the
+bottom's diff and adds each top element's four products with atomics, as
+DeepLab's ``caffe_gpu_interp2_backward`` does (so the order of the additions
+into one cell, and the last bits of the sum, may differ from the CPU's).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ... import kernels, threads
+from ... import gpu, gpu_blas, kernels, threads
+from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...errors import GraphError
 from ...layer import Layer
 from ...registry import register
@@ -120,6 +127,63 @@ def crop_copy_backward(top_diff, bottom_diff, y0, x0):
         for i in range(out_h):
             for j in range(out_w):
                 bottom_diff[p, y0 + i, x0 + j] += top_diff[p, i, j]
+
+
+# ---------------------------------------------------------------- GPU kernels
+# Flat arrays: x and bottom_diff are planes of height x width, top and top_diff planes of out_h x out_w.
+
+@gpu.jit
+def _interp_forward_gpu(x, top, height, width, out_h, out_w, y0, x0, rows, row_step, row_near, row_far,
+                        cols, col_step, col_near, col_far):
+    k = cuda.grid(1)
+    if k < top.size:
+        j = k % out_w
+        i = (k // out_w) % out_h
+        base = (k // (out_w * out_h)) * height * width
+        h = y0 + rows[i]
+        h_next = h + row_step[i]
+        w = x0 + cols[j]
+        w_next = w + col_step[j]
+        a, b = row_near[i], row_far[i]
+        c, d = col_near[j], col_far[j]
+        top[k] = (a * (c * x[base + h * width + w] + d * x[base + h * width + w_next])
+                  + b * (c * x[base + h_next * width + w] + d * x[base + h_next * width + w_next]))
+
+
+@gpu.jit
+def _interp_backward_gpu(top_diff, bottom_diff, height, width, out_h, out_w, y0, x0, rows, row_step, row_near,
+                         row_far, cols, col_step, col_near, col_far):
+    k = cuda.grid(1)
+    if k < top_diff.size:
+        j = k % out_w
+        i = (k // out_w) % out_h
+        base = (k // (out_w * out_h)) * height * width
+        h = y0 + rows[i]
+        h_next = h + row_step[i]
+        w = x0 + cols[j]
+        w_next = w + col_step[j]
+        a, b = row_near[i], row_far[i]
+        c, d = col_near[j], col_far[j]
+        g = top_diff[k]
+        cuda.atomic.add(bottom_diff, base + h * width + w, a * c * g)
+        cuda.atomic.add(bottom_diff, base + h * width + w_next, a * d * g)
+        cuda.atomic.add(bottom_diff, base + h_next * width + w, b * c * g)
+        cuda.atomic.add(bottom_diff, base + h_next * width + w_next, b * d * g)
+
+
+@gpu.jit
+def _crop_gpu(source, target, height, width, out_h, out_w, y0, x0, backward):
+    """Forward: top = the crop of x; Backward: the crop of bottom_diff = top_diff (the rest cleared before)."""
+    k = cuda.grid(1)
+    count = target.size if backward == 0 else source.size
+    if k < count:
+        j = k % out_w
+        i = (k // out_w) % out_h
+        inner = (k // (out_w * out_h)) * height * width + (y0 + i) * width + x0 + j
+        if backward == 0:
+            target[k] = source[inner]
+        else:
+            target[inner] = source[k]
 
 
 # ====================================================================== layer
@@ -227,3 +291,46 @@ class InterpLayer(Layer):
         else:
             body = lambda a, b: interp_backward(top_diff[a:b], diff[a:b], offset, offset, *tables)  # noqa: E731
         threads.parallel_for(top_diff.shape[0], body, top_diff.shape[1] * top_diff.shape[2])
+
+    # ------------------------------------------------------------ GPU
+    def _gpu_tables(self):
+        """The row and column tables on the device, copied once per shape (None: the crop is copied)."""
+        cached = getattr(self, "_gpu_cache", None)
+        if cached is None or cached[0] is not self._tables:
+            tables = self._tables[1]
+            cached = self._gpu_cache = (self._tables, None if tables is None else
+                                        tuple(gpu.to_device(table) for table in tables))
+        return cached[1]
+
+    def _geometry(self, bottom, top):
+        shape, out = bottom[0].shape, top[0].shape
+        offset = -self.pad_beg
+        return int(shape[2]), int(shape[3]), int(out[2]), int(out[3]), int(offset), int(offset)
+
+    def forward_gpu(self, bottom, top):
+        count = top[0].count
+        if not count:
+            return
+        tables = self._gpu_tables()
+        geometry = self._geometry(bottom, top)
+        launch = (gpu.blocks_for(count), gpu.THREADS)
+        if tables is None:
+            _crop_gpu[launch](bottom[0].gpu_data, top[0].mutable_gpu_data, *geometry, 0)
+        else:
+            _interp_forward_gpu[launch](bottom[0].gpu_data, top[0].mutable_gpu_data, *geometry, *tables)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        diff = bottom[0].mutable_gpu_diff
+        gpu_blas.fill(diff, 0)
+        count = top[0].count
+        if not count:
+            return
+        tables = self._gpu_tables()
+        geometry = self._geometry(bottom, top)
+        launch = (gpu.blocks_for(count), gpu.THREADS)
+        if tables is None:
+            _crop_gpu[launch](top[0].gpu_diff, diff, *geometry, 1)
+        else:
+            _interp_backward_gpu[launch](top[0].gpu_diff, diff, *geometry, *tables)

@@ -53,6 +53,11 @@ always takes the image bottom's size) and keeps a fractional ``min_size`` or
 
 CPU: the boxes are computed with numpy once per shape and cached; Forward
 copies them into the top.
+
+GPU: no kernel. The boxes depend only on shapes and parameters, so they are
+computed on the host as on the CPU, once per shape, and copied into the top's
+device memory once (host to device); while the shapes and the top's device
+buffer stay the same, Forward does nothing, and the boxes stay on the device.
 """
 
 import math
@@ -216,3 +221,12 @@ class PriorBoxLayer(Layer):
     def forward(self, bottom, top):
         boxes = self._boxes(bottom)
         top[0].data.reshape(boxes.shape)[...] = boxes
+
+    def forward_gpu(self, bottom, top):
+        boxes = self._boxes(bottom)
+        target = top[0].mutable_gpu_data
+        written = getattr(self, "_gpu_written", None)
+        if written is not None and written[0] is boxes and written[1] is target:
+            return
+        target.copy_to_device(boxes.reshape(-1))
+        self._gpu_written = (boxes, target)

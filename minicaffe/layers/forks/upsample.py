@@ -34,6 +34,14 @@ an error naming the layer (the fork's CPU code aborts, its GPU code writes past
 the plane).
 
 CPU: numba kernels over chunks of the N*C planes on minicaffe's threads.
+
+GPU: the fork's scatter races where mask entries collide; here each bottom
+element claims its top cell with an atomic max of its own index (the later
+entry wins, as on the CPU), then one thread per top cell copies the winner's
+value or writes 0. The first out-of-range entry is found with an atomic min,
+and that one index is read back to the host to raise the error (as the loss
+layers read back a bad label). Backward is the gather, one thread per bottom
+element.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ import warnings
 
 import numpy as np
 
-from ... import kernels, threads
+from ... import gpu, kernels, threads
+from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...errors import GraphError, MinicaffeWarning
 from ...layer import Layer
 from ...registry import register
@@ -85,6 +94,55 @@ def unpool_backward(top_diff, mask, bottom_diff):
                 row[i] = gradient[int(place)]
             else:
                 row[i] = 0
+
+
+# ---------------------------------------------------------------- GPU kernels
+# Flat arrays: bottom element i is in plane i // count, top cell j in plane j // size.
+
+_NONE = np.iinfo(np.int64).max
+
+
+@gpu.jit
+def _clear_winners_gpu(winner):
+    i = cuda.grid(1)
+    if i < winner.size:
+        winner[i] = -1
+
+
+@gpu.jit
+def _claim_gpu(mask, winner, bad, count, size):
+    """winner[cell] = the largest bottom index whose mask entry names the cell; bad[0] = min bad index."""
+    i = cuda.grid(1)
+    if i < mask.size:
+        place = mask[i]
+        if not place > -1.0:              # NaN, or a negative index once truncated
+            return
+        if place >= size:
+            cuda.atomic.min(bad, 0, i)
+            return
+        cuda.atomic.max(winner, (i // count) * size + int(place), i)
+
+
+@gpu.jit
+def _gather_winners_gpu(x, winner, top):
+    j = cuda.grid(1)
+    if j < top.size:
+        source = winner[j]
+        if source >= 0:
+            top[j] = x[source]
+        else:
+            top[j] = 0
+
+
+@gpu.jit
+def _unpool_backward_gpu(top_diff, mask, bottom_diff, count, size):
+    i = cuda.grid(1)
+    if i < bottom_diff.size:
+        place = mask[i]
+        if place > -1.0 and place < size:
+            bottom_diff[i] = top_diff[(i // count) * size + int(place)]
+        else:
+            bottom_diff[i] = 0
 
 
 # ====================================================================== layer
@@ -181,3 +239,34 @@ class UpsampleLayer(Layer):
         top_diff = top[0].diff.reshape(planes, -1)
         threads.parallel_for(planes, lambda a, b: unpool_backward(top_diff[a:b], mask[a:b], diff[a:b]),
                              height * width)
+
+    # ------------------------------------------------------------ GPU
+    def forward_gpu(self, bottom, top):
+        count = bottom[0].count_axes(2)
+        size = top[0].count_axes(2)
+        cells = top[0].count
+        winner = getattr(self, "_winner_gpu", None)
+        if winner is None or winner.size != cells:
+            winner = self._winner_gpu = gpu.device_empty(cells, np.int64)
+        if not cells:
+            return
+        _clear_winners_gpu[gpu.blocks_for(cells), gpu.THREADS](winner)
+        bad = gpu.to_device(np.array([_NONE], dtype=np.int64))
+        if bottom[0].count:
+            _claim_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](bottom[1].gpu_data, winner, bad, int(count),
+                                                                     int(size))
+        _gather_winners_gpu[gpu.blocks_for(cells), gpu.THREADS](bottom[0].gpu_data, winner, top[0].mutable_gpu_data)
+        position = int(bad.copy_to_host()[0])
+        if position != _NONE:
+            place = bottom[1].data.reshape(-1)[position]
+            where = np.unravel_index(position, bottom[1].shape)
+            raise GraphError(f"mask value {place:g} at {tuple(int(i) for i in where)} is past the "
+                             f"{top[0].shape[2]}x{top[0].shape[3]} output plane: the upsampling size does not "
+                             "match the pooling layer that made the mask", layer=self.name)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0] or not bottom[0].count:
+            return
+        _unpool_backward_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
+            top[0].gpu_diff, bottom[1].gpu_data, bottom[0].mutable_gpu_diff, int(bottom[0].count_axes(2)),
+            int(top[0].count_axes(2)))
