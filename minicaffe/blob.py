@@ -11,6 +11,8 @@ lazily as Caffe's SyncedMemory moves them: ``data``/``diff`` (numpy, host) are
 always current when read and mark the host copy as the one to trust;
 ``gpu_data``/``mutable_gpu_data`` (and the diff ones) do the same for the
 device, so consecutive GPU layers never round-trip through the host.
+Data layers hand a batch they prefetched onto the device to their tops with
+``set_gpu_data`` (Caffe's), which takes the device buffer without a copy.
 """
 
 from __future__ import annotations
@@ -178,6 +180,22 @@ class Blob:
     def mutable_gpu_diff(self):
         return self._synced("diff").device()
 
+    def gpu_data_to_overwrite(self):
+        """The data on the device, for a kernel that writes every element: like ``mutable_gpu_data`` but a
+        newer host copy is not copied over first (it is about to be replaced)."""
+        return self._synced("data").device(discard=True)
+
+    def set_gpu_data(self, array, crossed=True):
+        """Make the flat device array ``array`` (``count`` elements of the blob's dtype) this blob's data,
+        without a copy (Caffe's ``Blob::set_gpu_data``): data layers hand their prefetched batch over this
+        way. ``crossed``: the array was copied from the host for this (counted in ``SyncedArray.copies``)."""
+        self._synced("data").set_device(array, crossed)
+
+    def upload_data(self, values):
+        """Copy host ``values`` (``count`` elements) straight into the device data (one copy to the device;
+        the host copy, if any, goes stale): a data layer's batch in GPU mode without a prefetch thread."""
+        self._synced("data").upload(values)
+
     def _allocating(self, which):
         if not allocation_allowed():
             raise DataNeeded(f"blob '{self.name}' {which} was read during shape inference")
@@ -260,9 +278,42 @@ class SyncedArray:
         self.head = "synced" if readonly and self.head in ("device", "synced") else "host"
         return self._host
 
-    def device(self, readonly=False):
+    def set_device(self, array, crossed=True):
+        """Take ``array`` (a flat device array of ``count`` elements) as the device copy, now the current one.
+
+        The host copy, if any, is stale from here on. ``crossed``: the array came from the host for this
+        (a data layer's prefetched batch, copied on its own stream): counted as one ``to_device`` copy."""
+        if array.ndim != 1 and array.size == self.count:
+            array = array.reshape(self.count)
+        if array.size != self.count or array.dtype != self.dtype:
+            raise ValueError(f"set_device: expected {self.count} elements of {self.dtype}, got {array.size} of "
+                             f"{array.dtype}")
+        self._device = array
+        self.head = "device"
+        if crossed:
+            SyncedArray.copies["to_device"] += 1
+
+    def upload(self, values):
+        """Copy the host array ``values`` (``count`` elements) straight into the device copy, which becomes
+        the current one, without going through the host copy (one ``to_device`` copy)."""
         from . import gpu
-        if self.head == "none":
+        values = np.ascontiguousarray(values, dtype=self.dtype).reshape(-1)
+        if values.size != self.count:
+            raise ValueError(f"upload: expected {self.count} elements, got {values.size}")
+        if self._device is None:
+            self._device = gpu.to_device(values)
+        else:
+            self._device.copy_to_device(values)
+        self.head = "device"
+        SyncedArray.copies["to_device"] += 1
+
+    def device(self, readonly=False, discard=False):
+        """The device copy (made current first unless ``discard``: the caller overwrites all of it)."""
+        from . import gpu
+        if discard and self.head in ("none", "host"):
+            if self._device is None:
+                self._device = gpu.device_empty(self.count, self.dtype)
+        elif self.head == "none":
             self._device = gpu.device_zeros(self.count, self.dtype)
         elif self.head == "host":
             if self._device is None:

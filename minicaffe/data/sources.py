@@ -43,6 +43,7 @@ class Batch:
     tops: list = None                             # HDF5: one array per top
     state: dict = None                            # the reader's state after this batch
     stacked: np.ndarray = None                    # the items as one N x C x H x W array, when they share a shape
+    device: list = None                           # GPU mode: flat device copies (the tops, or stacked + labels)
 
 
 def _order(count, seed, *stream):

@@ -15,6 +15,12 @@ batch is consumed (in Forward, on the calling thread), all flips of a batch
 first, then the row offsets, then the column offsets; so
 :func:`minicaffe.set_random_seed` makes them reproducible whatever the
 prefetch thread is doing. Caffe's own random streams cannot be reproduced.
+
+GPU: :meth:`DataTransformer.apply_gpu` runs the same arithmetic as a numba.cuda
+kernel, one thread per output element, from the raw batch the prefetch thread
+put on the device into the top's device memory; the draws are the CPU's (made
+on the calling thread in the same order) and the mean image is copied to the
+device once per item shape.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .. import gpu
 from ..errors import MinicaffeError
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..fillers import rng
 from ..graph import TRAIN
 from . import images
@@ -51,6 +59,27 @@ def _crop_mirror_normalize(raw, mean, top, left, mirror, scale, out):
                         target[w] = (source[col0 + w] - shift[col0 + w]) * scale
 
 
+@gpu.jit
+def _crop_mirror_normalize_gpu(raw, mean, draws, scale, channels, height, width, out_height, out_width, out):
+    """out as _crop_mirror_normalize writes it, flat; raw is N x C x H x W and mean C x H x W, flat; draws
+    holds the N flips, then the N row offsets, then the N column offsets."""
+    i = cuda.grid(1)
+    if i < out.size:
+        w = i % out_width
+        rest = i // out_width
+        h = rest % out_height
+        rest = rest // out_height
+        c = rest % channels
+        n = rest // channels
+        items = out.size // (channels * out_height * out_width)
+        row = draws[items + n] + h
+        column = draws[2 * items + n] + w
+        if draws[n] != 0:
+            column = draws[2 * items + n] + out_width - 1 - w
+        pixel = (c * height + row) * width + column
+        out[i] = (raw[n * channels * height * width + pixel] - mean[pixel]) * scale
+
+
 class DataTransformer:
     """The transformation a data layer applies to each batch (Caffe's DataTransformer)."""
 
@@ -77,6 +106,8 @@ class DataTransformer:
                               "augmentation, which minicaffe does not implement")
         self.mean_image = None
         self._means = {}
+        self._device_means = {}
+        self._device_zeros = {}
 
     def _error(self, message, path=None):
         return DataError(message, layer=self.layer, path=path)
@@ -172,6 +203,25 @@ class DataTransformer:
         for index, item in enumerate(items):
             _crop_mirror_normalize(_writable(item[None]), self._mean_for(shapes[index]), top[index:index + 1],
                                    left[index:index + 1], mirror[index:index + 1], scale, out[index:index + 1])
+
+
+    def apply_gpu(self, raw, shape, count, out, out_shape):
+        """Transform ``count`` items of ``shape`` (C, H, W), stacked flat in the device array ``raw``, into the
+        flat device array ``out`` (``count`` x ``out_shape``, the net's dtype), as :meth:`apply` does."""
+        mirror, top, left = self.draw([shape] * count)
+        if self.crop or self.mirror:
+            draws = gpu.to_device(np.concatenate([mirror.astype(np.int64), top, left]))
+        else:
+            draws = self._device_zeros.get(count)
+            if draws is None:
+                draws = self._device_zeros[count] = gpu.device_zeros(3 * count, np.int64)
+        mean = self._device_means.get(shape)
+        if mean is None:
+            mean = self._device_means[shape] = gpu.to_device(self._mean_for(shape).reshape(-1))
+        channels, height, width = (int(d) for d in shape)
+        _crop_mirror_normalize_gpu[gpu.blocks_for(out.size), gpu.THREADS](
+            raw, mean, draws, self.dtype.type(self.scale), channels, height, width, int(out_shape[1]),
+            int(out_shape[2]), out)
 
 
 def _writable(array):

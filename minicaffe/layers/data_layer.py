@@ -10,6 +10,9 @@ the middle of a batch if need be. A Datum holds raw uint8 bytes (C x H x W),
 decoded with Pillow as OpenCV would: BGR). ``transform_param`` applies
 (see :mod:`minicaffe.data.transform`). Tops: the data, and optionally the labels.
 The top's shape comes from the first record of each batch, as in Caffe.
+
+GPU: the prefetch thread copies each batch's raw records to the device and
+Forward transforms them there (see :mod:`minicaffe.data.layer_base`).
 """
 
 from ..data.common import DataError, warn_deprecated_fields

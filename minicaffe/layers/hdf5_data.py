@@ -13,6 +13,9 @@ datasets ``data`` and ``label`` (4-D, as Caffe writes them; float32 for a
 float net). Caffe creates the file at setup and fails on a second Forward
 (the datasets exist); here each Forward appends its batch, so a file holds
 every pass.
+
+GPU: HDF5Data's prefetch thread copies each batch's rows to the device and
+Forward hands them to the tops without a copy (see :mod:`minicaffe.data.layer_base`).
 """
 
 import numpy as np

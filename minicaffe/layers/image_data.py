@@ -7,6 +7,10 @@
 pass, as Caffe), ``rand_skip``. ``transform_param`` applies. Tops: the data
 and the labels. Caffe's deprecated ``scale``/``mean_file``/``crop_size``/``mirror``
 here are ignored (with a warning), as Caffe ignores them.
+
+GPU: the prefetch thread copies each batch's decoded images to the device and
+Forward transforms them there (images of different sizes: on the host), see
+:mod:`minicaffe.data.layer_base`.
 """
 
 from ..data.common import DataError, warn_deprecated_fields

@@ -13,6 +13,10 @@ layer; here ``set_input_arrays`` feeds the first MemoryData layer wherever it is
 In data-parallel training (:mod:`minicaffe.distributed`), every rank is given the
 same arrays and a TRAIN net's layer takes its share: rank r of K the rows r, r + K,
 ... of the next ``batch_size`` x K (wrapping around), as the other data layers shard.
+
+GPU: in GPU mode each Forward copies the batch's rows straight into the tops'
+device memory (one copy per top; the host copies of the tops are not used).
+The arrays are not kept on the device, since pycaffe reads them by reference.
 """
 
 import numpy as np
@@ -71,6 +75,18 @@ class MemoryDataLayer(Layer):
         pass  # shapes are fixed by memory_data_param
 
     def forward(self, bottom, top):
+        data, labels = self._next_rows(top)
+        top[0].data[...] = data
+        top[1].data[...] = labels
+
+    def forward_gpu(self, bottom, top):
+        # The arrays stay the user's (read by reference, as pycaffe): each batch crosses when it is taken.
+        data, labels = self._next_rows(top)
+        top[0].upload_data(data)
+        top[1].upload_data(labels)
+
+    def _next_rows(self, top):
+        """Shape the tops and move on: the next batch's data and labels (host arrays)."""
         if self._data is None:
             raise DataError("MemoryData has no arrays: call net.set_input_arrays(data, labels) first",
                             layer=self.name)
@@ -83,9 +99,9 @@ class MemoryDataLayer(Layer):
         top[0].reshape((self.batch_size,) + self.item_shape)
         # Caffe's label top is (N,) after set-up but N x 1 x 1 x 1 once Forward has run.
         top[1].reshape((self.batch_size, 1, 1, 1))
-        top[0].data[...] = self._data[rows]
-        top[1].data[...] = self._labels[rows].reshape(-1, 1, 1, 1)
+        batch = self._data[rows], self._labels[rows].reshape(-1, 1, 1, 1)
         self.position = (self.position + self.batch_size * size) % count
+        return batch
 
     def backward(self, top, propagate_down, bottom):
         pass  # no bottoms

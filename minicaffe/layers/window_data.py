@@ -30,6 +30,10 @@ at setup (Caffe's WindowData has its own prefetch stream too), so
 ``set_random_seed`` makes batches reproducible. Windows refer to the image
 entry they are listed under (Caffe indexes by the ``image_index`` value,
 which is the same for the files R-CNN writes).
+
+GPU: the prefetch thread copies each batch of warped windows to the device
+and Forward hands it to the tops without a copy (the warping stays on the
+host, on the prefetch thread, as in Caffe).
 """
 
 import numpy as np
