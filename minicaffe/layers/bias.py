@@ -19,11 +19,19 @@ maps each row, ``channel_sums`` sums each channel, one channel per thread,
 in a fixed order and in float64, so sums are the same at any thread count.
 ``channel_affine`` rounds after each operation, as numpy and Caffe do (no
 fused multiply-add).
+
+GPU: the same two operations, shared with Scale, BatchNorm, MVN and PReLU:
+``channel_affine_gpu`` is a numba.cuda kernel (one thread per element), and
+per channel sums are Caffe's: two GEMVs with a vector of ones (over the inner
+axes, then over the outer ones) through cuBLAS, in the blob's type, written
+or accumulated (beta 1) straight into the diff. Bias's Backward copies ``dy``
+into ``dx`` on the device.
 """
 
 import numpy as np
 
-from .. import threads
+from .. import gpu, gpu_blas, threads
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..errors import GraphError
 from ..fillers import fill
 from ..kernels import cpu_kernel
@@ -65,6 +73,105 @@ def channel_sums(a, b, use_b, dim, sums, start, stop):
                 for j in range(row.size):
                     total += row[j]
         sums[d] = total
+
+
+# ---------------------------------------------------------------- GPU kernels
+
+SUM, SUM_PRODUCT, SUM_NEGATIVE_PRODUCT = 0, 1, 2    # what channel_sums_gpu sums
+
+
+def launch(kernel, count):
+    """``kernel[blocks, threads]`` for one thread per element of ``count``: blocks of gpu.THREADS, or one
+    block of ``count`` threads when fewer (the simulator runs each thread in Python: 5x faster on tiny blobs)."""
+    return kernel[gpu.blocks_for(count), max(1, min(gpu.THREADS, count))]
+
+
+@gpu.jit
+def channel_affine_gpu(x, y, shift, scale, bias, use_shift, use_scale, use_bias, dim, inner):
+    """y = (x - shift[d]) * scale[d] + bias[d] over flat arrays in an (outer, dim, inner) layout; an operand
+    whose flag is off is skipped (any array of the type stands in for it). x may be y."""
+    i = cuda.grid(1)
+    if i < y.size:
+        d = (i // inner) % dim
+        value = x[i]
+        if use_shift:
+            value = value - shift[d]
+        if use_scale:
+            value = value * scale[d]
+        if use_bias:
+            value = value + bias[d]
+        y[i] = value
+
+
+@gpu.jit
+def product_gpu(a, b, mode, out):
+    """out = a * b (mode 1), or a * b where b <= 0 and 0 elsewhere (mode 2: PReLU's slope gradient)."""
+    i = cuda.grid(1)
+    if i < out.size:
+        if mode == 1 or b[i] <= 0:
+            out[i] = a[i] * b[i]
+        else:
+            out[i] = 0.0
+
+
+def gpu_scratch(owner, name, count, dtype):
+    """A device buffer kept on ``owner`` between iterations, reallocated only when its size or type changes."""
+    buffers = owner.__dict__.setdefault("_gpu_scratch", {})
+    array = buffers.get(name)
+    if array is None or array.size != count or array.dtype != np.dtype(dtype):
+        array = buffers[name] = gpu.device_empty(count, dtype)
+    return array
+
+
+def gpu_ones(owner, count, dtype):
+    """A device vector of ``count`` ones (the multiplier Caffe's GEMV sums use), kept on ``owner``."""
+    buffers = owner.__dict__.setdefault("_gpu_scratch", {})
+    key = ("ones", count, np.dtype(dtype))
+    if key not in buffers:
+        buffers[key] = gpu.device_empty(count, dtype)
+        gpu_blas.fill(buffers[key], 1)
+    return buffers[key]
+
+
+def affine_gpu(x, y, dim, inner, shift=None, scale=None, bias=None):
+    """``channel_affine_gpu`` over the flat device arrays x and y; a missing operand is the identity."""
+    if y.size:
+        launch(channel_affine_gpu, y.size)(
+            x, y, y if shift is None else shift, y if scale is None else scale, y if bias is None else bias,
+            shift is not None, scale is not None, bias is not None, int(dim), int(inner))
+
+
+def copy_gpu(source, target):
+    """target = source on the device (one kernel launch; see :func:`launch`)."""
+    affine_gpu(source, target, 1, 1)
+
+
+def channel_sums_gpu(owner, a, layout, out, beta=0.0, b=None, mode=SUM, name="sums"):
+    """out = per channel sums of a (a * b: ``mode``) over the flat device arrays in an (outer, dim, inner)
+    layout, + beta * out: Caffe's two GEMVs with a vector of ones (over inner, then over outer), through
+    cuBLAS; ``name`` keeps the scratch buffers of different calls apart."""
+    outer, dim, inner = layout
+    if not out.size:
+        return out
+    if not outer * inner:
+        gpu_blas.scale(out, beta)
+        return out
+    if mode != SUM:
+        product = gpu_scratch(owner, name + " product", a.size, a.dtype)
+        launch(product_gpu, a.size)(a, b, int(mode), product)
+        a = product
+    if inner > 1:
+        target = out if outer == 1 else gpu_scratch(owner, name + " rows", outer * dim, a.dtype)
+        gpu_blas.gemv(a.reshape(outer * dim, inner), gpu_ones(owner, inner, a.dtype), target,
+                      beta=beta if outer == 1 else 0.0)
+        a = target
+        if outer == 1:
+            return out
+    if outer > 1:
+        gpu_blas.gemv(a.reshape(outer, dim), gpu_ones(owner, outer, a.dtype), out, trans_a=True, beta=beta)
+    else:
+        gpu_blas.axpby(1.0, a, beta, out)
+    return out
 
 
 def apply_channel_affine(x, y, dim, shift=None, scale=None, bias=None):
@@ -164,3 +271,17 @@ class BiasLayer(Layer):
         if propagate_down[0] and bottom[0] is not top[0]:
             source, target = top[0].diff.reshape(-1), bottom[0].diff.reshape(-1)
             threads.parallel_for(source.size, lambda start, stop: np.copyto(target[start:stop], source[start:stop]))
+
+    def forward_gpu(self, bottom, top):
+        outer, dim, inner = self.layout
+        affine_gpu(bottom[0].gpu_data, top[0].mutable_gpu_data, dim, inner, bias=self._operand(bottom).gpu_data)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        dy = top[0].gpu_diff
+        if len(bottom) == 1:
+            if self.param_propagate_down[0]:
+                channel_sums_gpu(self, dy, self.layout, self.blobs[0].mutable_gpu_diff, beta=1.0)
+        elif propagate_down[1]:
+            channel_sums_gpu(self, dy, self.layout, bottom[1].mutable_gpu_diff)
+        if propagate_down[0] and bottom[0] is not top[0]:
+            copy_gpu(dy, bottom[0].mutable_gpu_diff)

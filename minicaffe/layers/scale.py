@@ -21,6 +21,10 @@ parameter diff does.
 
 CPU: Bias's kernels (``channel_affine``, ``channel_sums``) on minicaffe's
 threads; sums per channel are the same at any thread count.
+
+GPU: Bias's device kernel ``channel_affine_gpu`` and its GEMV channel sums
+(``ds`` from a device product ``dy * x``): the same operations in the same
+layouts, the input kept in a device buffer when computed in place.
 """
 
 import numpy as np
@@ -30,7 +34,8 @@ from ..fillers import fill
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register
-from .bias import apply_channel_affine, broadcast_layout, learned_operand_shape, rows, sum_channels
+from .bias import (SUM_PRODUCT, affine_gpu, apply_channel_affine, broadcast_layout, channel_sums_gpu, copy_gpu,
+                   gpu_scratch, learned_operand_shape, rows, sum_channels)
 
 
 @register("Scale")
@@ -103,3 +108,33 @@ class ScaleLayer(Layer):
                 bottom[1].diff.reshape(-1)[...] = scale_grad
         if propagate_down[0]:
             apply_channel_affine(dy, rows(bottom[0].diff, self.layout), dim, scale=self._scale(bottom).data)
+
+    def forward_gpu(self, bottom, top):
+        outer, dim, inner = self.layout
+        x = bottom[0].gpu_data
+        if bottom[0] is top[0]:                # ds needs x, which y overwrites
+            self._gpu_saved_input = gpu_scratch(self, "saved input", bottom[0].count, bottom[0].dtype)
+            copy_gpu(x, self._gpu_saved_input)
+        y = top[0].mutable_gpu_data
+        scale = self._scale(bottom).gpu_data
+        if self.bias_term and self.bias_layout == self.layout:
+            affine_gpu(x, y, dim, inner, scale=scale, bias=self.blobs[-1].gpu_data)
+            return
+        affine_gpu(x, y, dim, inner, scale=scale)
+        if self.bias_term:
+            affine_gpu(y, y, self.bias_layout[1], self.bias_layout[2], bias=self.blobs[-1].gpu_data)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        dy = top[0].gpu_diff
+        if self.bias_term and self.param_propagate_down[-1]:
+            channel_sums_gpu(self, dy, self.bias_layout, self.blobs[-1].mutable_gpu_diff, beta=1.0, name="bias")
+        learned = len(bottom) == 1
+        outer, dim, inner = self.layout
+        if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
+            x = self._gpu_saved_input if bottom[0] is top[0] else bottom[0].gpu_data
+            if learned:
+                channel_sums_gpu(self, dy, self.layout, self.blobs[0].mutable_gpu_diff, 1.0, x, SUM_PRODUCT)
+            else:
+                channel_sums_gpu(self, dy, self.layout, bottom[1].mutable_gpu_diff, 0.0, x, SUM_PRODUCT)
+        if propagate_down[0]:
+            affine_gpu(dy, bottom[0].mutable_gpu_diff, dim, inner, scale=self._scale(bottom).gpu_data)

@@ -1,0 +1,126 @@
+"""GPU kernels of Bias, Scale, BatchNorm, MVN, PReLU and Softmax against their CPU kernels, and gradient checks
+in GPU mode (tiny shapes: the simulator runs every thread in Python)."""
+
+import numpy as np
+import pytest
+
+from minicaffe import fillers, mode
+from minicaffe.blob import SyncedArray
+from minicaffe.testing import GradientChecker
+from minicaffe.testing.layers import empty_blobs, layer_from_text, make_blobs
+
+from .helpers import compare_devices
+
+rng = np.random.default_rng(25)
+
+
+class DeviceGradientChecker(GradientChecker):
+    """GradientChecker whose perturbations reach the device: it writes into ``blob.data`` once fetched, and
+    after a GPU Forward read the blob (head "synced") such a write is not seen by the next Forward. Asking
+    for ``blob.data`` before each Forward marks the host copy as the newer one."""
+
+    def _forward(self, layer, bottom, top):
+        for blob in list(bottom) + list(layer.blobs):
+            blob.data
+        super()._forward(layer, bottom, top)
+
+
+def gradient_check_gpu(text, bottom_arrays, num_tops=1, seed=7, check_bottom=None, phase="TRAIN", **checker):
+    """tests/gpu/helpers.py's gradient_check_gpu with the checker above (float64, GPU mode)."""
+    fillers.set_random_seed(seed)
+    layer = layer_from_text(text, dtype=np.float64, num_tops=num_tops, phase=phase)
+    assert getattr(layer, "backward_gpu", None) is not None, f"{layer.type} has no backward_gpu"
+    bottom = make_blobs(*bottom_arrays, dtype=np.float64)
+    top = empty_blobs(num_tops, dtype=np.float64)
+    checker.setdefault("stepsize", 1e-3)
+    checker.setdefault("threshold", 1e-6)
+    mode.set_mode_gpu()
+    try:
+        return DeviceGradientChecker(**checker).check_layer(layer, bottom, top, check_bottom=check_bottom)
+    finally:
+        mode.set_mode_cpu()
+
+
+def normal(*shape):
+    return rng.standard_normal(shape)
+
+
+def _in_place(text, x, use_gpu, phase, dtype, top_diff):
+    fillers.set_random_seed(7)
+    layer = layer_from_text(text, dtype=dtype, phase=phase)
+    blob = make_blobs(x, dtype=dtype)[0]
+    layer.set_up([blob], [blob])
+    for param in layer.blobs:
+        param.diff[...] = 0
+    (mode.set_mode_gpu if use_gpu else mode.set_mode_cpu)()
+    try:
+        if use_gpu:
+            for each in [blob] + list(layer.blobs):
+                each.gpu_data
+        layer.run_forward([blob], [blob])
+        output = blob.data.copy()
+        blob.diff[...] = top_diff
+        before = dict(SyncedArray.copies)
+        layer.run_backward([blob], [True], [blob])
+        if use_gpu:
+            assert SyncedArray.copies["to_host"] == before["to_host"]
+    finally:
+        mode.set_mode_cpu()
+    return output, blob.diff.copy(), [param.diff.copy() for param in layer.blobs]
+
+
+def compare_in_place(text, x, phase="TRAIN", dtype=np.float32, rtol=1e-5, atol=1e-6):
+    """The layer computed in place (top = bottom) on both devices: outputs, input diffs and parameter diffs."""
+    top_diff = rng.standard_normal(x.shape)
+    cpu = _in_place(text, x, False, phase, dtype, top_diff)
+    gpu = _in_place(text, x, True, phase, dtype, top_diff)
+    np.testing.assert_allclose(gpu[0], cpu[0], rtol=rtol, atol=atol, err_msg="top")
+    np.testing.assert_allclose(gpu[1], cpu[1], rtol=rtol, atol=atol, err_msg="diff")
+    for gpu_param, cpu_param in zip(gpu[2], cpu[2]):
+        np.testing.assert_allclose(gpu_param, cpu_param, rtol=rtol, atol=atol, err_msg="param diff")
+
+
+# ---------------------------------------------------------------- Bias
+
+@pytest.mark.parametrize("param, shapes", [
+    ("filler { type: 'gaussian' }", [(2, 3, 4)]),
+    ("axis: 1 num_axes: 2 filler { type: 'gaussian' }", [(2, 3, 2, 2)]),
+    ("num_axes: 0 filler { type: 'gaussian' }", [(2, 3)]),
+    ("axis: 0", [(2, 3, 2), (2, 3)]),
+    ("", [(2, 3, 2), ()]),
+])
+def test_bias(param, shapes):
+    arrays = [normal(*shape) for shape in shapes]
+    text = f'name: "b" type: "Bias" bias_param {{ {param} }}'
+    compare_devices(text, arrays, propagate_down=[True] * len(arrays))
+
+
+def test_bias_in_place_and_gradient():
+    compare_in_place('name: "b" type: "Bias" bias_param { filler { type: "gaussian" } }', normal(2, 3, 2))
+    gradient_check_gpu('name: "b" type: "Bias" bias_param { filler { type: "gaussian" } }', [normal(1, 2, 3)])
+    gradient_check_gpu('name: "b" type: "Bias"', [normal(1, 2, 3), normal(2)])
+
+
+# ---------------------------------------------------------------- Scale
+
+@pytest.mark.parametrize("param, shapes", [
+    ("filler { type: 'gaussian' }", [(2, 3, 4)]),
+    ("filler { type: 'gaussian' } bias_term: true bias_filler { type: 'gaussian' }", [(2, 3, 2, 2)]),
+    ("axis: 1 num_axes: 2 filler { type: 'gaussian' }", [(2, 3, 2, 2)]),
+    ("num_axes: 0 filler { type: 'gaussian' } bias_term: true bias_filler { type: 'gaussian' }", [(2, 3)]),
+    ("axis: -1 filler { type: 'gaussian' }", [(2, 3, 4)]),
+    ("axis: 0", [(2, 3, 2), (2, 3)]),
+    ("axis: 0 bias_term: true bias_filler { type: 'gaussian' }", [(2, 3, 2), (2, 3)]),
+    ("bias_term: true bias_filler { type: 'gaussian' }", [(2, 3, 2), ()]),
+])
+def test_scale(param, shapes):
+    arrays = [normal(*shape) for shape in shapes]
+    text = f'name: "s" type: "Scale" scale_param {{ {param} }}'
+    compare_devices(text, arrays, propagate_down=[True] * len(arrays))
+
+
+def test_scale_in_place_and_gradient():
+    text = 'name: "s" type: "Scale" scale_param { filler { type: "gaussian" } bias_term: true }'
+    compare_in_place(text, normal(2, 3, 2))
+    gradient_check_gpu(text, [normal(1, 2, 3)])
+    gradient_check_gpu('name: "s" type: "Scale" scale_param { bias_term: true }', [normal(1, 2, 3), normal(2)])
