@@ -31,12 +31,25 @@ Caffe's layout (OpenBLAS, AVX-512 kernels), and never slower. This layer's
 top, in Caffe's layout, is a transposed copy of those rows. Indices are cast
 to unsigned before use so numba emits no negative-index wraparound, which
 would keep LLVM from vectorizing the copies.
+
+GPU: Caffe's column layout (row ``(c, tap)``, one column per output location),
+which the device GEMMs read as it is: im2col runs one thread per (image,
+channel, output location) that copies the location's taps down its column
+(zero in the padding); col2im one thread per input element that sums every
+column entry read from it (no atomics, overwriting). Both take the distance
+between images and between rows, so the convolution can lay a chunk of images
+side by side (one GEMM per group for the chunk) while this layer writes
+Caffe's per-image layout straight into its top. 1-D and 2-D run as 2-D;
+more spatial axes (and ``force_nd_im2col``) use N-D kernels that read the
+geometry from a small device array.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import gpu
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..kernels import cpu_kernel
 from ..layer import Layer
 from ..registry import register
@@ -222,6 +235,139 @@ def _row2im_nd(rows, images, channels, groups, in_shape, out_shape, kernel, pad,
                     x[_U((n * channels + c) * in_size + offset)] += rows[_U(source)]
 
 
+# ====================================================================== GPU kernels
+# Column entry (n, row, location) sits at n * image_stride + row * row_stride + location, with row = c * taps
+# + tap (Caffe's order, so a group's rows are one contiguous block).
+
+@gpu.jit
+def _im2col_gpu(x, images, channels, height, width, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                dilation_h, dilation_w, out_h, out_w, image_stride, row_stride, col):
+    i = cuda.grid(1)
+    if i < images * channels * out_h * out_w:
+        ox = i % out_w
+        rest = i // out_w
+        oy = rest % out_h
+        rest //= out_h
+        c = rest % channels
+        n = rest // channels
+        source = (n * channels + c) * height * width
+        target = n * image_stride + c * kernel_h * kernel_w * row_stride + oy * out_w + ox
+        for ki in range(kernel_h):
+            y = oy * stride_h - pad_h + ki * dilation_h
+            for kj in range(kernel_w):
+                x_ = ox * stride_w - pad_w + kj * dilation_w
+                if y >= 0 and y < height and x_ >= 0 and x_ < width:
+                    col[target] = x[source + y * width + x_]
+                else:
+                    col[target] = 0
+                target += row_stride
+
+
+@gpu.jit
+def _col2im_gpu(col, images, channels, height, width, kernel_h, kernel_w, pad_h, pad_w, stride_h, stride_w,
+                dilation_h, dilation_w, out_h, out_w, image_stride, row_stride, zero, x):
+    i = cuda.grid(1)
+    if i < images * channels * height * width:
+        ix = i % width
+        rest = i // width
+        iy = rest % height
+        rest //= height
+        c = rest % channels
+        n = rest // channels
+        base = n * image_stride + c * kernel_h * kernel_w * row_stride
+        total = zero
+        for ki in range(kernel_h):
+            oy = iy + pad_h - ki * dilation_h
+            if oy >= 0 and oy % stride_h == 0 and oy // stride_h < out_h:
+                for kj in range(kernel_w):
+                    ox = ix + pad_w - kj * dilation_w
+                    if ox >= 0 and ox % stride_w == 0 and ox // stride_w < out_w:
+                        total += col[base + (ki * kernel_w + kj) * row_stride + (oy // stride_h) * out_w
+                                     + ox // stride_w]
+        x[i] = total
+
+
+# dims (int64, 6 * axes): in_shape, out_shape, kernel, pad, stride, dilation, each one value per axis.
+
+@gpu.device
+def _nd_source_gpu(dims, axes, location, tap):
+    """Input offset that output ``location`` reads through ``tap``; -1 in the padding."""
+    offset = 0
+    scale = 1
+    out_rest = location
+    tap_rest = tap
+    for d in range(axes - 1, -1, -1):
+        size = dims[d]
+        o = out_rest % dims[axes + d]
+        out_rest //= dims[axes + d]
+        k = tap_rest % dims[2 * axes + d]
+        tap_rest //= dims[2 * axes + d]
+        coordinate = o * dims[4 * axes + d] - dims[3 * axes + d] + k * dims[5 * axes + d]
+        if coordinate < 0 or coordinate >= size:
+            return -1
+        offset += coordinate * scale
+        scale *= size
+    return offset
+
+
+@gpu.device
+def _nd_target_gpu(dims, axes, position, tap):
+    """Output location that reads input ``position`` through ``tap``; -1 where none does."""
+    location = 0
+    scale = 1
+    in_rest = position
+    tap_rest = tap
+    for d in range(axes - 1, -1, -1):
+        i = in_rest % dims[d]
+        in_rest //= dims[d]
+        k = tap_rest % dims[2 * axes + d]
+        tap_rest //= dims[2 * axes + d]
+        o = i + dims[3 * axes + d] - k * dims[5 * axes + d]
+        stride = dims[4 * axes + d]
+        if o < 0 or o % stride != 0 or o // stride >= dims[axes + d]:
+            return -1
+        location += (o // stride) * scale
+        scale *= dims[axes + d]
+    return location
+
+
+@gpu.jit
+def _im2col_nd_gpu(x, images, channels, axes, in_size, locations, taps, dims, image_stride, row_stride, col):
+    i = cuda.grid(1)
+    if i < images * channels * locations:
+        location = i % locations
+        rest = i // locations
+        c = rest % channels
+        n = rest // channels
+        source = (n * channels + c) * in_size
+        target = n * image_stride + c * taps * row_stride + location
+        for tap in range(taps):
+            offset = _nd_source_gpu(dims, axes, location, tap)
+            if offset < 0:
+                col[target] = 0
+            else:
+                col[target] = x[source + offset]
+            target += row_stride
+
+
+@gpu.jit
+def _col2im_nd_gpu(col, images, channels, axes, in_size, locations, taps, dims, image_stride, row_stride, zero,
+                   x):
+    i = cuda.grid(1)
+    if i < images * channels * in_size:
+        position = i % in_size
+        rest = i // in_size
+        c = rest % channels
+        n = rest // channels
+        base = n * image_stride + c * taps * row_stride
+        total = zero
+        for tap in range(taps):
+            location = _nd_target_gpu(dims, axes, position, tap)
+            if location >= 0:
+                total += col[base + tap * row_stride + location]
+        x[i] = total
+
+
 # ====================================================================== parameters
 
 class ConvParamError(ValueError):
@@ -317,6 +463,7 @@ class ConvGeometry:
         self.image_size = self.channels * int(np.prod(self.in_dims, dtype=np.int64))
         axes = len(self.in_dims)
         self.use_nd = force_nd or axes > 2
+        self._gpu_dims = None
         if self.use_nd:
             as_array = lambda values: np.asarray(values, dtype=np.int64)  # noqa: E731
             self.pointwise = False
@@ -337,6 +484,9 @@ class ConvGeometry:
         self._padded_image_size = self.channels * padded_h * padded_w
         self._args_2d = (self.channels, self.groups, padded_h, padded_w, *two(self.kernel, 1), *two(self.stride, 1),
                          *two(self.dilation, 1), *two(self.out_dims, 1))
+        out_h, out_w = two(self.out_dims, 1)
+        self._gpu_args_2d = (self.channels, height, width, *two(self.kernel, 1), pad_h, pad_w, *two(self.stride, 1),
+                             *two(self.dilation, 1), out_h, out_w)
 
     def scratch_size(self, images):
         """Elements of scratch that :meth:`im2row` and :meth:`row2im` need for ``images`` images."""
@@ -375,6 +525,42 @@ class ConvGeometry:
         padded = self._scratch(scratch, images, x.dtype)
         _row2im_2d(rows, images, *self._args_2d, padded)
         _from_padded_channels_last(padded, images, *self._padding, x)
+
+    # ---------------------------------------------------------------- the GPU's column layout
+    def im2col_gpu(self, x, images, col, image_stride, row_stride):
+        """Device: column entry (n, c * taps + tap, location) of ``images`` flat images in ``x`` into ``col``
+        at ``n * image_stride + row * row_stride + location`` (Caffe's order; zero in the padding)."""
+        count = images * self.channels * self.locations
+        if not count:
+            return
+        if self.use_nd:
+            _im2col_nd_gpu[gpu.blocks_for(count), gpu.THREADS](x, int(images), *self._gpu_args_nd(), int(image_stride),
+                                                               int(row_stride), col)
+            return
+        _im2col_gpu[gpu.blocks_for(count), gpu.THREADS](x, int(images), *self._gpu_args_2d, int(image_stride),
+                                                         int(row_stride), col)
+
+    def col2im_gpu(self, col, images, x, image_stride, row_stride):
+        """Device: overwrite ``images`` flat images in ``x`` with the column entries summed back to where
+        :meth:`im2col_gpu` read them (same strides)."""
+        count = images * self.image_size
+        if not count:
+            return
+        zero = x.dtype.type(0)
+        if self.use_nd:
+            _col2im_nd_gpu[gpu.blocks_for(count), gpu.THREADS](col, int(images), *self._gpu_args_nd(),
+                                                               int(image_stride), int(row_stride), zero, x)
+            return
+        _col2im_gpu[gpu.blocks_for(count), gpu.THREADS](col, int(images), *self._gpu_args_2d, int(image_stride),
+                                                         int(row_stride), zero, x)
+
+    def _gpu_args_nd(self):
+        """(channels, axes, in_size, locations, taps, dims on the device): dims is uploaded once per geometry."""
+        if self._gpu_dims is None:
+            self._gpu_dims = gpu.to_device(np.array(self.in_dims + self.out_dims + self.kernel + self.pad
+                                                    + self.stride + self.dilation, dtype=np.int64))
+        return (self.channels, len(self.in_dims), self.image_size // self.channels, self.locations, self.taps,
+                self._gpu_dims)
 
     def _scratch(self, scratch, images, dtype):
         size = self.scratch_size(images)
@@ -466,3 +652,13 @@ class Im2colLayer(Layer):
         rows, scratch = self._buffers()
         self._caffe_view(rows)[...] = top[0].diff.reshape(self.num, g.channels, g.taps, g.locations)
         g.row2im(rows, self.num, bottom[0].diff.reshape(-1), scratch)
+
+    def forward_gpu(self, bottom, top):
+        g = self.geometry
+        g.im2col_gpu(bottom[0].gpu_data, self.num, top[0].mutable_gpu_data, g.width * g.locations, g.locations)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        g = self.geometry
+        g.col2im_gpu(top[0].gpu_diff, self.num, bottom[0].mutable_gpu_diff, g.width * g.locations, g.locations)

@@ -1,0 +1,64 @@
+"""Convolution, Deconvolution and Im2col on the GPU (numba.cuda kernels + device GEMMs) against their CPU
+kernels, and gradient checks in GPU mode. Tiny shapes: the simulator runs a few thousand threads a second."""
+
+import numpy as np
+import pytest
+
+from minicaffe import fillers, mode
+from minicaffe.testing import GradientChecker, empty_blobs, layer_from_text, make_blobs
+
+from .helpers import compare_devices
+
+rng = np.random.default_rng(25)
+
+
+class _DeviceGradientChecker(GradientChecker):
+    """GradientChecker whose perturbations reach the device.
+
+    The checker writes its perturbations into the host array it fetched once; after a GPU Forward read the
+    blob its SyncedArray is "synced", so those writes would not reach the device (every numeric gradient 0).
+    Asking for ``blob.data`` before each Forward marks the host copy as the one to trust.
+    """
+
+    def _forward(self, layer, bottom, top):
+        for blob in list(bottom) + list(layer.blobs):
+            blob.data
+        super()._forward(layer, bottom, top)
+
+
+def gradient_check_gpu(text, bottom_arrays, num_tops=1, seed=7, check_bottom=None, **checker):
+    """tests/gpu/helpers.py's gradient_check_gpu with the checker above (float64, GPU mode)."""
+    fillers.set_random_seed(seed)
+    layer = layer_from_text(text, dtype=np.float64, num_tops=num_tops)
+    assert getattr(layer, "backward_gpu", None) is not None, f"{layer.type} has no backward_gpu"
+    bottom = make_blobs(*bottom_arrays, dtype=np.float64)
+    top = empty_blobs(num_tops, dtype=np.float64)
+    checker.setdefault("stepsize", 1e-3)
+    checker.setdefault("threshold", 1e-6)
+    mode.set_mode_gpu()
+    try:
+        return _DeviceGradientChecker(**checker).check_layer(layer, bottom, top, check_bottom=check_bottom)
+    finally:
+        mode.set_mode_cpu()
+
+
+def data(*shape):
+    return rng.standard_normal(shape)
+
+
+def im2col_text(options):
+    return f'name: "im2col" type: "Im2col" convolution_param {{ {options} }}'
+
+
+@pytest.mark.parametrize("options, shape", [
+    ("kernel_size: 3 pad: 1 stride: 2", (1, 2, 4, 5)),
+    ("kernel_h: 2 kernel_w: 3 dilation: 2 pad_w: 1", (2, 1, 5, 5)),
+    ("kernel_size: 2 pad: 1 force_nd_im2col: true", (1, 2, 3, 3)),
+    ("kernel_size: 2 stride: 2", (1, 1, 3, 2, 4)),
+])
+def test_im2col_layer(options, shape):
+    compare_devices(im2col_text(options), [data(*shape)], propagate_down=[True])
+
+
+def test_im2col_gradient():
+    gradient_check_gpu(im2col_text("kernel_size: 2 pad: 1 stride: 2"), [data(1, 2, 3, 3)])
