@@ -225,3 +225,41 @@ def test_interp_size_from_a_second_bottom():
 @pytest.mark.parametrize("params, shape", [("zoom_factor: 2", (1, 1, 2, 3)), ("height: 2 width: 2 pad_end: -1", (1, 1, 3, 3))])
 def test_interp_gradient(params, shape):
     gradient_check_gpu(interp_text(params), [normal(*shape)])
+
+
+# ====================================================================== ROIPooling
+
+def roi_text(pooled_h, pooled_w, scale=None):
+    scale_text = "" if scale is None else f" spatial_scale: {scale}"
+    return (f'name: "roi" type: "ROIPooling" '
+            f'roi_pooling_param {{ pooled_h: {pooled_h} pooled_w: {pooled_w}{scale_text} }}')
+
+
+ROIS = np.array([[0, 0, 0, 3, 3],
+                 [1, 1, 0, 4, 2],
+                 [1, 2.6, 1.4, 1, 0.2],          # inverted: one cell, no gradient
+                 [0, -10, -10, -5, -5],          # off the map: zeros
+                 [1, 0.5, 1.5, 2.5, 3.49]])      # halves round away from zero
+
+
+@pytest.mark.parametrize("pooled, scale, rois", [((2, 3), None, ROIS), ((3, 2), 0.5, ROIS * [1, 2, 2, 2, 2]),
+                                                 ((1, 1), 1.0, ROIS[:2]), ((2, 2), None, ROIS[:0])])
+def test_roi_pooling(pooled, scale, rois):
+    compare_devices(roi_text(*pooled, scale), [normal(2, 2, 4, 5), rois], propagate_down=[True, False])
+
+
+def test_roi_pooling_bad_rois_are_the_cpus_errors(gpu_mode):
+    from minicaffe.errors import GraphError
+    for rois, message in (([[0, 0, 0, 1, 1], [2, 0, 0, 1, 1]], r"ROI 1 names image 2 of the batch, outside \[0, 2\)"),
+                          ([[0, 0, 0, 1, 1], [0, 0, np.nan, 1, 1]], "ROI 1 has a non-finite value")):
+        layer = layer_from_text(roi_text(2, 2), dtype=np.float32)
+        bottom = make_blobs(normal(2, 1, 3, 3), np.array(rois), dtype=np.float32)
+        top = empty_blobs(1, dtype=np.float32)
+        layer.set_up(bottom, top)
+        with pytest.raises(GraphError, match=message):
+            layer.run_forward(bottom, top)
+
+
+def test_roi_pooling_gradient():
+    gradient_check_gpu(roi_text(2, 2), [normal(2, 1, 3, 4), ROIS[[0, 1, 4]]], check_bottom=[0], stepsize=1e-4,
+                       threshold=1e-8)

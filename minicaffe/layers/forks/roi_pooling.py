@@ -37,6 +37,15 @@ the first, the GPU kernel reads outside the blob).
 CPU: numba kernels over chunks of ROIs (Forward) and of channels (Backward,
 whose sums then run in the GPU kernel's order: ROI, then bin) on minicaffe's
 threads; the argmax is kept between Forward and Backward.
+
+GPU: one thread per ROI rounds its box onto the map (the same float
+arithmetic, in the ROIs' dtype) into a device buffer and flags a bad row with
+an atomic min; that one index is read back, and only when a row is bad are the
+ROIs copied to the host to raise the CPU's error. Forward is the fork's
+ROIPoolForward, one thread per top element keeping its argmax on the device;
+Backward is its ROIPoolBackward, one thread per bottom element gathering, ROI
+by ROI and bin by bin, the gradients of the bins whose argmax it is (the CPU's
+order of the sums, so both give the same bits).
 """
 
 from __future__ import annotations
@@ -45,7 +54,8 @@ import math
 
 import numpy as np
 
-from ... import kernels, threads
+from ... import gpu, kernels, threads
+from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...errors import GraphError
 from ...layer import Layer
 from ...registry import register
@@ -153,6 +163,99 @@ def roi_pool_backward(top_diff, argmax, boxes, bottom_diff, first, last):
                     plane[h, w] += top_diff[r, c, ph, pw]
 
 
+# ---------------------------------------------------------------- GPU kernels
+# Flat arrays: x and bottom_diff (N, C, H, W), rois and boxes (R, 5), top, top_diff and argmax (R, C, PH, PW).
+
+_NO_ROW = np.iinfo(np.int64).max
+_CORNER_LIMIT = 2.0 ** 40
+
+
+@gpu.jit
+def _roi_boxes_gpu(rois, spatial_scale, batch_size, boxes, bad):
+    """roi_boxes on the device: boxes[r] = (b, x1', y1', x2', y2'); bad[0] = the first bad row."""
+    r = cuda.grid(1)
+    if r < boxes.size // 5:
+        for k in range(5):
+            value = rois[r * 5 + k]
+            if math.isnan(value) or math.isinf(value):
+                cuda.atomic.min(bad, 0, r)
+                return
+        batch = rois[r * 5]
+        if not (batch > -1 and batch < batch_size):     # trunc(batch) outside [0, batch_size)
+            cuda.atomic.min(bad, 0, r)
+            return
+        boxes[r * 5] = int(batch)
+        for k in range(1, 5):
+            scaled = rois[r * 5 + k] * spatial_scale
+            magnitude = min(abs(scaled), _CORNER_LIMIT)
+            whole = math.floor(magnitude)
+            if magnitude - whole >= 0.5:
+                whole += 1
+            boxes[r * 5 + k] = whole if scaled >= 0 else -whole
+
+
+@gpu.jit
+def _roi_pool_forward_gpu(x, boxes, top, argmax, channels, height, width, pooled_h, pooled_w, lowest):
+    index = cuda.grid(1)
+    if index < top.size:
+        pw = index % pooled_w
+        ph = (index // pooled_w) % pooled_h
+        c = (index // (pooled_w * pooled_h)) % channels
+        r = index // (pooled_w * pooled_h * channels)
+        real = x.dtype.type
+        start_w, start_h, end_w, end_h = boxes[r * 5 + 1], boxes[r * 5 + 2], boxes[r * 5 + 3], boxes[r * 5 + 4]
+        bin_h = real(max(end_h - start_h + 1, 1)) / real(pooled_h)
+        bin_w = real(max(end_w - start_w + 1, 1)) / real(pooled_w)
+        hstart = min(max(math.floor(real(ph) * bin_h) + start_h, 0), height)
+        hend = min(max(math.ceil(real(ph + 1) * bin_h) + start_h, 0), height)
+        wstart = min(max(math.floor(real(pw) * bin_w) + start_w, 0), width)
+        wend = min(max(math.ceil(real(pw + 1) * bin_w) + start_w, 0), width)
+        if hend <= hstart or wend <= wstart:
+            top[index] = 0
+            argmax[index] = -1
+            return
+        base = (boxes[r * 5] * channels + c) * height * width
+        best = lowest
+        where = -1
+        for h in range(hstart, hend):
+            for w in range(wstart, wend):
+                value = x[base + h * width + w]
+                if value > best:
+                    best = value
+                    where = h * width + w
+        top[index] = best
+        argmax[index] = where
+
+
+@gpu.jit
+def _roi_pool_backward_gpu(top_diff, argmax, boxes, bottom_diff, channels, height, width, pooled_h, pooled_w):
+    index = cuda.grid(1)
+    if index < bottom_diff.size:
+        w = index % width
+        h = (index // width) % height
+        c = (index // (width * height)) % channels
+        n = index // (width * height * channels)
+        real = bottom_diff.dtype.type
+        bottom_diff[index] = 0
+        for r in range(boxes.size // 5):
+            if boxes[r * 5] != n:
+                continue
+            start_w, start_h, end_w, end_h = boxes[r * 5 + 1], boxes[r * 5 + 2], boxes[r * 5 + 3], boxes[r * 5 + 4]
+            if h < start_h or h > end_h or w < start_w or w > end_w:
+                continue
+            bin_h = real(max(end_h - start_h + 1, 1)) / real(pooled_h)
+            bin_w = real(max(end_w - start_w + 1, 1)) / real(pooled_w)
+            phstart = min(max(math.floor(real(h - start_h) / bin_h), 0), pooled_h)
+            phend = min(max(math.ceil(real(h - start_h + 1) / bin_h), 0), pooled_h)
+            pwstart = min(max(math.floor(real(w - start_w) / bin_w), 0), pooled_w)
+            pwend = min(max(math.ceil(real(w - start_w + 1) / bin_w), 0), pooled_w)
+            offset = (r * channels + c) * pooled_h * pooled_w
+            for ph in range(phstart, phend):
+                for pw in range(pwstart, pwend):
+                    if argmax[offset + ph * pooled_w + pw] == h * width + w:
+                        bottom_diff[index] += top_diff[offset + ph * pooled_w + pw]
+
+
 # ====================================================================== layer
 
 @register("ROIPooling")
@@ -204,3 +307,33 @@ class ROIPoolingLayer(Layer):
         top_diff, argmax, boxes = top[0].diff, self.argmax, self.boxes
         threads.parallel_for(diff.shape[1], lambda a, b: roi_pool_backward(top_diff, argmax, boxes, diff, a, b),
                              boxes.shape[0] * self.pooled[0] * self.pooled[1])
+
+    # ------------------------------------------------------------ GPU
+    def forward_gpu(self, bottom, top):
+        num, channels, height, width = bottom[0].shape
+        rois = bottom[1].shape[0]
+        cells = top[0].count
+        cached = getattr(self, "_gpu_buffers", None)
+        if cached is None or cached[0].size != rois * 5 or cached[1].size != cells:
+            cached = self._gpu_buffers = (gpu.device_empty(rois * 5, np.int64), gpu.device_empty(cells, np.int32))
+        boxes, argmax = cached
+        if not rois:
+            return
+        bad = gpu.to_device(np.array([_NO_ROW], dtype=np.int64))
+        _roi_boxes_gpu[gpu.blocks_for(rois), gpu.THREADS](bottom[1].gpu_data, self.dtype.type(self.spatial_scale),
+                                                          int(num), boxes, bad)
+        if int(bad.copy_to_host()[0]) != _NO_ROW:
+            roi_boxes(bottom[1].data, self.spatial_scale, num, layer=self.name)   # raises the CPU's error
+        if cells:
+            _roi_pool_forward_gpu[gpu.blocks_for(cells), gpu.THREADS](
+                bottom[0].gpu_data, boxes, top[0].mutable_gpu_data, argmax, int(channels), int(height), int(width),
+                int(self.pooled[0]), int(self.pooled[1]), self.dtype.type(-_FLT_MAX))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0] or not bottom[0].count:
+            return
+        num, channels, height, width = bottom[0].shape
+        boxes, argmax = self._gpu_buffers
+        _roi_pool_backward_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
+            top[0].gpu_diff, argmax, boxes, bottom[0].mutable_gpu_diff, int(channels), int(height), int(width),
+            int(self.pooled[0]), int(self.pooled[1]))
