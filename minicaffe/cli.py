@@ -6,6 +6,12 @@ shows the traceback, and warnings in Python's format, instead. Every command
 also takes Caffe's gflags spellings of its options (``-solver=S``, ``-stage a,b``, ``-noflag``;
 see :mod:`minicaffe.cli_gflags`), so Caffe's scripts run with ``minicaffe`` in place
 of ``caffe``.
+
+GPU: ``--gpu ID`` runs a command in GPU mode on one device; ``--gpu all`` or a
+list of ids is refused with a line naming ``mpiexec -n K minicaffe train ...
+--gpu`` (one device per rank), except by ``train`` under MPI, where each rank
+takes its own device. ``time --gpu`` marks the layers that ran their CPU code
+(:mod:`minicaffe.timing`); ``device-query`` prints Caffe's device_query fields.
 """
 
 from __future__ import annotations
@@ -153,7 +159,8 @@ _STAGES = click.option("--stage", "stages", multiple=True, callback=_split_stage
 
 
 class _GpuIds(click.ParamType):
-    """Caffe's -gpu: a device id, ids separated by ',' or 'all' (minicaffe runs on the first)."""
+    """Caffe's -gpu: a device id, ids separated by ',' or 'all'. Only device-query, and train under an MPI
+    launcher (one device per rank), take more than one: the others refuse them (_one_device)."""
 
     name = "gpu"
 
@@ -165,6 +172,21 @@ class _GpuIds(click.ParamType):
         if not all(part.isdigit() for part in ids):
             self.fail(f"{value!r}: give a device id, ids separated by ',' (0,1) or 'all'", param, ctx)
         return ",".join(ids)
+
+
+def _several_devices(gpu) -> bool:
+    return gpu is not None and (gpu == "all" or "," in gpu)
+
+
+def _one_device(gpu, command):
+    """Refuse --gpu all or a list where a process runs on one device: say how to use several GPUs.
+
+    Caffe's train runs one solver per listed GPU in one process (NCCL); minicaffe runs one GPU per
+    process and several through MPI, so a list here would silently use one device of several."""
+    if _several_devices(gpu):
+        raise MinicaffeError(
+            f"{command} --gpu {gpu}: minicaffe runs one GPU per process; give one device id (--gpu 0), or "
+            f"train on several GPUs with `mpiexec -n K minicaffe train ... --gpu {gpu}` (one device per rank)")
 
 
 _GPUS = _GpuIds()
@@ -290,8 +312,8 @@ def _split_blobs(ctx, param, values):
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
 @_STAGES
 @_MAX_MEMORY
-@click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device ('0'; of '0,1' or 'all' the first); "
-                                         "layers without GPU kernels run on the CPU.")
+@click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device id (one: see `minicaffe train` for "
+                                         "several); layers without GPU kernels run on the CPU.")
 @_END
 @click.option("--input", "inputs", multiple=True, metavar="NAME=SOURCE",
               help="Feed input blob NAME (repeat for several; a net with one input takes a bare SOURCE): an "
@@ -330,6 +352,7 @@ def forward(ctx, net, weights, phase, iterations, level, stages, gpu, end, input
     from .cli_infer import forward_with_inputs, warn
     from .run import run_forward
 
+    _one_device(gpu, "forward")
     _select_device(gpu)
     if not inputs:
         image_options = {"--batch-size": batch_size, "--raw-scale": raw_scale, "--channel-swap": channel_swap,
@@ -350,23 +373,84 @@ def forward(ctx, net, weights, phase, iterations, level, stages, gpu, end, input
 
 
 def _select_device(gpu):
-    # the first of Caffe's -gpu ids, or device 0 for 'all'; train and test log theirs (train.select_mode)
+    # one device id (_one_device refused the rest); train and test log theirs (train.select_mode)
     from .mode import set_device, set_mode_cpu, set_mode_gpu
     if gpu is None:
         set_mode_cpu()
         return
-    set_device(0 if gpu == "all" else int(gpu.split(",")[0]))
+    set_device(int(gpu))
     set_mode_gpu()
+
+
+# Caffe::DeviceQuery's lines (src/caffe/common.cpp), in its order: label, then how numba's device reads it.
+_CAFFE_DEVICE_FIELDS = (
+    ("Major revision number", lambda device: device.compute_capability[0]),
+    ("Minor revision number", lambda device: device.compute_capability[1]),
+    ("Name", lambda device: device.name.decode() if isinstance(device.name, bytes) else device.name),
+    ("Total global memory", lambda device: _total_memory()),
+    ("Total shared memory per block", lambda device: device.MAX_SHARED_MEMORY_PER_BLOCK),
+    ("Total registers per block", lambda device: device.MAX_REGISTERS_PER_BLOCK),
+    ("Warp size", lambda device: device.WARP_SIZE),
+    ("Maximum memory pitch", lambda device: device.MAX_PITCH),
+    ("Maximum threads per block", lambda device: device.MAX_THREADS_PER_BLOCK),
+    ("Maximum dimension of block",
+     lambda device: f"{device.MAX_BLOCK_DIM_X}, {device.MAX_BLOCK_DIM_Y}, {device.MAX_BLOCK_DIM_Z}"),
+    ("Maximum dimension of grid",
+     lambda device: f"{device.MAX_GRID_DIM_X}, {device.MAX_GRID_DIM_Y}, {device.MAX_GRID_DIM_Z}"),
+    ("Clock rate", lambda device: device.CLOCK_RATE),
+    ("Total constant memory", lambda device: device.TOTAL_CONSTANT_MEMORY),
+    ("Texture alignment", lambda device: device.TEXTURE_ALIGNMENT),
+    ("Concurrent copy and execution", lambda device: "Yes" if device.GPU_OVERLAP else "No"),
+    ("Number of multiprocessors", lambda device: device.MULTIPROCESSOR_COUNT),
+    ("Kernel execution timeout", lambda device: "Yes" if device.KERNEL_EXEC_TIMEOUT else "No"),
+)
+
+
+def _total_memory():
+    # cudaDeviceProp.totalGlobalMem; numba's context reports it with the free memory
+    from .gpu import require
+    total = require().current_context().get_memory_info()[1]
+    if not 0 < total < float("inf"):
+        raise ValueError("not reported")     # the simulator's context says inf
+    return int(total)
+
+
+def device_query_lines(device_ids=None) -> list:
+    """Caffe's device_query report of each device (every device numba sees when ``device_ids`` is None):
+    `Device id:` then Caffe's fields in Caffe's order, labels padded to 31 columns as Caffe prints them.
+    A field numba's simulator (or an old driver) does not report reads `unknown`."""
+    from .gpu import require, simulated
+    cuda = require()
+    if not cuda.is_available():
+        raise MinicaffeError("no CUDA device found: install the NVIDIA driver and 'minicaffe[gpu]', "
+                             "or set NUMBA_ENABLE_CUDASIM=1 to use numba's simulator")
+    count = len(cuda.gpus)
+    ids = list(range(count)) if device_ids is None else list(device_ids)
+    for device_id in ids:
+        if not 0 <= device_id < count:
+            raise MinicaffeError(f"device {device_id} does not exist: numba sees {count} CUDA device(s)")
+    lines = ["(numba's CUDA simulator: NUMBA_ENABLE_CUDASIM=1)"] if simulated() else []
+    for device_id in ids:
+        with cuda.gpus[device_id]:
+            device = cuda.get_current_device()
+            lines.append(f"{'Device id:':<31}{device_id}")
+            for label, read in _CAFFE_DEVICE_FIELDS:
+                try:
+                    value = read(device)
+                except Exception:       # the simulator's device has only a compute capability
+                    value = "unknown"
+                lines.append(f"{label + ':':<31}{value}")
+    return lines
 
 
 @main.command(name="device-query")
 @click.option("--gpu", type=_GPUS, help="Only these devices: an id, ids separated by ',' or 'all' (the default).")
 def device_query(gpu):
-    """Print the CUDA devices numba can use (Caffe's device_query)."""
-    from .gpu import describe_devices
-
+    """Print the CUDA devices numba can use, as Caffe's device_query: for each, `Device id:` and
+    Caffe's fields in Caffe's order (revision numbers, name, memory, limits, clock rate, ...,
+    `Kernel execution timeout:`)."""
     device_ids = None if gpu in (None, "all") else [int(part) for part in gpu.split(",")]
-    for line in describe_devices(device_ids):
+    for line in device_query_lines(device_ids):
         click.echo(line)
 
 
@@ -472,7 +556,9 @@ def _named_once(argument, option, what, usage):
 @click.option("--solver", "solver_option", type=click.Path(dir_okay=False), help="The solver .prototxt.")
 @click.option("--weights", help="Pretrained .caffemodel(s), comma-separated, copied by layer name (fine-tuning).")
 @click.option("--snapshot", type=click.Path(dir_okay=False), help="A .solverstate to resume from.")
-@click.option("--gpu", type=_GPUS, help="GPU id to train on (of '0,1' or 'all' the first); CPU when absent.")
+@click.option("--gpu", type=_GPUS, help="GPU id to train on; CPU when absent. Under `mpiexec -n K` (or with "
+                                         "--ranks K), 'all' or ids 0,1,...: rank r on a machine takes device r, or "
+                                         "the (r mod count)-th id of the list.")
 @click.option("--level", type=int, default=0, show_default=True, help="Train net state level.")
 @_STAGES
 @_MAX_MEMORY
@@ -506,7 +592,10 @@ def train_command(solver_file, solver_option, weights, snapshot, gpu, level, sta
     Caffe's multi-GPU training does: each runs its own batch of its share of
     the data, gradients are averaged over the ranks after each Backward, and
     rank 0 logs, tests and snapshots (README: "Training on several processes
-    or machines").
+    or machines"). A process trains on one GPU: --gpu all or a list of ids is
+    refused in a single process, and under MPI the rank of local rank r (its
+    rank among those on its machine) takes device r for 'all', the
+    (r mod count)-th id of a list, or the one id given.
     """
     from .logs import setup_logging
     from .train import train
@@ -515,6 +604,8 @@ def train_command(solver_file, solver_option, weights, snapshot, gpu, level, sta
     from . import distributed
     if ranks is not None:
         distributed.launch_self(ranks, "--ranks")     # returns only when already running under K ranks
+    if _several_devices(gpu) and distributed.world().size == 1:
+        _one_device(gpu, "train")       # several devices need several processes: refused before anything runs
     if plot_path and distributed.rank() != 0:
         plot_path = None                                # data-parallel: rank 0 alone logs, so it alone draws
     setup_logging()
@@ -534,7 +625,7 @@ def train_command(solver_file, solver_option, weights, snapshot, gpu, level, sta
 @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="Batches to score.")
 @click.option("--phase", type=_PHASES, default="TEST", show_default=True,
               help="Accepted as `caffe test` accepts it; the net is scored in the TEST phase all the same.")
-@click.option("--gpu", type=_GPUS, help="GPU id (of '0,1' or 'all' the first); CPU when absent.")
+@click.option("--gpu", type=_GPUS, help="GPU id (one); CPU when absent.")
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
 @_STAGES
 @_MAX_MEMORY
@@ -547,6 +638,7 @@ def test_command(net, model, weights, iterations, phase, gpu, level, stages):
     from .train import test
 
     model = _named_once(net, model, "net", "as NET or --model NET")
+    _one_device(gpu, "test")
     if phase.upper() != "TEST":
         click.echo(f"minicaffe: warning: test scores the TEST phase, as caffe test does; --phase {phase} "
                    "is ignored", err=True)
@@ -564,8 +656,8 @@ def test_command(net, model, weights, iterations, phase, gpu, level, stages):
 @click.option("--level", type=int, default=0, show_default=True, help="NetState level.")
 @_STAGES
 @_MAX_MEMORY
-@click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device ('0'; of '0,1' or 'all' the first); "
-                                         "layers without GPU kernels run on the CPU.")
+@click.option("--gpu", type=_GPUS, help="Time in GPU mode on this device id (one); each line of a layer "
+                                         "without a GPU kernel ends with (CPU), and one line names them all.")
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="Accepted as `caffe time` accepts it, and not loaded: weights do not change the timing.")
 def time_command(net, model, iterations, phase, level, stages, gpu, weights):
@@ -578,6 +670,7 @@ def time_command(net, model, iterations, phase, level, stages, gpu, weights):
     from .timing import run_time
 
     net = _named_once(net, model, "net", "as NET or --model NET")
+    _one_device(gpu, "time")
     _select_device(gpu)
     for line in run_time(net, iterations=iterations, phase=phase.upper(), level=level, stages=stages):
         click.echo(line)

@@ -15,6 +15,14 @@ after each of its two lines, in brackets (``... forward: 1.2 ms. [im2row]``).
 
 In GPU mode each layer is followed by a device synchronization, so the time
 of its kernels is charged to it (Caffe times with CUDA events).
+
+GPU: a layer without a GPU kernel (no ``forward_gpu``, or no ``backward_gpu``
+for a layer that runs Backward) runs its CPU code in GPU mode, its blobs
+copied to the host and back. Its line ends with ``(CPU)``, and one line after
+the per-layer averages names every such layer (``2 layers ran on the CPU in
+GPU mode: norm1 (LRN), loss (SoftmaxWithLoss, backward only)``), so a net that
+crawls through the host says so. The convolution path in brackets is the CPU
+path's, so in GPU mode it is shown only on lines that ran on the CPU.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ class LayerTime:
     forward_ms: float = 0.0
     backward_ms: float = 0.0
     path: str = ""          # the convolution path the layer took, or the chain folded into it ("" for others)
+    forward_on_cpu: bool = False    # GPU mode, and the layer has no forward_gpu: its CPU code ran
+    backward_on_cpu: bool = False   # GPU mode, the layer runs Backward, and it has no backward_gpu
+    runs_backward: bool = False     # the net runs this layer's Backward
 
 
 @dataclass
@@ -47,6 +58,11 @@ class TimingReport:
     total_ms: float = 0.0
     initial_loss: float = 0.0
     iteration_ms: list = field(default_factory=list)
+    gpu: bool = False       # timed in GPU mode
+
+    def cpu_layers(self) -> list:
+        """The layers whose Forward or Backward ran their CPU code although the net ran in GPU mode."""
+        return [layer for layer in self.layers if layer.forward_on_cpu or layer.backward_on_cpu]
 
 
 def _synchronize():
@@ -107,11 +123,38 @@ def time_net(net, iterations=50) -> TimingReport:
         notes[first] += f", with {', '.join(chain.names)} folded in"
         for index in range(first + 1, chain.last + 1):
             notes[index] = f"folded into {net.layers[first].name}"
-    layers = [LayerTime(layer.name, layer.type, forward[i] * scale, backward[i] * scale, notes[i])
+    gpu = mode() == "gpu"
+    runs_backward = net._layer_need_backward
+    layers = [LayerTime(layer.name, layer.type, forward[i] * scale, backward[i] * scale, notes[i],
+                        runs_backward=bool(runs_backward[i]),
+                        forward_on_cpu=gpu and not has_gpu_kernel(layer, "forward"),
+                        backward_on_cpu=gpu and bool(runs_backward[i]) and not has_gpu_kernel(layer, "backward"))
               for i, layer in enumerate(net.layers)]
     return TimingReport(iterations=iterations, layers=layers, forward_ms=forward_total * scale,
                         backward_ms=backward_total * scale, forward_backward_ms=total * scale,
-                        total_ms=total * 1e3, initial_loss=initial_loss, iteration_ms=iteration_ms)
+                        total_ms=total * 1e3, initial_loss=initial_loss, iteration_ms=iteration_ms, gpu=gpu)
+
+
+def has_gpu_kernel(layer, direction) -> bool:
+    """Whether ``layer`` runs ``direction`` ("forward" or "backward") on the device in GPU mode: it has a
+    ``forward_gpu``/``backward_gpu`` (Layer.run_forward's test; Python layers may define them too)."""
+    return getattr(layer, direction + "_gpu", None) is not None
+
+
+def cpu_summary(report: TimingReport) -> str:
+    """The line naming the layers that ran on the CPU in GPU mode (or saying that none did)."""
+    names = []
+    for layer in report.cpu_layers():
+        which = ""
+        if not layer.forward_on_cpu:
+            which = ", backward only"
+        elif layer.runs_backward and not layer.backward_on_cpu:
+            which = ", forward only"
+        names.append(f"{layer.name} ({layer.type}{which})")
+    if not names:
+        return f"All {len(report.layers)} layers ran on the GPU."
+    count = len(names)
+    return f"{count} layer{'s' if count != 1 else ''} ran on the CPU in GPU mode: {', '.join(names)}"
 
 
 def report_lines(report: TimingReport):
@@ -124,9 +167,13 @@ def report_lines(report: TimingReport):
         yield f"Iteration: {index + 1} forward-backward time: {milliseconds:.4g} ms."
     yield "Average time per layer: "
     for layer in report.layers:
-        path = f" [{layer.path}]" if layer.path else ""
-        yield f"{layer.name:>10}\tforward: {layer.forward_ms:.4g} ms.{path}"
-        yield f"{layer.name:>10}\tbackward: {layer.backward_ms:.4g} ms.{path}"
+        for direction, milliseconds, on_cpu in (("forward", layer.forward_ms, layer.forward_on_cpu),
+                                                ("backward", layer.backward_ms, layer.backward_on_cpu)):
+            # the path in brackets is the CPU code's: beside a line that ran a GPU kernel it would mislead
+            path = f" [{layer.path}]" if layer.path and (on_cpu or not report.gpu) else ""
+            yield f"{layer.name:>10}\t{direction}: {milliseconds:.4g} ms.{path}{' (CPU)' if on_cpu else ''}"
+    if report.gpu:
+        yield cpu_summary(report)
     yield f"Average Forward pass: {report.forward_ms:.4g} ms."
     yield f"Average Backward pass: {report.backward_ms:.4g} ms."
     yield f"Average Forward-Backward: {report.forward_backward_ms:.4g} ms."

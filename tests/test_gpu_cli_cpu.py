@@ -1,0 +1,124 @@
+"""The GPU user surface, the parts that need no device: one GPU per process (--gpu all or a list refused
+outside MPI, one device per rank under it), `time --gpu`'s marks and summary line, benchmarks/bench_gpu.py's
+arguments and nets (never timed here)."""
+
+import importlib.util
+import os
+
+import pytest
+from click.testing import CliRunner
+
+import minicaffe.distributed
+import minicaffe.mode
+import minicaffe.train
+from minicaffe.cli import main
+from minicaffe.timing import LayerTime, TimingReport, cpu_summary, report_lines
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def library(monkeypatch):
+    """The library functions the commands would run, replaced by recorders: name -> [(args, kwargs)]."""
+    calls = {}
+
+    def recorder(name, result=None):
+        def record(*args, **kwargs):
+            calls.setdefault(name, []).append((args, kwargs))
+            return result
+        return record
+    monkeypatch.setattr(minicaffe.train, "train", recorder("train"))
+    monkeypatch.setattr(minicaffe.train, "test", recorder("test"))
+    monkeypatch.setattr("minicaffe.timing.run_time", recorder("run_time", result=[]))
+    monkeypatch.setattr("minicaffe.run.run_forward", recorder("run_forward", result=[]))
+    monkeypatch.setattr("minicaffe.logs.setup_logging", recorder("setup_logging"))
+    monkeypatch.setattr("minicaffe.cli._select_device", recorder("select_device"))
+    return calls
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "-solver", "s.prototxt"], ["test", "-model", "n.prototxt", "-weights", "w.caffemodel"],
+    ["time", "-model", "n.prototxt"], ["forward", "n.prototxt"]])
+@pytest.mark.parametrize("gpu", [["-gpu", "all"], ["--gpu", "0,1"], ["-gpu=1,0"]])
+def test_several_devices_are_refused_in_one_process(library, command, gpu):
+    result = CliRunner().invoke(main, command + gpu)
+    assert result.exit_code == 1
+    value = gpu[-1].split("=")[-1]
+    assert result.output == (
+        f"minicaffe: error: {command[0]} --gpu {value}: minicaffe runs one GPU per process; give one device id "
+        f"(--gpu 0), or train on several GPUs with `mpiexec -n K minicaffe train ... --gpu {value}` "
+        "(one device per rank)\n")
+    assert set(library) <= {"setup_logging"}      # nothing was built or run, no device chosen
+
+
+@pytest.mark.parametrize("command, called", [
+    (["train", "-solver", "s.prototxt"], "train"), (["test", "-model", "n.prototxt", "-weights", "w"], "test"),
+    (["time", "-model", "n.prototxt"], "run_time"), (["forward", "n.prototxt"], "run_forward")])
+def test_one_device_id_is_taken(library, command, called):
+    result = CliRunner().invoke(main, command + ["-gpu", "1"])
+    assert result.exit_code == 0, result.output
+    assert called in library
+
+
+class _TwoRanks(minicaffe.distributed.World):
+    size = 2
+    rank = local_rank = 1
+    local_size = 2
+
+
+def test_under_mpi_train_takes_all_or_a_list(library, monkeypatch):
+    """mpiexec -n K minicaffe train ... --gpu all: every rank gets the flag, and picks its own device."""
+    monkeypatch.setattr(minicaffe.distributed, "world", lambda: _TwoRanks())
+    for gpu in ("all", "0,1"):
+        result = CliRunner().invoke(main, ["train", "-solver", "s.prototxt", "-gpu", gpu])
+        assert result.exit_code == 0, result.output
+        assert library["train"][-1][1]["gpu"] == gpu
+    # forward, test and time run one process each: a list is refused under MPI too
+    refused = CliRunner().invoke(main, ["time", "-model", "n.prototxt", "-gpu", "all"])
+    assert refused.exit_code == 1 and "mpiexec -n K minicaffe train" in refused.output
+
+
+@pytest.mark.parametrize("gpu, device", [("all", 1), ("0,1", 1), ("2,3", 3), ("5", 5), ("4,5,6", 5)])
+def test_rank_r_on_a_machine_takes_device_r(monkeypatch, gpu, device):
+    """Under MPI, the rank of local rank r uses device r for 'all', the (r mod count)-th of a list, or the one
+    id given (several ranks then share that device)."""
+    chosen = []
+    monkeypatch.setattr(minicaffe.distributed, "world", lambda: _TwoRanks())
+    monkeypatch.setattr(minicaffe.mode, "set_device", chosen.append)
+    monkeypatch.setattr(minicaffe.mode, "set_mode_gpu", lambda: chosen.append("gpu"))
+    minicaffe.train.select_mode(gpu)
+    assert chosen == [device, "gpu"]
+
+
+def _report(*layers):
+    return TimingReport(iterations=1, gpu=True, layers=list(layers))
+
+
+def test_the_summary_names_each_layer_and_what_ran_on_the_cpu():
+    both = LayerTime("norm1", "LRN", 1, 1, runs_backward=True, forward_on_cpu=True, backward_on_cpu=True)
+    forward = LayerTime("prob", "Softmax", 1, 1, runs_backward=True, forward_on_cpu=True)
+    backward = LayerTime("loss", "SoftmaxWithLoss", 1, 1, runs_backward=True, backward_on_cpu=True)
+    no_backward = LayerTime("data", "Data", 1, 0, forward_on_cpu=True)
+    on_gpu = LayerTime("conv1", "Convolution", 1, 1, runs_backward=True)
+    assert cpu_summary(_report(on_gpu, both, forward, backward, no_backward)) == (
+        "4 layers ran on the CPU in GPU mode: norm1 (LRN), prob (Softmax, forward only), "
+        "loss (SoftmaxWithLoss, backward only), data (Data)")
+    assert cpu_summary(_report(on_gpu, both)) == "1 layer ran on the CPU in GPU mode: norm1 (LRN)"
+    assert cpu_summary(_report(on_gpu)) == "All 1 layers ran on the GPU."
+    lines = list(report_lines(_report(on_gpu, forward)))
+    assert lines[lines.index("Average time per layer: ") + 1:][:5] == [
+        "     conv1\tforward: 1 ms.", "     conv1\tbackward: 1 ms.",
+        "      prob\tforward: 1 ms. (CPU)", "      prob\tbackward: 1 ms.",
+        "1 layer ran on the CPU in GPU mode: prob (Softmax, forward only)"]
+    cpu_mode = TimingReport(iterations=1, layers=[LayerTime("conv1", "Convolution", 1, 1, "im2row")])
+    assert not any("ran on the" in line or "(CPU)" in line for line in report_lines(cpu_mode))
+
+
+# ---------------------------------------------------------------- benchmarks/bench_gpu.py
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_gpu", os.path.join(ROOT, "benchmarks", "bench_gpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
