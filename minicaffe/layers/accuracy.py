@@ -11,13 +11,62 @@ count against it. The first top is the scalar accuracy over counted positions
 over positions of that label (0 for a class that never occurs).
 
 Caffe gives Accuracy no Backward, and the labels never take a gradient.
+
+GPU: Caffe's accuracy kernel, one thread per labelled position: it counts the
+classes scoring at least the true class's score and writes a hit (0/1) and a
+counted flag (0/1); with the per-class top it also adds 1 to its class's count
+and hits (atomics on whole numbers in float64: exact, so the order does not
+matter). The hits and counts are summed on the device (a shared-memory tree),
+and a last kernel divides. A label outside [0, classes) sets the first bad
+position in a one-number device array; that number alone comes back to the
+host (as the loss layers' label checks), to raise the CPU's error.
 """
 
 import numpy as np
 
+from .. import gpu, gpu_blas
 from ..errors import GraphError
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..registry import register
+
+
+@gpu.jit
+def _accuracy_gpu(scores, labels, classes, inner, top_k, has_ignore, ignore_label, bad, hits, counted,
+                  per_class, with_per_class):
+    """per_class: counts of classes 0..C-1, then their hits (only with ``with_per_class``)."""
+    location = cuda.grid(1)
+    if location < labels.size:
+        hits[location] = 0.0
+        counted[location] = 0.0
+        label = int(labels[location])
+        if has_ignore and label == ignore_label:
+            return
+        if label < 0 or label >= classes:
+            cuda.atomic.min(bad, 0, location)
+            return
+        base = location // inner * classes * inner + location % inner
+        true_score = scores[base + label * inner]
+        better = -1             # the true class counts itself
+        for c in range(classes):
+            if scores[base + c * inner] >= true_score:
+                better += 1
+        counted[location] = 1.0
+        if better < top_k:
+            hits[location] = 1.0
+        if with_per_class:
+            cuda.atomic.add(per_class, label, 1.0)
+            if better < top_k:
+                cuda.atomic.add(per_class, classes + label, 1.0)
+
+
+@gpu.jit
+def _accuracy_finish_gpu(totals, per_class, classes, accuracy, class_accuracy, with_per_class):
+    i = cuda.grid(1)
+    if i == 0:
+        accuracy[0] = totals[0] / totals[1] if totals[1] > 0 else 0.0
+    if with_per_class and i < classes:
+        class_accuracy[i] = per_class[classes + i] / per_class[i] if per_class[i] > 0 else 0.0
 
 
 @register("Accuracy")
@@ -76,3 +125,35 @@ class AccuracyLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         pass  # run_backward refuses any gradient request first; with none asked there is nothing to do
+
+    def _gpu_buffers(self, locations):
+        if getattr(self, "_gpu_locations", None) != locations:
+            self._gpu_hits = gpu.device_empty(max(locations, 1), np.float64)
+            self._gpu_counted = gpu.device_empty(max(locations, 1), np.float64)
+            self._gpu_totals = gpu.device_empty(3, np.float64)
+            self._gpu_per_class = gpu.device_empty(2 * max(self.classes, 1), np.float64)
+            self._gpu_bad = gpu.device_empty(1, np.int64)
+            self._gpu_locations = locations
+        return self._gpu_hits, self._gpu_counted, self._gpu_totals, self._gpu_per_class, self._gpu_bad
+
+    def forward_gpu(self, bottom, top):
+        locations = self.outer * self.inner
+        hits, counted, totals, per_class, bad = self._gpu_buffers(locations)
+        with_per_class = len(top) > 1
+        for buffer in (totals, per_class):
+            gpu_blas.fill(buffer, 0)
+        gpu_blas.fill(bad, locations)
+        if locations:
+            _accuracy_gpu[gpu.blocks_for(locations), gpu.THREADS](
+                bottom[0].gpu_data, bottom[1].gpu_data, self.classes, self.inner, self.top_k,
+                self.ignore_label is not None, int(self.ignore_label or 0), bad, hits, counted, per_class,
+                with_per_class)
+            position = int(bad.copy_to_host()[0])
+            if position < locations:
+                label = int(bottom[1].read_data().reshape(-1)[position])
+                raise GraphError(f"label {label} is outside [0, {self.classes})", layer=self.name)
+            gpu.accumulate[gpu.blocks_for(locations), gpu.THREADS](hits, counted, totals)
+        accuracy = top[0].mutable_gpu_data
+        class_accuracy = top[1].mutable_gpu_data if with_per_class else accuracy
+        _accuracy_finish_gpu[gpu.blocks_for(max(self.classes, 1)), gpu.THREADS](
+            totals, per_class, self.classes, accuracy, class_accuracy, with_per_class)

@@ -14,13 +14,55 @@ Ranked from the largest; among equal values the larger index comes first
 (Caffe sorts (value, index) pairs in descending order). Indices are stored as
 floats in the top. Caffe gives ArgMax no Backward: a gradient asked of it is an
 error.
+
+GPU: one thread per bottom entry counts the entries of its row that rank
+above it (larger value, or equal value and larger index; NaN below every
+number, as numpy's sort puts it last) and, when that rank is below
+``top_k``, writes its index (and value) into that place of the top: the ranks of
+a row are distinct, so each top place is written once.
 """
 
 import numpy as np
 
+from .. import gpu
 from ..errors import GraphError
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..registry import register
+
+
+@gpu.device
+def _ranks_above(a, i, b, j):
+    """Whether entry (a, index i) ranks above (b, index j): NaN lowest, ties to the larger index."""
+    if a != a:
+        return b != b and i > j
+    if b != b:
+        return True
+    return a > b or (a == b and i > j)
+
+
+@gpu.jit
+def _argmax_gpu(x, y, dim, inner, top_k, out_max_val, has_axis):
+    """x: outer x dim x inner; y: outer x top_k x inner (an axis) or outer x (1 or 2) x top_k (no axis)."""
+    e = cuda.grid(1)
+    if e < x.size:
+        o = e // (dim * inner)
+        j = e // inner % dim
+        s = e % inner
+        base = o * dim * inner + s
+        value = x[e]
+        rank = 0
+        for c in range(dim):
+            if c != j and _ranks_above(x[base + c * inner], c, value, j):
+                rank += 1
+        if rank < top_k:
+            if has_axis:
+                y[(o * top_k + rank) * inner + s] = value if out_max_val else j
+            else:
+                row = o * (2 if out_max_val else 1) * top_k
+                y[row + rank] = j
+                if out_max_val:
+                    y[row + top_k + rank] = value
 
 
 @register("ArgMax")
@@ -79,3 +121,10 @@ class ArgMaxLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         pass  # run_backward refuses any gradient request first; with none asked there is nothing to do
+
+    def forward_gpu(self, bottom, top):
+        if bottom[0].count:
+            outer, dim, inner = self.view
+            _argmax_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
+                bottom[0].gpu_data, top[0].mutable_gpu_data, dim, inner, self.top_k, bool(self.out_max_val),
+                self.has_axis)

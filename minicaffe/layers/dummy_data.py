@@ -6,9 +6,16 @@ or once per top; not mixed with ``shape``). ``data_filler`` is given 0 times
 (constant 0), once (for every top) or once per top. As in Caffe, a top with a
 constant filler is filled once at setup; a top with any other filler is refilled
 on every Forward (and left unfilled until the first one).
+
+GPU: a constant top was filled once at setup, so Forward has nothing to do for
+it (on either device). A top with any other filler is drawn on the host at each
+Forward, as on the CPU and from the same random stream (so both devices give
+the same values), into a host buffer of the layer's, and copied to the top's
+device memory: one host->device copy per refilled top and Forward, and none
+back, however the layers after it wrote the top.
 """
 
-from ..blob import check_shape
+from ..blob import Blob, SyncedArray, check_shape
 from ..errors import GraphError
 from ..fillers import FILLER_TYPES, check_filler, fill
 from ..layer import Layer
@@ -79,3 +86,16 @@ class DummyDataLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         pass  # no bottoms
+
+    def forward_gpu(self, bottom, top):
+        if not hasattr(self, "_drawn"):
+            self._drawn = {}
+        for index, (blob, filler, refill) in enumerate(zip(top, self.fillers, self.refill)):
+            if not refill or not blob.count:
+                continue
+            drawn = self._drawn.get(index)
+            if drawn is None or drawn.shape != blob.shape or drawn.dtype != blob.dtype:
+                drawn = self._drawn[index] = Blob(blob.shape, dtype=blob.dtype)
+            fill(drawn, filler, self.name)
+            blob.mutable_gpu_data.copy_to_device(drawn.data.reshape(-1))
+            SyncedArray.copies["to_device"] += 1     # a copy past the SyncedArray: counted as its own are

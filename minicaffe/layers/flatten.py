@@ -2,6 +2,9 @@
 
 The top is a view of the bottom: it shares the bottom's data and diff (as Caffe
 does), so Forward and Backward have nothing to copy.
+
+GPU: the same sharing holds for the device copies, so ``forward_gpu`` and
+``backward_gpu`` do nothing (and nothing crosses to the host).
 """
 
 from ..errors import GraphError
@@ -34,3 +37,6 @@ class FlattenLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         pass  # the bottom's diff is the top's (shared)
+
+    forward_gpu = forward
+    backward_gpu = backward

@@ -1,4 +1,9 @@
-"""Input: blobs the user fills (pycaffe's ``net.blobs['data'].data[...] = ...``)."""
+"""Input: blobs the user fills (pycaffe's ``net.blobs['data'].data[...] = ...``).
+
+GPU: no compute either: the user's values reach the device when the next layer
+reads them (the blob's SyncedArray copies them once), so ``forward_gpu`` and
+``backward_gpu`` do nothing.
+"""
 
 from ..blob import check_shape
 from ..layer import Layer
@@ -32,3 +37,6 @@ class InputLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         pass  # no bottoms: force_backward reaches here, and there is nothing to do
+
+    forward_gpu = forward
+    backward_gpu = backward

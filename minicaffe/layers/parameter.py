@@ -4,6 +4,9 @@
 parameter's data and diff, as in Caffe: the gradient that reaches the top is the
 parameter's gradient, so Backward has nothing to do. The blob is not filled
 (zeros until weights are loaded or set).
+
+GPU: the top shares the parameter's device copies as well: Forward only
+re-shares (no kernel, no copy), Backward has nothing to do.
 """
 
 from ..blob import check_shape
@@ -34,3 +37,6 @@ class ParameterLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         pass  # the top's diff is the parameter's diff
+
+    forward_gpu = forward
+    backward_gpu = backward

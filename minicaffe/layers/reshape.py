@@ -5,6 +5,9 @@
 end, -1 meaning "after the last axis"). In the new shape a 0 copies the bottom
 dimension at the same position and one -1 is inferred from the count. The
 rules and checks follow BVLC Caffe's ReshapeLayer.
+
+GPU: the top shares the bottom's device copies too, so ``forward_gpu`` and
+``backward_gpu`` do nothing (and nothing crosses to the host).
 """
 
 from ..errors import GraphError
@@ -82,3 +85,6 @@ class ReshapeLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         pass  # the bottom's diff is the top's (shared)
+
+    forward_gpu = forward
+    backward_gpu = backward

@@ -7,11 +7,33 @@ the axis is long; top i gets [point[i-1], point[i]) (the last top runs to the
 end of the axis). Without points the axis is split into equal parts, which the
 number of tops must divide. Backward writes each top's diff back into its slab.
 With a single top, the top shares the bottom's data and diff.
+
+GPU: Caffe's slice kernel, one thread per element of a top: Forward copies the
+top's slab of the bottom out, Backward copies the top's diff into that slab of
+the bottom's diff (every element of it belongs to exactly one top). A single
+top is shared, so neither direction launches anything.
 """
 
+from .. import gpu
 from ..errors import GraphError
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..registry import register
+
+
+@gpu.jit
+def _slice_gpu(bottom, top, forward, slab, bottom_axis, top_axis, offset):
+    """Between a top (outer x top_axis x slab) and its slab at ``offset`` along the bottom's axis
+    (outer x bottom_axis x slab): forward copies the slab out, otherwise the top's diff in."""
+    i = cuda.grid(1)
+    if i < top.size:
+        top_run = top_axis * slab
+        outer = i // top_run
+        b = (outer * bottom_axis + offset) * slab + i % top_run
+        if forward:
+            top[i] = bottom[b]
+        else:
+            bottom[b] = top[i]
 
 
 @register("Slice")
@@ -89,3 +111,26 @@ class SliceLayer(Layer):
         diff = bottom[0].diff
         for index, blob in enumerate(top):
             diff[self._slab(index)] = blob.diff
+
+    def _launch(self, bottom_array, top_array, forward, blob, bottom_axis, start):
+        slab = blob.count_axes(self.axis + 1)
+        _slice_gpu[gpu.blocks_for(blob.count), gpu.THREADS](
+            bottom_array, top_array, forward, slab, bottom_axis, blob.shape[self.axis], start)
+
+    def forward_gpu(self, bottom, top):
+        if len(top) == 1:
+            return  # the top is a view of the bottom
+        data = bottom[0].gpu_data
+        length = bottom[0].shape[self.axis]
+        for blob, (start, _) in zip(top, self.bounds):
+            if blob.count:
+                self._launch(data, blob.mutable_gpu_data, True, blob, length, start)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0] or len(top) == 1:
+            return
+        diff = bottom[0].mutable_gpu_diff
+        length = bottom[0].shape[self.axis]
+        for blob, (start, _) in zip(top, self.bounds):
+            if blob.count:
+                self._launch(diff, blob.gpu_diff, False, blob, length, start)

@@ -6,13 +6,37 @@ on), the top is outer x tiles x inner, each copy the whole inner block, so a
 (2, 2, 3) bottom tiled 3 times on axis 1 gives (2, 6, 3) with channels
 0, 1, 0, 1, 0, 1. Gradient: the sum of the copies' diffs,
 ``dx[o, :] = sum_t dy[o, t, :]``.
+
+GPU: Caffe's tile kernels: Forward, one thread per top element reading its
+bottom element; Backward, one thread per bottom element summing its ``tiles``
+copies' diffs in order (as the CPU's sum over the tiles axis).
 """
 
 import numpy as np
 
+from .. import gpu
 from ..errors import GraphError
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..registry import register
+
+
+@gpu.jit
+def _tile_forward_gpu(x, y, tiles, inner):
+    i = cuda.grid(1)
+    if i < y.size:
+        y[i] = x[i // (tiles * inner) * inner + i % inner]
+
+
+@gpu.jit
+def _tile_backward_gpu(dy, dx, tiles, inner):
+    i = cuda.grid(1)
+    if i < dx.size:
+        start = (i // inner * tiles) * inner + i % inner
+        total = dy[start]
+        for t in range(1, tiles):
+            total += dy[start + t * inner]
+        dx[i] = total
 
 
 @register("Tile")
@@ -41,3 +65,13 @@ class TileLayer(Layer):
         if propagate_down[0]:
             dy = top[0].diff.reshape(self.outer, self.tiles, self.inner)
             np.sum(dy, axis=1, out=bottom[0].diff.reshape(self.outer, self.inner))
+
+    def forward_gpu(self, bottom, top):
+        if top[0].count:
+            _tile_forward_gpu[gpu.blocks_for(top[0].count), gpu.THREADS](
+                bottom[0].gpu_data, top[0].mutable_gpu_data, self.tiles, self.inner)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0] and bottom[0].count:
+            _tile_backward_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
+                top[0].gpu_diff, bottom[0].mutable_gpu_diff, self.tiles, self.inner)
