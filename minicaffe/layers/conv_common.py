@@ -60,6 +60,20 @@ of 0.8 s, and with numba's OpenMP layer every call waited 4-8 ms for its
 second thread whenever another process held a core. The im2row path's own
 numba kernels (im2row, row2im, the transposes) still run on the calling
 thread.
+
+GPU. In GPU mode the layers run :class:`GpuConvPath` subclasses instead, on
+the blobs' device arrays, chosen the same way (:meth:`BaseConvolution.gpu_conv_path`,
+from the layer's ``gpu_paths``; ``force_path`` and ``MINICAFFE_CONV_PATH``
+name them alike): ``"direct"`` (:mod:`.conv_direct`: one thread per output
+or input element, for depthwise layers), ``"1x1"`` (:mod:`.conv_1x1`: one
+device GEMM per image and group on the blob as it is) and ``"im2row"``
+(:mod:`.conv_im2row`: Caffe's im2col + GEMM, a chunk of images per product).
+The kernels here move a conv output between the blob's (image, channel,
+location) order and the products' (channel, image and location) order, one
+thread per element, adding the bias on the way; the bias gradient (channel
+sums) is two GEMVs with a vector of ones, as Caffe's ``backward_gpu_bias``,
+so the sums go through cuBLAS rather than a reduction kernel. Device work
+buffers are kept on the layer and reallocated only when a shape grows.
 """
 
 from __future__ import annotations
@@ -69,7 +83,8 @@ import os
 
 import numpy as np
 
-from .. import threads
+from .. import gpu, gpu_blas, threads
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..fillers import fill
 from ..kernels import cpu_kernel
 from ..layer import Layer
@@ -127,6 +142,49 @@ def _add_channel_bias(data, channels, images, locations, bias):
                 data[_U(target + p)] += value
 
 
+# ---------------------------------------------------------------- GPU kernels
+
+@gpu.jit
+def _channels_to_images_gpu(product, channels, images, locations, bias, add_bias, out):
+    """out[n, c, p] = product[c, n * locations + p] (+ bias[c])."""
+    i = cuda.grid(1)
+    if i < channels * images * locations:
+        p = i % locations
+        rest = i // locations
+        c = rest % channels
+        n = rest // channels
+        value = product[(c * images + n) * locations + p]
+        if add_bias:
+            value += bias[c]
+        out[i] = value
+
+
+@gpu.jit
+def _images_to_channels_gpu(data, channels, images, locations, out):
+    """out[c, n * locations + p] = data[n, c, p]."""
+    i = cuda.grid(1)
+    if i < channels * images * locations:
+        p = i % locations
+        rest = i // locations
+        c = rest % channels
+        n = rest // channels
+        out[(c * images + n) * locations + p] = data[i]
+
+
+@gpu.jit
+def _add_channel_bias_gpu(data, channels, locations, bias):
+    """data[n, c, p] += bias[c]."""
+    i = cuda.grid(1)
+    if i < data.size:
+        data[i] += bias[(i // locations) % channels]
+
+
+def _launch(kernel, count, *arguments):
+    """One thread per element of ``count`` (nothing for none)."""
+    if count:
+        kernel[gpu.blocks_for(count), gpu.THREADS](*arguments)
+
+
 class ConvPath(abc.ABC):
     """One way to compute a layer's three operations; made by the layer's reshape for its current shapes.
 
@@ -180,6 +238,31 @@ class ConvPath(abc.ABC):
         _channel_sums(conv_output, layer.conv_out_channels, layer.num, layer.locations, sums)
 
 
+class GpuConvPath(ConvPath):
+    """A :class:`ConvPath` on device arrays (the blobs' flat ``gpu_data``/``gpu_diff``), for GPU mode.
+
+    The weight and its gradient are used in the blob's own layout: group ``g``'s block of the flat weight is
+    the ``(Cout / group, Cin / group * taps)`` matrix :meth:`_weight_group` returns, rows ordered as the
+    im2col columns' (channel, tap). ``weight_gradient``'s bias gradient is :meth:`output_channel_sums`.
+    """
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.group = layer.group
+        self.group_out = layer.conv_out_channels // layer.group
+        self.group_in = layer.conv_in_channels // layer.group
+        self.group_width = self.group_in * layer.geometry.taps
+
+    def _weight_group(self, weight, g):
+        """Group g's (Cout / group, Cin / group * taps) block of a flat weight (or weight gradient)."""
+        rows = self.group_out
+        return weight.reshape(self.layer.conv_out_channels, self.group_width)[g * rows:(g + 1) * rows]
+
+    def output_channel_sums(self, conv_output, sums):
+        layer = self.layer
+        layer._channel_sums_gpu(conv_output, layer.conv_out_channels, layer.locations, sums)
+
+
 class BaseConvolution(Layer):
     """Caffe's BaseConvolutionLayer: parameters, weights, shapes, and the choice of a :class:`ConvPath`."""
 
@@ -193,6 +276,9 @@ class BaseConvolution(Layer):
     paths = ()
     #: A path name to force ("auto" or None: by shape); see the module docstring.
     force_path = None
+    #: The :class:`GpuConvPath` classes for GPU mode, chosen as ``paths`` are (set by the layer classes).
+    gpu_paths = ()
+    _gpu_path = None
 
     # ---------------------------------------------------------------- setup
     def setup(self, bottom, top):
@@ -267,15 +353,23 @@ class BaseConvolution(Layer):
         self.conv_out_size = self.conv_out_channels * self.locations
         self.path = self._choose_path()
         self.conv_path = self.path.name
+        self._gpu_path = None           # chosen at the next GPU pass, for these shapes
 
-    def _choose_path(self):
+    def gpu_conv_path(self):
+        """The :class:`GpuConvPath` for the current shapes (chosen once per reshape, as :attr:`path` is)."""
+        if self._gpu_path is None:
+            self._gpu_path = self._choose_path(self.gpu_paths)
+        return self._gpu_path
+
+    def _choose_path(self, paths=None):
+        paths = self.paths if paths is None else paths
         forced = self.force_path or os.environ.get("MINICAFFE_CONV_PATH") or "auto"
-        names = [path.name for path in self.paths]
+        names = [path.name for path in paths]
         if forced != "auto" and forced not in names:
             raise self.shape_error(f"unknown convolution path {forced!r} (force_path or MINICAFFE_CONV_PATH); "
                                    f"known: auto, {', '.join(names)}")
-        fallback = self.paths[-1]
-        for path in self.paths:
+        fallback = paths[-1]
+        for path in paths:
             if path.fits(self) and (path.name == forced if forced != "auto" else path.wins(self)):
                 return path(self)
         return fallback(self)
@@ -289,9 +383,41 @@ class BaseConvolution(Layer):
             self._buffers[name] = buffer
         return buffer[:size]
 
+    def _gpu_buffer(self, name, size):
+        """A flat device work array of at least ``size`` elements, kept on the layer and reused."""
+        buffers = self.__dict__.setdefault("_gpu_buffers", {})
+        buffer = buffers.get(name)
+        if buffer is None or buffer.size < size or buffer.dtype != self.dtype:
+            buffer = gpu.device_empty(max(size, 1), self.dtype)
+            buffers[name] = buffer
+            if name == "ones":
+                gpu_blas.fill(buffer, 1)
+        return buffer[:size]
+
+    def _channel_sums_gpu(self, data, channels, locations, sums):
+        """sums[c] += the sum over images and locations of data[n, c, p] (device): two GEMVs with ones."""
+        images = self.num
+        if not images * channels * locations:
+            return
+        per_image = data
+        if locations > 1:
+            per_image = self._gpu_buffer("image_channel_sums", images * channels)
+            gpu_blas.gemv(data.reshape(images * channels, locations), self._gpu_buffer("ones", locations),
+                          per_image)
+        gpu_blas.gemv(per_image.reshape(images, channels), self._gpu_buffer("ones", images), sums, trans_a=True,
+                      beta=1.0)
+
     # ---------------------------------------------------------------- helpers for the layers
     def _bias(self):
         return self.blobs[1].data if self.bias_term else None
+
+    def _gpu_param_diffs(self):
+        """(weight diff, bias diff) on the device for Backward, None where not wanted."""
+        weight_diff = self.blobs[0].mutable_gpu_diff if self.param_propagate_down[0] else None
+        bias_diff = None
+        if self.bias_term and self.param_propagate_down[1]:
+            bias_diff = self.blobs[1].mutable_gpu_diff
+        return weight_diff, bias_diff
 
     def _bias_diff(self):
         if self.bias_term and self.param_propagate_down[1]:

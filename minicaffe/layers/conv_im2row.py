@@ -21,6 +21,17 @@ reads it; all buffers are kept on the layer and reused by every pass.
 Convolution's backward shares the channels-first copy of the output diff
 between the weight gradient and the input gradient, and Deconvolution's the
 patches of its top diff, so both override :class:`ConvPath`'s compositions.
+
+GPU (:class:`Im2colGpuPath`): Caffe's ``forward_gpu_gemm``/``backward_gpu_gemm``/
+``weight_gpu_gemm``, a chunk of images at a time instead of one: the chunk's
+columns (:meth:`.ConvGeometry.im2col_gpu`, Caffe's layout, images side by side)
+are one ``(Cin * taps, images * L)`` matrix, so each group is one device GEMM
+with the weight as it is stored, and the ``(Cout, images * L)`` product is
+moved to the blob's order with the bias added by one kernel. A chunk holds as
+many images as fit :data:`GPU_COLUMN_BUDGET` bytes of columns. Backward moves
+the output diff to the products' order once for both gradients (the weight
+gradient GEMMs accumulate into the weight diff with beta 1), and col2im sums
+the input gradient's columns back.
 """
 
 from __future__ import annotations
@@ -29,9 +40,10 @@ import threading
 
 import numpy as np
 
-from .. import threads
+from .. import gpu_blas, threads
 from ..kernels import cpu_kernel
-from .conv_common import ConvPath, _product
+from .conv_common import (ConvPath, GpuConvPath, _channels_to_images_gpu, _images_to_channels_gpu, _launch,
+                          _product)
 
 _U = np.uint64
 
@@ -209,3 +221,135 @@ class Im2rowPath(ConvPath):
         accumulator[...] = 0
         return accumulator
 
+
+
+#: Bytes of GPU column buffer per chunk of images (the convolution's largest device work array).
+GPU_COLUMN_BUDGET = 64 << 20
+
+
+class Im2colGpuPath(GpuConvPath):
+    """im2col + device GEMMs, a chunk of images per product; see the module docstring."""
+
+    name = "im2row"
+
+    @staticmethod
+    def fits(layer):
+        return True
+
+    @staticmethod
+    def wins(layer):
+        return True
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        g = layer.geometry
+        self.geometry = g
+        self.locations = g.locations
+        self.width = g.width
+        self.out_channels = layer.conv_out_channels
+        per_image = max(1, g.width * g.locations * layer.dtype.itemsize)
+        self.chunk = int(max(1, min(layer.num, GPU_COLUMN_BUDGET // per_image)))
+
+    # ---------------------------------------------------------------- the layer's passes, chunk by chunk
+    def apply(self, conv_input, conv_output, bias, scale=None):
+        for start, images in self._chunks():
+            columns = self._columns(conv_input, start, images)
+            product = self._product_buffer(images)
+            self._forward_products(columns, product)
+            self._to_images(product, images, conv_output, start, bias)
+
+    def transpose(self, conv_output, conv_input):
+        for start, images in self._chunks():
+            product = self._to_channels(conv_output, start, images)
+            self._columns_from(product, images, conv_input, start)
+
+    def backward(self, output_diff, conv_input, input_diff, weight_diff, bias_diff):
+        if bias_diff is not None:
+            self.output_channel_sums(output_diff, bias_diff)
+        if weight_diff is None and input_diff is None:
+            return
+        for start, images in self._chunks():
+            product = self._to_channels(output_diff, start, images)
+            if weight_diff is not None:
+                self._weight_products(product, self._columns(conv_input, start, images), weight_diff)
+            if input_diff is not None:
+                self._columns_from(product, images, input_diff, start)
+
+    def backward_transposed(self, input_diff, conv_output, output_diff, weight_diff):
+        if weight_diff is None and output_diff is None:
+            return
+        for start, images in self._chunks():
+            columns = self._columns(input_diff, start, images)
+            if weight_diff is not None:
+                self._weight_products(self._to_channels(conv_output, start, images), columns, weight_diff)
+            if output_diff is not None:
+                product = self._product_buffer(images)
+                self._forward_products(columns, product)
+                self._to_images(product, images, output_diff, start, None)
+
+    # ---------------------------------------------------------------- pieces
+    def _chunks(self):
+        for start in range(0, self.layer.num, self.chunk):
+            yield start, min(self.chunk, self.layer.num - start)
+
+    def _columns(self, conv_input, start, images):
+        """The chunk's columns, (Cin * taps, images * L) on the device."""
+        size = self.layer.conv_in_size
+        columns = self.layer._gpu_buffer("columns", self.width * images * self.locations)
+        self.geometry.im2col_gpu(conv_input[start * size:(start + images) * size], images, columns,
+                                 self.locations, images * self.locations)
+        return columns.reshape(self.width, images * self.locations)
+
+    def _product_buffer(self, images):
+        product = self.layer._gpu_buffer("product", self.out_channels * images * self.locations)
+        return product.reshape(self.out_channels, images * self.locations)
+
+    def _columns_group(self, columns, g):
+        rows = self.group_width
+        return columns[g * rows:(g + 1) * rows]
+
+    def _product_group(self, product, g):
+        rows = self.group_out
+        return product[g * rows:(g + 1) * rows]
+
+    def _forward_products(self, columns, product):
+        weight = self.layer.blobs[0].gpu_data
+        for g in range(self.group):
+            gpu_blas.gemm(self._weight_group(weight, g), self._columns_group(columns, g),
+                          self._product_group(product, g))
+
+    def _weight_products(self, product, columns, weight_diff):
+        """weight_diff += product_g columns_g^T for every group."""
+        for g in range(self.group):
+            gpu_blas.gemm(self._product_group(product, g), self._columns_group(columns, g),
+                          self._weight_group(weight_diff, g), trans_b=True, beta=1.0)
+
+    def _columns_from(self, product, images, conv_input, start):
+        """conv_input's chunk = col2im(weight^T product), group by group."""
+        weight = self.layer.blobs[0].gpu_data
+        columns = self.layer._gpu_buffer("columns", self.width * images * self.locations)
+        matrix = columns.reshape(self.width, images * self.locations)
+        for g in range(self.group):
+            gpu_blas.gemm(self._weight_group(weight, g), self._product_group(product, g),
+                          self._columns_group(matrix, g), trans_a=True)
+        size = self.layer.conv_in_size
+        self.geometry.col2im_gpu(columns, images, conv_input[start * size:(start + images) * size],
+                                 self.locations, images * self.locations)
+
+    def _to_images(self, product, images, conv_output, start, bias):
+        """conv_output's chunk = the (Cout, images * L) product in the blob's order (+ bias, or None)."""
+        size = self.layer.conv_out_size
+        flat = product.reshape(-1)
+        add_bias = bias is not None
+        _launch(_channels_to_images_gpu, self.out_channels * images * self.locations, flat,
+                int(self.out_channels), int(images), int(self.locations), bias if add_bias else flat, add_bias,
+                conv_output[start * size:(start + images) * size])
+
+    def _to_channels(self, conv_output, start, images):
+        """The chunk of a conv output (or its diff) as a (Cout, images * L) device matrix."""
+        size = self.layer.conv_out_size
+        product = self._product_buffer(images)
+        _launch(_images_to_channels_gpu, self.out_channels * images * self.locations,
+                conv_output[start * size:(start + images) * size], int(self.out_channels), int(images),
+                int(self.locations), product.reshape(-1))
+        return product

@@ -26,19 +26,29 @@ goes wrong: a kernel extent larger than the padded input (Caffe's truncating
 division gives a size of 0, a negative one, or even 1); ``dilation: 0`` (Caffe
 reads every tap of the kernel from one pixel); ``stride_h`` or ``stride_w``
 alone (Caffe leaves the other 0 and divides by it); a Deconvolution whose
-output would be empty. GPU mode runs these CPU kernels.
+output would be empty.
+
+GPU: the same three operations on the blobs' device arrays, through the GPU
+paths (:data:`GPU_PATHS`; see :mod:`.conv_common`): direct kernels for
+depthwise layers, one GEMM per image for 1x1 kernels, im2col + GEMM (Caffe's
+``base_conv_layer`` on the GPU) for the rest; parameter gradients accumulate
+into the device diffs. Deconvolution's bias is added by one kernel and its
+gradient summed by GEMVs. A Convolution that runs a folded BatchNorm/Scale
+chain (TEST nets, :mod:`minicaffe.fold`) runs its CPU kernels in GPU mode.
 """
 
 from __future__ import annotations
 
 from ..registry import register
 from .conv_1x1 import Conv1x1Path
-from .conv_common import BaseConvolution, _add_channel_bias, _channel_sums
+from .conv_common import BaseConvolution, _add_channel_bias, _add_channel_bias_gpu, _channel_sums, _launch
 from .conv_direct import DirectPath
-from .conv_im2row import Im2rowPath
+from .conv_im2row import Im2colGpuPath, Im2rowPath
 
 #: The paths, in the order the automatic choice tries them; im2row takes whatever the others do not.
 PATHS = (Conv1x1Path, DirectPath, Im2rowPath)
+#: The GPU paths, likewise.
+GPU_PATHS = (Im2colGpuPath,)
 
 
 def _flat(array):
@@ -50,6 +60,7 @@ class ConvolutionLayer(BaseConvolution):
     """Convolution; see the module docstring."""
 
     paths = PATHS
+    gpu_paths = GPU_PATHS
 
     #: (scale, shift) per output channel while the net runs a folded BatchNorm/Scale/Bias chain through
     #: this layer (see :mod:`minicaffe.fold`); None otherwise.
@@ -69,12 +80,29 @@ class ConvolutionLayer(BaseConvolution):
             input_diff = _flat(x_blob.diff) if need_input else None
             self.path.backward(_flat(y_blob.diff), _flat(x_blob.data), input_diff, weight_diff, bias_diff)
 
+    def forward_gpu(self, bottom, top):
+        if self.folded is not None:     # the folded chain's scale and shift are host arrays: the CPU kernels
+            self.forward(bottom, top)
+            return
+        path = self.gpu_conv_path()
+        bias = self.blobs[1].gpu_data if self.bias_term else None
+        for x_blob, y_blob in zip(bottom, top):
+            path.apply(x_blob.gpu_data, y_blob.mutable_gpu_data, bias)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        path = self.gpu_conv_path()
+        weight_diff, bias_diff = self._gpu_param_diffs()
+        for y_blob, x_blob, need_input in zip(top, bottom, propagate_down):
+            input_diff = x_blob.mutable_gpu_diff if need_input else None
+            path.backward(y_blob.gpu_diff, x_blob.gpu_data, input_diff, weight_diff, bias_diff)
+
 
 @register("Deconvolution")
 class DeconvolutionLayer(BaseConvolution):
     """Deconvolution (transposed convolution); see the module docstring."""
 
     paths = PATHS
+    gpu_paths = GPU_PATHS
     reverse = True
 
     def output_dims(self, input_dims, shape):
@@ -102,3 +130,22 @@ class DeconvolutionLayer(BaseConvolution):
                               bias_diff)
             output_diff = _flat(x_blob.diff) if need_input else None
             self.path.backward_transposed(_flat(y_blob.diff), _flat(x_blob.data), output_diff, weight_diff)
+
+    def forward_gpu(self, bottom, top):
+        path = self.gpu_conv_path()
+        for x_blob, y_blob in zip(bottom, top):
+            output = y_blob.mutable_gpu_data
+            path.transpose(x_blob.gpu_data, output)
+            if self.bias_term:
+                _launch(_add_channel_bias_gpu, output.size, output, int(self.num_output),
+                        int(self.conv_in_size // self.num_output), self.blobs[1].gpu_data)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        path = self.gpu_conv_path()
+        weight_diff, bias_diff = self._gpu_param_diffs()
+        for y_blob, x_blob, need_input in zip(top, bottom, propagate_down):
+            top_diff = y_blob.gpu_diff
+            if bias_diff is not None:
+                self._channel_sums_gpu(top_diff, self.num_output, self.conv_in_size // self.num_output, bias_diff)
+            output_diff = x_blob.mutable_gpu_diff if need_input else None
+            path.backward_transposed(top_diff, x_blob.gpu_data, output_diff, weight_diff)

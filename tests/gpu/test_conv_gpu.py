@@ -62,3 +62,54 @@ def test_im2col_layer(options, shape):
 
 def test_im2col_gradient():
     gradient_check_gpu(im2col_text("kernel_size: 2 pad: 1 stride: 2"), [data(1, 2, 3, 3)])
+
+
+FILLERS = 'weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 }'
+
+
+def conv_text(options, kind="Convolution", bottoms=1):
+    names = "".join(f' bottom: "x{i}" top: "y{i}"' for i in range(bottoms))
+    return f'name: "conv" type: "{kind}"{names} convolution_param {{ {options} {FILLERS} }}'
+
+
+@pytest.mark.parametrize("options, shape", [
+    ("num_output: 3 kernel_size: 3 pad: 1", (1, 2, 4, 4)),                      # padded
+    ("num_output: 2 kernel_size: 2 group: 2", (1, 4, 3, 3)),                    # grouped
+    ("num_output: 3 kernel_size: 2 dilation: 2 bias_term: false", (1, 2, 5, 4)),  # dilated, no bias
+    ("num_output: 2 kernel_h: 3 kernel_w: 2 stride: 2 pad_h: 1", (2, 2, 5, 4)),   # strided, two images
+    ("num_output: 2 kernel_size: 3 stride: 2 pad: 1", (2, 3, 5)),               # 1-D
+    ("num_output: 2 kernel_size: 2", (1, 1, 3, 3, 3)),                           # 3-D (N-D kernels)
+    ("num_output: 2 kernel_size: 2 axis: 2", (2, 1, 2, 3, 3)),                   # channel axis 2
+])
+def test_convolution(options, shape):
+    compare_devices(conv_text(options), [data(*shape)], propagate_down=[True])
+
+
+def test_convolution_two_bottoms_accumulate_parameter_diffs():
+    compare_devices(conv_text("num_output: 2 kernel_size: 2 pad: 1", bottoms=2),
+                    [data(1, 2, 3, 3), data(1, 2, 3, 3)], num_tops=2, propagate_down=[True, False])
+
+
+def test_convolution_in_chunks_of_images(monkeypatch):
+    from minicaffe.layers import conv_im2row
+    monkeypatch.setattr(conv_im2row, "GPU_COLUMN_BUDGET", 1)
+    layer, _, _ = compare_devices(conv_text("num_output: 2 kernel_size: 3 pad: 1 group: 2"), [data(3, 2, 3, 3)],
+                                  propagate_down=[True])
+    assert layer.gpu_conv_path().chunk == 1
+
+
+@pytest.mark.parametrize("options, shape", [
+    ("num_output: 3 kernel_size: 3 stride: 2 pad: 1", (1, 2, 3, 3)),
+    ("num_output: 4 kernel_size: 2 group: 2 dilation: 2", (2, 2, 2, 3)),
+])
+def test_deconvolution(options, shape):
+    compare_devices(conv_text(options, "Deconvolution"), [data(*shape)], propagate_down=[True])
+
+
+def test_convolution_gradient_grouped_and_padded():
+    gradient_check_gpu(conv_text("num_output: 2 kernel_size: 2 pad: 1 group: 2"), [data(1, 4, 2, 2)])
+
+
+def test_deconvolution_gradient():
+    gradient_check_gpu(conv_text("num_output: 2 kernel_size: 2 stride: 2 pad: 1", "Deconvolution"),
+                       [data(1, 2, 2, 2)])
