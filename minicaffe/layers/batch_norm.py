@@ -37,17 +37,29 @@ CPU: numba kernels over the rows of the (N*C, S) view on minicaffe's threads
 ``channel_sums``. Each channel's statistics are computed by one thread in a
 fixed order, in float64 (two passes: the mean, then squares about it), so
 they are the same run to run and at any thread count.
+
+GPU: the statistics stay on the device. Per channel sums (of x, of the
+squares about the mean, of dy and of dy * y) are Bias's GEMVs with a vector of
+ones through cuBLAS (Caffe's way), in the blob's type; the running statistics
+(blobs 0-2) are updated by one thread per channel; the normalization and the
+gradient are one thread per element (Bias's ``channel_affine_gpu`` and
+``_normalize_backward_gpu``). The normalized output is kept in a device
+buffer for Backward.
 """
+
+import math
 
 import numpy as np
 
-from .. import threads
+from .. import gpu, threads
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..errors import GraphError
 from ..graph import TEST
 from ..kernels import cpu_kernel
 from ..layer import Layer
 from ..registry import register
-from .bias import apply_channel_affine, sum_channels
+from .bias import SUM_PRODUCT, affine_gpu, apply_channel_affine, channel_sums_gpu, copy_gpu, gpu_scratch, launch, \
+    sum_channels
 
 
 @cpu_kernel(nogil=True)
@@ -86,6 +98,51 @@ def normalize_backward(dy, y, dx, in_place, mean_dy, mean_dy_y, inv_std, channel
             gradient = dy[r]
             for j in range(out.size):
                 out[j] = ((gradient[j] - a) - normalized[j] * b) * s
+
+
+@gpu.jit
+def _divide_gpu(values, divisor):
+    i = cuda.grid(1)
+    if i < values.size:
+        values[i] = values[i] / divisor
+
+
+@gpu.jit
+def _global_stats_gpu(sum_mean, sum_var, factor, mean, var, zero, one):
+    """mean = blobs[0] / blobs[2], var = blobs[1] / blobs[2] (0 when blobs[2] is 0), as the CPU's products."""
+    c = cuda.grid(1)
+    if c < mean.size:
+        f = factor[0]
+        scale = zero if f == 0 else one / f
+        mean[c] = sum_mean[c] * scale
+        var[c] = sum_var[c] * scale
+
+
+@gpu.jit
+def _update_running_stats_gpu(mean, var, running_mean, running_var, factor, fraction, correction, one):
+    """blobs[0] = f blobs[0] + mean, blobs[1] = f blobs[1] + correction var, blobs[2] = f blobs[2] + 1."""
+    c = cuda.grid(1)
+    if c < mean.size:
+        running_mean[c] = running_mean[c] * fraction + mean[c]
+        running_var[c] = running_var[c] * fraction + correction * var[c]
+        if c == 0:
+            factor[0] = factor[0] * fraction + one
+
+
+@gpu.jit
+def _inverse_std_gpu(var, eps, one, inv_std):
+    c = cuda.grid(1)
+    if c < var.size:
+        inv_std[c] = one / math.sqrt(var[c] + eps)
+
+
+@gpu.jit
+def _normalize_backward_gpu(dy, y, dx, sum_dy, sum_dy_y, count, inv_std, channels, spatial):
+    """dx = ((dy - mean(dy)) - y * mean(dy * y)) * inv_std; dx may be dy."""
+    i = cuda.grid(1)
+    if i < dx.size:
+        c = (i // spatial) % channels
+        dx[i] = ((dy[i] - sum_dy[c] / count) - y[i] * (sum_dy_y[c] / count)) * inv_std[c]
 
 
 @register("BatchNorm")
@@ -188,3 +245,51 @@ class BatchNormLayer(Layer):
         in_place = bottom[0] is top[0]
         threads.parallel_for(dy.shape[0], lambda start, stop: normalize_backward(
             dy, y, dx, in_place, mean_dy, mean_dy_y, self.inv_std, channels, start, stop), dy.shape[1])
+
+    def forward_gpu(self, bottom, top):
+        num, channels, spatial = self.view
+        dtype = bottom[0].dtype
+        one = dtype.type(1)
+        x = bottom[0].gpu_data
+        mean = gpu_scratch(self, "mean", channels, dtype)
+        var = gpu_scratch(self, "var", channels, dtype)
+        if self.use_global_stats:
+            launch(_global_stats_gpu, channels)(self.blobs[0].gpu_data, self.blobs[1].gpu_data,
+                                                self.blobs[2].gpu_data, mean, var, dtype.type(0), one)
+        else:
+            m = num * spatial
+            centered = self._gpu_x_norm = gpu_scratch(self, "x_norm", x.size, dtype)
+            channel_sums_gpu(self, x, self.view, mean)
+            launch(_divide_gpu, channels)(mean, dtype.type(m))
+            affine_gpu(x, centered, channels, spatial, shift=mean)
+            channel_sums_gpu(self, centered, self.view, var, b=centered, mode=SUM_PRODUCT)
+            launch(_divide_gpu, channels)(var, dtype.type(m))
+            launch(_update_running_stats_gpu, channels)(
+                mean, var, self.blobs[0].mutable_gpu_data, self.blobs[1].mutable_gpu_data,
+                self.blobs[2].mutable_gpu_data, dtype.type(self.moving_average_fraction),
+                dtype.type(m / (m - 1) if m > 1 else 1.0), one)
+        self._gpu_inv_std = gpu_scratch(self, "inv_std", channels, dtype)
+        launch(_inverse_std_gpu, channels)(var, dtype.type(self.eps), one, self._gpu_inv_std)
+        y = top[0].mutable_gpu_data
+        affine_gpu(x, y, channels, spatial, shift=mean, scale=self._gpu_inv_std)
+        if not self.use_global_stats:
+            copy_gpu(y, self._gpu_x_norm)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        num, channels, spatial = self.view
+        dtype = bottom[0].dtype
+        dy = top[0].gpu_diff
+        if self.use_global_stats:
+            affine_gpu(dy, bottom[0].mutable_gpu_diff, channels, spatial, scale=self._gpu_inv_std)
+            return
+        y = self._gpu_x_norm
+        # Both sums are taken before dx is written: in place, dx is dy.
+        sum_dy = channel_sums_gpu(self, dy, self.view, gpu_scratch(self, "sum dy", channels, dtype))
+        sum_dy_y = channel_sums_gpu(self, dy, self.view, gpu_scratch(self, "sum dy y", channels, dtype), b=y,
+                                    mode=SUM_PRODUCT)
+        if dy.size:
+            launch(_normalize_backward_gpu, dy.size)(dy, y, bottom[0].mutable_gpu_diff, sum_dy, sum_dy_y,
+                                                     dtype.type(num * spatial), self._gpu_inv_std, int(channels),
+                                                     int(spatial))

@@ -17,16 +17,24 @@ minicaffe's threads (:mod:`minicaffe.threads`; a small blob stays on one
 thread). The slope gradient is summed per channel, each channel by one
 thread in a fixed order (images, then positions, in float64), so it is the
 same at any thread count.
+
+GPU: one thread per element for Forward and for ``dx`` (the slope of the
+element's channel, or the shared one); the slope gradient is the product
+``dy * x * [x <= 0]`` on the device summed per channel (or over everything
+when shared) by Bias's GEMV sums, accumulated into the slope diff. In place,
+the input is kept in a device buffer.
 """
 
 import numpy as np
 
-from .. import threads
+from .. import gpu, threads
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..fillers import fill
 from ..kernels import cpu_kernel
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register
+from .bias import SUM_NEGATIVE_PRODUCT, channel_sums_gpu, copy_gpu, gpu_scratch, launch
 from .relu import leaky_backward, leaky_forward
 
 
@@ -44,6 +52,25 @@ def prelu_slope_gradient(x, dy, images, channels, sums, start, stop):
                 if row[j] <= 0:
                     total += gradient[j] * row[j]
         sums[c] = total
+
+
+@gpu.jit
+def _prelu_forward_gpu(x, y, slopes, channels, spatial, shared, zero):
+    """y = x if x > 0 else slope * x (+0, as the CPU's sum: a zero slope never gives -0)."""
+    i = cuda.grid(1)
+    if i < y.size:
+        slope = slopes[0] if shared else slopes[(i // spatial) % channels]
+        value = x[i]
+        y[i] = value if value > 0 else value * slope + zero
+
+
+@gpu.jit
+def _prelu_backward_gpu(x, dy, dx, slopes, channels, spatial, shared):
+    """dx = dy * (1 if x > 0 else slope); dx may be dy."""
+    i = cuda.grid(1)
+    if i < dx.size:
+        slope = slopes[0] if shared else slopes[(i // spatial) % channels]
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * slope
 
 
 @register("PReLU")
@@ -106,3 +133,26 @@ class PReLULayer(Layer):
             in_place = bottom[0] is top[0]
             threads.parallel_for(dx.shape[0], lambda start, stop: leaky_backward(
                 x, dy, dx, in_place, slopes, slopes.size, start, stop), dx.shape[1])
+
+    def forward_gpu(self, bottom, top):
+        count = bottom[0].count
+        x = bottom[0].gpu_data
+        if bottom[0] is top[0]:                # Backward needs x, which y overwrites
+            saved = gpu_scratch(self, "saved input", count, bottom[0].dtype)
+            copy_gpu(x, saved)
+            x = saved
+        self._gpu_input = x
+        if count:
+            launch(_prelu_forward_gpu, count)(x, top[0].mutable_gpu_data, self.blobs[0].gpu_data, int(self.view[1]),
+                                              int(self.view[2]), bool(self.channel_shared), self.dtype.type(0))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        x = self._gpu_input if bottom[0] is top[0] else bottom[0].gpu_data
+        dy = top[0].gpu_diff
+        count = bottom[0].count
+        if self.param_propagate_down[0]:    # before dx: in place, dx overwrites dy
+            layout = (1, 1, count) if self.channel_shared else self.view
+            channel_sums_gpu(self, dy, layout, self.blobs[0].mutable_gpu_diff, 1.0, x, SUM_NEGATIVE_PRODUCT)
+        if propagate_down[0] and count:
+            launch(_prelu_backward_gpu, count)(x, dy, bottom[0].mutable_gpu_diff, self.blobs[0].gpu_data,
+                                               int(self.view[1]), int(self.view[2]), bool(self.channel_shared))
