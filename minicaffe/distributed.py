@@ -35,6 +35,15 @@ collective would otherwise hang them.
 among them (:func:`minicaffe.threads.share_cores`); ranks the launcher bound
 to their own cores keep theirs. Only rank 0 logs INFO lines; the others log
 warnings and errors, prefixed with their rank.
+
+GPU: gradients that live on the device (GPU mode) are reduced by
+:meth:`World.allreduce_mean_device`: one kernel per parameter packs its diff
+into a flat device buffer, the buffer crosses to the host once, is summed by
+the all-reduce, crosses back once, and one kernel per parameter unpacks it into
+the diffs scaled by 1/K. The host hop is needed because MPICH's wheel (the
+``distributed`` extra) is not CUDA-aware: MPI cannot read device memory. The
+host buffer is page-locked on a real GPU, so both copies are single DMA
+transfers.
 """
 
 from __future__ import annotations
@@ -46,7 +55,9 @@ import time
 
 import numpy as np
 
+from . import gpu
 from .errors import MinicaffeError
+from .gpu import cuda  # the name kernels use: the simulator swaps it
 
 #: Environment variables an MPI launcher sets to the number of processes it started.
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -113,6 +124,20 @@ def shard(phase) -> tuple:
     return current.rank, current.size
 
 
+@gpu.jit
+def _pack_gpu(source, flat, offset):
+    i = cuda.grid(1)
+    if i < source.size:
+        flat[offset + i] = source[i]
+
+
+@gpu.jit
+def _unpack_gpu(flat, offset, scale, target):
+    i = cuda.grid(1)
+    if i < target.size:
+        target[i] = scale * flat[offset + i]
+
+
 class World:
     """A single process: rank 0 of 1. Every collective is a no-op (the arrays are already "reduced")."""
 
@@ -120,9 +145,38 @@ class World:
     size = 1
     local_rank = 0
     local_size = 1
+    _device_buffers = None      # allreduce_mean_device's (device, host) flat buffers
 
     def allreduce_sum(self, arrays, what):
         """Sum each array over the ranks, in place, on every rank."""
+
+    def allreduce_mean_device(self, device_arrays, host_arrays, what):
+        """Average the flat device arrays ``device_arrays`` (one dtype; the gradients) over the ranks, in place,
+        and sum the host arrays ``host_arrays`` with them in the same all-reduce (see the module's docstring:
+        packed on the device, one copy each way, unpacked scaled by 1/K on the device)."""
+        total = sum(array.size for array in device_arrays)
+        if not total:
+            self.allreduce_sum(list(host_arrays), what)
+            return
+        dtype = device_arrays[0].dtype
+        buffers = self._device_buffers
+        if buffers is None or buffers[0].size != total or buffers[0].dtype != dtype:
+            host = np.empty(total, dtype) if gpu.simulated() else cuda.pinned_array(total, dtype)
+            self._device_buffers = buffers = (gpu.device_empty(total, dtype), host)
+        flat, host = buffers
+        offset = 0
+        for array in device_arrays:
+            if array.size:
+                _pack_gpu[gpu.blocks_for(array.size), gpu.THREADS](array, flat, offset)
+            offset += array.size
+        flat.copy_to_host(host)
+        self.allreduce_sum([host, *host_arrays], what)
+        flat.copy_to_device(host)
+        scale, offset = dtype.type(1.0 / self.size), 0
+        for array in device_arrays:
+            if array.size:
+                _unpack_gpu[gpu.blocks_for(array.size), gpu.THREADS](flat, offset, scale, array)
+            offset += array.size
 
     def broadcast(self, arrays, what):
         """Overwrite each array with rank 0's, in place."""

@@ -29,6 +29,17 @@ data cursor per rank where one differs from rank 0's).
 From Python, training logs Caffe's lines to stderr with no set-up, and
 ``solve()`` and ``step(n)`` with n > 1 draw a progress bar on a terminal or in a
 notebook (see :mod:`minicaffe.logs` for where the lines go and the switches).
+
+GPU: in GPU mode (``minicaffe.set_mode_gpu()`` or ``solver_mode: GPU``) the
+per-iteration work stays on the device, as in Caffe's solvers: clearing the
+parameter diffs, the 1/``iter_size`` scaling, weight decay (L2 an axpy, L1 a
+sign kernel), the update rules' kernels (:mod:`.updates`) over history blobs
+that live on the device, and ``data -= diff``. Gradient clipping brings one
+float per parameter to the host (its sum of squares, as Caffe's
+``sumsq_diff``); the NaN check one flag per iteration; a test pass sums the
+test nets' outputs on the device and copies the sums once at its end. Only
+snapshots copy weights and history to the host (once each); a restore writes
+them on the host and they go back to the device at the next update.
 """
 
 from __future__ import annotations
@@ -42,16 +53,72 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from .. import distributed, fillers, logs
+from .. import distributed, fillers, gpu, gpu_blas, logs
+from ..blob import Blob
 from ..errors import MinicaffeError
 from ..graph import TEST, TRAIN
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..io import array_to_blobproto, atomic_write_bytes, blobproto_to_array, write_caffemodel
+from ..mode import mode as current_mode
 from ..net import Net
 from ..proto import caffe_pb2
 from ..proto.text import read_solver
 from .lr_policy import POLICIES, check_policy, learning_rate
 
 log = logging.getLogger("minicaffe")
+
+
+# ---------------------------------------------------------------- GPU kernels
+
+@gpu.jit
+def _add_sign_gpu(decay, data, diff):
+    """diff += decay * sign(data): L1 weight decay (Caffe's caffe_gpu_sign then axpy, fused)."""
+    i = cuda.grid(1)
+    if i < diff.size:
+        value = data[i]
+        if value > 0:
+            diff[i] += decay
+        elif value < 0:
+            diff[i] -= decay
+
+
+@gpu.jit
+def _flag_non_finite_gpu(values, flag):
+    i = cuda.grid(1)
+    if i < values.size and not math.isfinite(values[i]):
+        flag[0] = 1
+
+
+@gpu.jit
+def _accumulate_gpu(values, totals):
+    """totals += values, in float64 (a test pass sums each output's values over its iterations)."""
+    i = cuda.grid(1)
+    if i < totals.size:
+        totals[i] += values[i]
+
+
+def _launch(kernel, count, *arguments):
+    if count:
+        kernel[gpu.blocks_for(count), gpu.THREADS](*arguments)
+
+
+class HistoryArrays:
+    """The update history as host arrays (``Solver.history``): item i is history blob i's ``data``, so reading
+    it brings a history that lives on the device to the host, and writing it is seen by the next update."""
+
+    def __init__(self, blobs):
+        self._blobs = blobs
+
+    def __len__(self):
+        return len(self._blobs)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [blob.data for blob in self._blobs[index]]
+        return self._blobs[index].data
+
+    def __iter__(self):
+        return (blob.data for blob in self._blobs)
 
 
 class Solver:
@@ -96,8 +163,11 @@ class Solver:
         self.learnable = self.net.learnable_param_specs
         from ..memory_budget import check_training_memory
         check_training_memory(self)     # before the history and the first pass allocate: refuse what cannot fit
-        # One array per parameter (two sets for AdaDelta and Adam), in SolverState's order.
-        self.history = [np.zeros_like(entry.blob.data) for _ in range(self.history_sets) for entry in self.learnable]
+        # One blob per parameter (two sets for AdaDelta and Adam), in SolverState's order (Caffe's history_):
+        # on the device in GPU mode; ``history`` shows them as host arrays.
+        self.history_blobs = [Blob(entry.blob.shape, dtype=entry.blob.dtype)
+                              for _ in range(self.history_sets) for entry in self.learnable]
+        self.history = HistoryArrays(self.history_blobs)
         self.iter = 0
         self.current_step = 0
         self.losses = []
@@ -115,6 +185,7 @@ class Solver:
         self._ranks_synced = False
         self._share_cursors = True
         self._flat_diffs = None         # the all-reduce's buffer: every learnable diff, flat
+        self._non_finite_flag = None    # GPU mode: the NaN check's flag on the device
 
     # ------------------------------------------------------------ construction
     def check_parameters(self):
@@ -289,7 +360,7 @@ class Solver:
         self.smoothed_loss = 0.0
         last_display_iter, timer = self.iter, time.perf_counter()
         while self.iter < stop_iter:
-            self.net.clear_param_diffs()
+            self._clear_param_diffs()
             if (self.param.test_interval and self.iter % self.param.test_interval == 0
                     and (self.iter > 0 or self.param.test_initialization)):
                 with self._quiet_numpy():
@@ -393,19 +464,43 @@ class Solver:
         net = self.test_nets[index]
         net.share_with(self.net)
         iterations = self.param.test_iter[index]
-        totals, loss = {}, 0.0
-        for _ in range(iterations):
-            self.world.keepalive()      # data-parallel: the other ranks wait meanwhile
-            net.forward()
-            loss += net.last_loss
-            for name in net.outputs:
-                values = net.blobs[name].read_data().astype(np.float64).reshape(-1)
-                totals[name] = totals.get(name, 0.0) + values
+        if current_mode() == "gpu":
+            totals, loss = self._test_on_device(net, iterations)
+        else:
+            totals, loss = {}, 0.0
+            for _ in range(iterations):
+                self.world.keepalive()      # data-parallel: the other ranks wait meanwhile
+                net.forward()
+                loss += net.last_loss
+                for name in net.outputs:
+                    values = net.blobs[name].read_data().astype(np.float64).reshape(-1)
+                    totals[name] = totals.get(name, 0.0) + values
         if self.param.test_compute_loss:
             log.info("Test loss: %.6g", loss / iterations)
         means = {name: total / iterations for name, total in totals.items()}
         self._log_outputs("Test", net, means)
         return {name: (float(value[0]) if value.size == 1 else value) for name, value in means.items()}
+
+    def _test_on_device(self, net, iterations):
+        """GPU mode: the test pass with each output summed on the device (float64, as on the CPU) and copied to
+        the host once at the end; net.forward() would copy every output at every iteration."""
+        totals, loss = {}, 0.0
+        for _ in range(iterations):
+            self.world.keepalive()
+            net.last_loss = net.forward_from_to(0, len(net.layers) - 1)
+            loss += net.last_loss
+            for name in net.outputs:
+                blob, total = net.blobs[name], totals.get(name)
+                if total is None:
+                    total = totals[name] = gpu.device_zeros(blob.count, np.float64)
+                if isinstance(total, np.ndarray) or total.size != blob.count:
+                    # an output whose size changed: sum on the host from here, with the CPU path's broadcasting
+                    host = total if isinstance(total, np.ndarray) else total.copy_to_host()
+                    totals[name] = host + blob.read_data().astype(np.float64).reshape(-1)
+                else:
+                    _launch(_accumulate_gpu, blob.count, blob.gpu_data, total)
+        return {name: total if isinstance(total, np.ndarray) else total.copy_to_host()
+                for name, total in totals.items()}, loss
 
     def _log_outputs(self, kind, net, values):
         weights = net.blob_loss_weights
@@ -425,11 +520,43 @@ class Solver:
         if self.param.display and self.iter % self.param.display == 0:
             log.info("Iteration %d, lr = %.6g", self.iter, rate)
         self.clip_gradients()
+        on_device = current_mode() == "gpu"
+        rule = self._device_rule() if on_device else None
         for index, entry in enumerate(self.learnable):
             self.normalize(index)
             self.regularize(index)
-            self.compute_update_value(index, rate * entry.lr_mult)
-        self.net.update()
+            (rule or self.compute_update_value)(index, rate * entry.lr_mult)
+        if on_device:
+            for entry in self.learnable:        # Net::Update on the device (Blob::Update's gpu axpy)
+                gpu_blas.axpy(-1.0, entry.blob.gpu_diff, entry.blob.mutable_gpu_data)
+        else:
+            self.net.update()
+
+    def _device_rule(self):
+        """The type's ``compute_update_value_gpu``, or None where a subclass (a user's) redefines the CPU rule
+        below it or defines none: that rule then runs on host copies, as its author wrote it."""
+        for cls in type(self).__mro__:
+            defined = vars(cls)
+            if "compute_update_value_gpu" in defined:
+                return self.compute_update_value_gpu
+            if "compute_update_value" in defined:
+                return None
+        return None
+
+    def device_arrays(self, index):
+        """For an update rule on the device: (parameter ``index``'s diff, the tuple of its history arrays, the
+        diff's scalar type), flat device arrays that the rule may write."""
+        diff = self.learnable[index].blob.mutable_gpu_diff
+        count = len(self.learnable)
+        history = tuple(self.history_blobs[index + k * count].mutable_gpu_data for k in range(self.history_sets))
+        return diff, history, diff.dtype.type
+
+    def _clear_param_diffs(self):
+        if current_mode() == "gpu":
+            for entry in self.learnable:    # Caffe's ClearParamDiffs: caffe_gpu_set
+                gpu_blas.fill(entry.blob.mutable_gpu_diff, 0)
+        else:
+            self.net.clear_param_diffs()
 
     # ------------------------------------------------------------ data-parallel (minicaffe.distributed)
     def _start_ranks_together(self):
@@ -443,7 +570,7 @@ class Solver:
                  "is %d x the train net's; gradients are averaged over the ranks", world.size, world.local_size,
                  get_num_threads(), world.size)
         blobs = list({id(blob): blob for layer in self.net.layers for blob in layer.blobs}.values())
-        arrays = [blob.data for blob in blobs] + self.history
+        arrays = [blob.data for blob in blobs] + list(self.history)
         if arrays:
             flat = np.concatenate([array.reshape(-1) for array in arrays]).astype(self.dtype, copy=False)
             self.world.broadcast([flat], "the broadcast of rank 0's weights")
@@ -474,25 +601,29 @@ class Solver:
 
         Returns (mean loss, {output name: mean value} or None, the agreed request or None)."""
         world = self.world
-        if self._flat_diffs is None:
-            self._flat_diffs = np.empty(sum(entry.blob.count for entry in self.learnable), dtype=self.dtype)
-        flat = self._flat_diffs
-        offset = 0
-        for entry in self.learnable:
-            diff = entry.blob.read_diff()
-            flat[offset:offset + diff.size] = diff.reshape(-1)
-            offset += diff.size
         request, self.requested_action = self.requested_action, None
         names = self.net.outputs if display else []
         values = [self.net.blobs[name].read_data().astype(np.float64).reshape(-1) for name in names]
         meta = np.concatenate([[loss, request == "stop", request == "snapshot"], *values]).astype(np.float64)
-        world.allreduce_sum([flat, meta], f"the gradient all-reduce of iteration {self.iter}")
-        flat *= self.dtype.type(1.0 / world.size)
-        offset = 0
-        for entry in self.learnable:
-            diff = entry.blob.diff
-            diff[...] = flat[offset:offset + diff.size].reshape(diff.shape)
-            offset += diff.size
+        what = f"the gradient all-reduce of iteration {self.iter}"
+        if current_mode() == "gpu":     # packed, reduced and unpacked on the device (distributed.py)
+            world.allreduce_mean_device([entry.blob.mutable_gpu_diff for entry in self.learnable], [meta], what)
+        else:
+            if self._flat_diffs is None:
+                self._flat_diffs = np.empty(sum(entry.blob.count for entry in self.learnable), dtype=self.dtype)
+            flat = self._flat_diffs
+            offset = 0
+            for entry in self.learnable:
+                diff = entry.blob.read_diff()
+                flat[offset:offset + diff.size] = diff.reshape(-1)
+                offset += diff.size
+            world.allreduce_sum([flat, meta], what)
+            flat *= self.dtype.type(1.0 / world.size)
+            offset = 0
+            for entry in self.learnable:
+                diff = entry.blob.diff
+                diff[...] = flat[offset:offset + diff.size].reshape(diff.shape)
+                offset += diff.size
         meta /= world.size
         outputs, offset = {}, 3
         for name, value in zip(names, values):
@@ -508,6 +639,16 @@ class Solver:
         return None if gathered is None else [json.loads(payload) for payload in gathered]
 
     def _check_parameters_finite(self):
+        if current_mode() == "gpu":
+            # One flag crosses to the host; only when it is set are the parameters read, to name the first.
+            if self._non_finite_flag is None:
+                self._non_finite_flag = gpu.device_zeros(1, np.int32)
+            flag = self._non_finite_flag
+            gpu_blas.fill(flag, 0)
+            for entry in self.learnable:
+                _launch(_flag_non_finite_gpu, entry.blob.count, entry.blob.gpu_data, flag)
+            if not flag.copy_to_host()[0]:
+                return
         for entry in self.learnable:
             if not np.isfinite(entry.blob.data).all():
                 raise _non_finite(self.net, self.iter, f"parameter {entry.index} of layer '{entry.layer}'")
@@ -516,18 +657,28 @@ class Solver:
         threshold = self.param.clip_gradients
         if threshold < 0:
             return
-        norm = float(np.sqrt(sum(float(np.sum(np.square(entry.blob.diff, dtype=np.float64)))
-                                 for entry in self.learnable)))
+        on_device = current_mode() == "gpu"
+        if on_device:       # one float per parameter reaches the host (Caffe's sumsq_diff)
+            norm = math.sqrt(sum(gpu_blas.dot(entry.blob.gpu_diff, entry.blob.gpu_diff) for entry in self.learnable))
+        else:
+            norm = float(np.sqrt(sum(float(np.sum(np.square(entry.blob.diff, dtype=np.float64)))
+                                     for entry in self.learnable)))
         if norm > threshold:
             factor = threshold / norm
             log.info("Gradient clipping: scaling down gradients (L2 norm %.6g > %.6g) by scale factor %.6g",
                      norm, threshold, factor)
             for entry in self.learnable:
-                entry.blob.diff[...] *= factor
+                if on_device:
+                    gpu_blas.scale(entry.blob.mutable_gpu_diff, factor)
+                else:
+                    entry.blob.diff[...] *= factor
 
     def normalize(self, index):
         if self.param.iter_size > 1:
-            self.learnable[index].blob.diff[...] *= 1.0 / self.param.iter_size
+            if current_mode() == "gpu":
+                gpu_blas.scale(self.learnable[index].blob.mutable_gpu_diff, 1.0 / self.param.iter_size)
+            else:
+                self.learnable[index].blob.diff[...] *= 1.0 / self.param.iter_size
 
     def regularize(self, index):
         entry = self.learnable[index]
@@ -535,12 +686,18 @@ class Solver:
         if not decay:
             return
         kind = self.param.regularization_type
-        if kind == "L2":
-            entry.blob.diff[...] += decay * entry.blob.data
-        elif kind == "L1":
-            entry.blob.diff[...] += decay * np.sign(entry.blob.data)
-        else:
+        if kind not in ("L2", "L1"):
             self.fail(f"unknown regularization_type '{kind}' (L2 or L1)")
+        if current_mode() == "gpu":
+            blob = entry.blob
+            if kind == "L2":
+                gpu_blas.axpy(decay, blob.gpu_data, blob.mutable_gpu_diff)
+            else:
+                _launch(_add_sign_gpu, blob.count, blob.dtype.type(decay), blob.gpu_data, blob.mutable_gpu_diff)
+        elif kind == "L2":
+            entry.blob.diff[...] += decay * entry.blob.data
+        else:
+            entry.blob.diff[...] += decay * np.sign(entry.blob.data)
 
     def compute_update_value(self, index, local_rate):
         raise MinicaffeError(f"{type(self).__name__} defines no update rule")
@@ -586,8 +743,8 @@ class Solver:
             raise MinicaffeError(f"cannot snapshot iteration {self.iter}: a SolverState's iter is an int32 "
                                  f"(0 to {MAX_ITER})")
         state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_filename, current_step=self.current_step)
-        for array in self.history:
-            state.history.append(array_to_blobproto(array))
+        for blob in self.history_blobs:      # read only: a history on the device stays current there
+            state.history.append(array_to_blobproto(blob.read_data()))
         state.smoothed_loss = self.smoothed_loss
         own = self._cursors()
         for net_name, layer_name, cursor in own:
@@ -635,9 +792,9 @@ class Solver:
                                f"{len(self.history)} (another net or solver type?)")
         for index, blob in enumerate(state.history):
             count = math.prod(blob_shape(blob))
-            if count != self.history[index].size:
+            if count != self.history_blobs[index].count:
                 raise WeightsError(path, f"history blob {index} has shape {blob_shape(blob)} ({count} values), "
-                                   f"but its parameter has {self.history[index].size}")
+                                   f"but its parameter has {self.history_blobs[index].count}")
         if self.param.lr_policy == "multistep" and state.current_step > len(self.param.stepvalue):
             raise WeightsError(path, f"current_step is {state.current_step}, but the solver's multistep policy "
                                f"has {len(self.param.stepvalue)} stepvalue(s)")

@@ -14,6 +14,13 @@ SolverState).
 - AdaDelta: h = m h + (1-m) g^2;  u = g sqrt((hu + delta) / (h + delta));  hu = m hu + (1-m) u^2;  step = lr u
 - Adam:     m1 = b1 m1 + (1-b1) g;  v = b2 v + (1-b2) g^2;
             step = lr sqrt(1 - b2^t) / (1 - b1^t) * m1 / (sqrt(v) + delta),  t = iter + 1
+
+GPU: each rule is one numba.cuda kernel over the parameter's flat diff and its
+history blobs on the device, one thread per element, as Caffe's
+``*_solver.cu`` kernels: the history is read once and written once, and the
+step is left in the diff. The scalars reach the kernels in the parameter's
+dtype (1 - momentum and the like computed on the host, as the CPU rule's numpy
+scalars are), so float32 stays float32 arithmetic as on the CPU.
 """
 
 from __future__ import annotations
@@ -22,7 +29,79 @@ import math
 
 import numpy as np
 
+from .. import gpu
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from .solver import Solver
+
+
+# ---------------------------------------------------------------- GPU kernels (Caffe's *_solver.cu)
+
+@gpu.jit
+def _sgd_gpu(gradient, history, momentum, local_rate):
+    i = cuda.grid(1)
+    if i < gradient.size:
+        value = momentum * history[i] + local_rate * gradient[i]
+        history[i] = value
+        gradient[i] = value
+
+
+@gpu.jit
+def _nesterov_gpu(gradient, history, momentum, one_plus_momentum, local_rate):
+    i = cuda.grid(1)
+    if i < gradient.size:
+        previous = history[i]
+        current = momentum * previous + local_rate * gradient[i]
+        history[i] = current
+        gradient[i] = one_plus_momentum * current - momentum * previous
+
+
+@gpu.jit
+def _adagrad_gpu(gradient, history, delta, local_rate):
+    i = cuda.grid(1)
+    if i < gradient.size:
+        g = gradient[i]
+        h = history[i] + g * g
+        history[i] = h
+        gradient[i] = local_rate * g / (math.sqrt(h) + delta)
+
+
+@gpu.jit
+def _rmsprop_gpu(gradient, history, decay, one_minus_decay, delta, local_rate):
+    i = cuda.grid(1)
+    if i < gradient.size:
+        g = gradient[i]
+        h = decay * history[i] + one_minus_decay * g * g
+        history[i] = h
+        gradient[i] = local_rate * g / (math.sqrt(h) + delta)
+
+
+@gpu.jit
+def _adadelta_gpu(gradient, gradient_history, update_history, momentum, one_minus_momentum, delta, local_rate):
+    i = cuda.grid(1)
+    if i < gradient.size:
+        g = gradient[i]
+        h = momentum * gradient_history[i] + one_minus_momentum * g * g
+        gradient_history[i] = h
+        g = g * math.sqrt((update_history[i] + delta) / (h + delta))
+        update_history[i] = momentum * update_history[i] + one_minus_momentum * g * g
+        gradient[i] = local_rate * g
+
+
+@gpu.jit
+def _adam_gpu(gradient, first, second, beta1, one_minus_beta1, beta2, one_minus_beta2, delta, corrected_rate):
+    i = cuda.grid(1)
+    if i < gradient.size:
+        g = gradient[i]
+        m = beta1 * first[i] + one_minus_beta1 * g
+        v = beta2 * second[i] + one_minus_beta2 * g * g
+        first[i] = m
+        second[i] = v
+        gradient[i] = corrected_rate * m / (math.sqrt(v) + delta)
+
+
+def _launch(kernel, gradient, *arguments):
+    if gradient.size:
+        kernel[gpu.blocks_for(gradient.size), gpu.THREADS](gradient, *arguments)
 
 
 class SGDSolver(Solver):
@@ -35,6 +114,10 @@ class SGDSolver(Solver):
         history *= self.param.momentum
         history += local_rate * diff
         diff[...] = history
+
+    def compute_update_value_gpu(self, index, local_rate):
+        gradient, (history,), number = self.device_arrays(index)
+        _launch(_sgd_gpu, gradient, history, number(self.param.momentum), number(local_rate))
 
 
 class NesterovSolver(Solver):
@@ -50,6 +133,11 @@ class NesterovSolver(Solver):
         history += local_rate * diff
         diff[...] = (1.0 + momentum) * history - momentum * previous
 
+    def compute_update_value_gpu(self, index, local_rate):
+        momentum = self.param.momentum
+        gradient, (history,), number = self.device_arrays(index)
+        _launch(_nesterov_gpu, gradient, history, number(momentum), number(1.0 + momentum), number(local_rate))
+
 
 class AdaGradSolver(Solver):
     type_name = "AdaGrad"
@@ -64,6 +152,10 @@ class AdaGradSolver(Solver):
         history = self.history[index]
         history += diff * diff
         diff[...] = local_rate * diff / (np.sqrt(history) + self.param.delta)
+
+    def compute_update_value_gpu(self, index, local_rate):
+        gradient, (history,), number = self.device_arrays(index)
+        _launch(_adagrad_gpu, gradient, history, number(self.param.delta), number(local_rate))
 
 
 class RMSPropSolver(Solver):
@@ -84,6 +176,12 @@ class RMSPropSolver(Solver):
         history += (1.0 - decay) * diff * diff
         diff[...] = local_rate * diff / (np.sqrt(history) + self.param.delta)
 
+    def compute_update_value_gpu(self, index, local_rate):
+        decay = self.param.rms_decay
+        gradient, (history,), number = self.device_arrays(index)
+        _launch(_rmsprop_gpu, gradient, history, number(decay), number(1.0 - decay), number(self.param.delta),
+                number(local_rate))
+
 
 class AdaDeltaSolver(Solver):
     type_name = "AdaDelta"
@@ -100,6 +198,12 @@ class AdaDeltaSolver(Solver):
         update_history *= momentum
         update_history += (1.0 - momentum) * diff * diff
         diff *= local_rate
+
+    def compute_update_value_gpu(self, index, local_rate):
+        momentum = self.param.momentum
+        gradient, (gradient_history, update_history), number = self.device_arrays(index)
+        _launch(_adadelta_gpu, gradient, gradient_history, update_history, number(momentum),
+                number(1.0 - momentum), number(self.param.delta), number(local_rate))
 
 
 class AdamSolver(Solver):
@@ -127,6 +231,14 @@ class AdamSolver(Solver):
         second *= beta2
         second += (1.0 - beta2) * diff * diff
         diff[...] = local_rate * correction * first / (np.sqrt(second) + self.param.delta)
+
+    def compute_update_value_gpu(self, index, local_rate):
+        beta1, beta2 = self.param.momentum, self.param.momentum2
+        gradient, (first, second), number = self.device_arrays(index)
+        step = self.iter + 1
+        correction = math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)
+        _launch(_adam_gpu, gradient, first, second, number(beta1), number(1.0 - beta1), number(beta2),
+                number(1.0 - beta2), number(self.param.delta), number(local_rate * correction))
 
 
 SOLVER_TYPES = {cls.type_name: cls for cls in
