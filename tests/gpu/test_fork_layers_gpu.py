@@ -53,6 +53,7 @@ def normal(*shape):
 
 def run_in_place(text, arrays, index, use_gpu, top_diff):
     """Forward and Backward with top 0 = bottom ``index``; returns (top data, bottom diffs)."""
+    fillers.set_random_seed(7)
     layer = layer_from_text(f'name: "fork" {text}', dtype=np.float32, num_tops=1)
     bottom = make_blobs(*arrays, dtype=np.float32)
     top = [bottom[index]]
@@ -263,3 +264,30 @@ def test_roi_pooling_bad_rois_are_the_cpus_errors(gpu_mode):
 def test_roi_pooling_gradient():
     gradient_check_gpu(roi_text(2, 2), [normal(2, 1, 3, 4), ROIS[[0, 1, 4]]], check_bottom=[0], stepsize=1e-4,
                        threshold=1e-8)
+
+
+# ====================================================================== Normalize
+
+def normalize_text(across, shared, extra=""):
+    return (f'name: "norm" type: "Normalize" norm_param {{ across_spatial: {str(across).lower()} '
+            f'channel_shared: {str(shared).lower()} scale_filler {{ type: "gaussian" mean: 2 std: 0.5 }} {extra} }}')
+
+
+@pytest.mark.parametrize("across", [True, False])
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("shape", [(2, 3, 2, 2), (2, 3, 3)])
+def test_normalize(across, shared, shape):
+    compare_devices(normalize_text(across, shared), [normal(*shape)], propagate_down=[True])
+
+
+def test_normalize_eps_scale_only_and_in_place():
+    text = normalize_text(False, False, "eps: 0.5")
+    compare_devices(text, [normal(2, 2, 3) * 0.1], propagate_down=[True])
+    compare_devices(text, [normal(1, 2, 3)], propagate_down=[False])
+    assert_in_place_matches(text[len('name: "norm" '):], [normal(2, 3, 2)], 0)
+    assert_in_place_matches(normalize_text(True, False)[len('name: "norm" '):], [normal(2, 3, 2)], 0)
+
+
+@pytest.mark.parametrize("across, shared", [(True, True), (True, False), (False, True), (False, False)])
+def test_normalize_gradient(across, shared):
+    gradient_check_gpu(normalize_text(across, shared), [normal(1, 2, 3)], stepsize=1e-4, threshold=1e-7)

@@ -48,13 +48,23 @@ CPU: numba kernels, one image per work item with ``across_spatial`` (so a
 batch of one runs on one thread) and one spatial position per item without;
 the scale gradient is summed per channel, each channel by one thread in a
 fixed order, so results do not depend on the thread count.
+
+GPU: the same float64 sums and the same per-element formulas (so the
+simulator gives the CPU's bits up to the order of the sums). Sums over a
+position's channels are one thread per position; sums over a whole image
+(``across_spatial``) and the scale gradient's per-channel sums are block
+reductions in shared memory, one grid row per image or channel, added up with
+float64 atomics. The norms stay on the device for Backward; in place the input
+is kept in a device buffer.
 """
 
 import math
 
 import numpy as np
+from numba import float64
 
-from ... import threads
+from ... import gpu, gpu_blas, threads
+from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...fillers import fill
 from ...kernels import cpu_kernel
 from ...layer import Layer
@@ -181,6 +191,115 @@ def normalize_scale_gradient(x, dy, norm, across, sums, start, stop):
         sums[c] = total
 
 
+# ---------------------------------------------------------------- GPU kernels
+# Flat (N, C, S) arrays; a group is an image (across) or a position n * S + p; norm and the float64 sums
+# are per group. Scales: scale[c], or scale[0] when shared.
+
+_THREADS = gpu.THREADS      # a global of this module: the shared array's size must be a constant
+_SQUARES, _DOTS, _SCALE_GRADIENT = 0, 1, 2
+
+
+@gpu.device
+def _group_of(i, channels, spatial, across):
+    if across:
+        return i // (channels * spatial)
+    return (i // (channels * spatial)) * spatial + i % spatial
+
+
+@gpu.jit
+def _normalize_block_sums_gpu(x, dy, scale, shared, norm, across, kind, channels, spatial, sums):
+    """sums[blockIdx.y] += this block's share of: an image's x^2 (kind 0) or s_c dy x (1), over C x S;
+    or a channel's dy x / norm (2), over N x S. A shared-memory tree, then one float64 atomic."""
+    partial = cuda.shared.array(_THREADS, dtype=np.float64)
+    thread = cuda.threadIdx.x
+    group = cuda.blockIdx.y
+    e = cuda.grid(1)
+    value = 0.0
+    if kind == 2:
+        if e < x.size // channels:
+            n = e // spatial
+            i = (n * channels + group) * spatial + e % spatial
+            value = float64(dy[i]) * float64(x[i]) / norm[_group_of(i, channels, spatial, across)]
+    elif e < channels * spatial:
+        i = group * channels * spatial + e
+        if kind == 0:
+            value = float64(x[i]) * float64(x[i])
+        else:
+            value = float64(scale[0 if shared else e // spatial]) * float64(dy[i]) * float64(x[i])
+    partial[thread] = value
+    cuda.syncthreads()
+    stride = _THREADS // 2
+    while stride > 0:
+        if thread < stride:
+            partial[thread] += partial[thread + stride]
+        cuda.syncthreads()
+        stride //= 2
+    if thread == 0:
+        cuda.atomic.add(sums, group, partial[0])
+
+
+@gpu.jit
+def _normalize_position_sums_gpu(x, dy, scale, shared, kind, channels, spatial, eps, out):
+    """Per position n * S + p: out = sqrt(sum_c x^2 + eps) (kind 0), or sum_c s_c dy x (kind 1)."""
+    g = cuda.grid(1)
+    if g < out.size:
+        base = (g // spatial) * channels * spatial + g % spatial
+        total = 0.0
+        for c in range(channels):
+            i = base + c * spatial
+            if kind == 0:
+                total += float64(x[i]) * float64(x[i])
+            else:
+                total += float64(scale[0 if shared else c]) * float64(dy[i]) * float64(x[i])
+        if kind == 0:
+            out[g] = math.sqrt(total + eps)
+        else:
+            out[g] = total
+
+
+@gpu.jit
+def _normalize_roots_gpu(sums, eps, norm):
+    g = cuda.grid(1)
+    if g < norm.size:
+        norm[g] = math.sqrt(sums[g] + eps)
+
+
+@gpu.jit
+def _normalize_forward_gpu(x, y, scale, shared, norm, across, channels, spatial):
+    i = cuda.grid(1)
+    if i < y.size:
+        inverse = x.dtype.type(1.0 / norm[_group_of(i, channels, spatial, across)])
+        y[i] = x[i] * (scale[0 if shared else (i // spatial) % channels] * inverse)
+
+
+@gpu.jit
+def _normalize_backward_gpu(x, dy, dx, scale, shared, norm, dots, across, channels, spatial):
+    """dx = (s dy - x dot / n^2) / n (dx may be dy: each element is read before it is written)."""
+    i = cuda.grid(1)
+    if i < dx.size:
+        real = x.dtype.type
+        g = _group_of(i, channels, spatial, across)
+        root = norm[g]
+        coefficient = real(dots[g] / (root * root))
+        inverse = real(1.0 / root)
+        s = scale[0 if shared else (i // spatial) % channels]
+        dx[i] = (s * dy[i] - x[i] * coefficient) * inverse
+
+
+@gpu.jit
+def _normalize_scale_diff_gpu(sums, diff, shared):
+    """diff[c] += sums[c], or with a shared scale diff[0] += the sum over channels (one thread)."""
+    c = cuda.grid(1)
+    if shared:
+        if c == 0:
+            total = 0.0
+            for k in range(sums.size):
+                total += sums[k]
+            diff[0] += diff.dtype.type(total)
+    elif c < sums.size:
+        diff[c] += diff.dtype.type(sums[c])
+
+
 @register("Normalize")
 class NormalizeLayer(Layer):
     exact_bottoms = 1
@@ -258,3 +377,68 @@ class NormalizeLayer(Layer):
             items, size = self._work()
             threads.parallel_for(items, lambda start, stop: normalize_backward(x, dy, dx, scale, norm, across,
                                                                                start, stop), size)
+
+    # ------------------------------------------------------------ GPU
+    def _gpu_buffer(self, name, size, dtype):
+        """A device buffer kept on the layer, reallocated only when its size or dtype changes."""
+        buffer = getattr(self, name, None)
+        if buffer is None or buffer.size != size or buffer.dtype != np.dtype(dtype):
+            buffer = gpu.device_empty(size, dtype)
+            setattr(self, name, buffer)
+        return buffer
+
+    def _group_sums_gpu(self, x, dy, scale, kind, groups, per_group, sums):
+        gpu_blas.fill(sums, 0)
+        if per_group:
+            _normalize_block_sums_gpu[(gpu.blocks_for(per_group), groups), gpu.THREADS](
+                x, dy, scale, self.channel_shared, self._norm_gpu, self.across_spatial, int(kind),
+                int(self.view[1]), int(self.view[2]), sums)
+
+    def forward_gpu(self, bottom, top):
+        images, channels, spatial = self.view
+        count = bottom[0].count
+        x = bottom[0].gpu_data
+        if bottom[0] is top[0]:
+            x = self._gpu_buffer("_saved_input_gpu", count, bottom[0].dtype)
+            gpu_blas.copy(bottom[0].gpu_data, x)
+        groups = self.norm_shape[0] * self.norm_shape[1]
+        norm = self._norm_gpu = self._gpu_buffer("_norm_gpu_buffer", groups, np.float64)
+        if not groups:
+            return
+        scale = self.blobs[0].gpu_data
+        if self.across_spatial:
+            sums = self._gpu_buffer("_sums_gpu", groups, np.float64)
+            self._group_sums_gpu(x, x, scale, _SQUARES, groups, channels * spatial, sums)
+            _normalize_roots_gpu[gpu.blocks_for(groups), gpu.THREADS](sums, float(self.eps), norm)
+        else:
+            _normalize_position_sums_gpu[gpu.blocks_for(groups), gpu.THREADS](
+                x, x, scale, self.channel_shared, int(_SQUARES), int(channels), int(spatial), float(self.eps), norm)
+        if count:
+            _normalize_forward_gpu[gpu.blocks_for(count), gpu.THREADS](
+                x, top[0].mutable_gpu_data, scale, self.channel_shared, norm, self.across_spatial, int(channels),
+                int(spatial))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        images, channels, spatial = self.view
+        count = bottom[0].count
+        if not count:
+            return
+        x = self._saved_input_gpu if bottom[0] is top[0] else bottom[0].gpu_data
+        dy = top[0].gpu_diff
+        scale = self.blobs[0].gpu_data
+        norm, groups = self._norm_gpu, self._norm_gpu.size
+        if self.param_propagate_down[0]:    # before dx: in place, dx overwrites dy
+            sums = self._gpu_buffer("_scale_sums_gpu", channels, np.float64)
+            self._group_sums_gpu(x, dy, scale, _SCALE_GRADIENT, channels, images * spatial, sums)
+            _normalize_scale_diff_gpu[gpu.blocks_for(channels), gpu.THREADS](
+                sums, self.blobs[0].mutable_gpu_diff, self.channel_shared)
+        if propagate_down[0]:
+            dots = self._gpu_buffer("_dots_gpu", groups, np.float64)
+            if self.across_spatial:
+                self._group_sums_gpu(x, dy, scale, _DOTS, groups, channels * spatial, dots)
+            else:
+                _normalize_position_sums_gpu[gpu.blocks_for(groups), gpu.THREADS](
+                    x, dy, scale, self.channel_shared, int(_DOTS), int(channels), int(spatial), float(self.eps), dots)
+            _normalize_backward_gpu[gpu.blocks_for(count), gpu.THREADS](
+                x, dy, bottom[0].mutable_gpu_diff, scale, self.channel_shared, norm, dots, self.across_spatial,
+                int(channels), int(spatial))
