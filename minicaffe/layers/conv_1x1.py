@@ -25,6 +25,12 @@ kernel never sees. Still no patch matrix: im2row would copy the same pixels
 channels-last and the product back, 4x the time on ResNet-50's six such
 layers (32.5 against OpenCV's 8.4 ms at batch 1, benchmarks/results/
 inference_profile.md).
+
+GPU (:class:`Conv1x1GpuPath`, stride 1 only, as Caffe's ``is_1x1_``): the same
+products as device GEMMs on views of the blobs, one per image and group
+(Caffe's ``forward_gpu_gemm`` skips im2col there too), the bias added by one
+kernel over the whole top, the weight gradient accumulated by GEMMs with
+beta 1. A strided 1x1 layer takes the im2col GPU path.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ import math
 
 import numpy as np
 
-from .conv_common import ConvPath, _add_channel_bias, _product, _scale_and_shift_channels
+from .. import gpu_blas
+from .conv_common import (ConvPath, GpuConvPath, _add_channel_bias, _add_channel_bias_gpu, _launch, _product,
+                          _scale_and_shift_channels)
 
 #: Bytes of per-image weight-gradient products computed by one stacked product.
 PRODUCT_BUDGET = 4 << 20
@@ -131,3 +139,55 @@ class Conv1x1Path(ConvPath):
             product = products[:images * per_image].reshape(images, self.out_channels, self.in_channels)
             _product(outputs[start:start + images, 0], inputs[start:start + images, 0], product)
             diff[0] += product[0] if images == 1 else product.sum(axis=0)
+
+
+class Conv1x1GpuPath(GpuConvPath):
+    """Device GEMMs on the blobs, one per image and group; see the module docstring."""
+
+    name = "1x1"
+
+    @staticmethod
+    def fits(layer):
+        g = layer.geometry
+        return all(k == 1 and s == 1 and p == 0 for k, s, p in zip(g.kernel, g.stride, g.pad))
+
+    wins = Conv1x1Path.wins
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.locations = layer.locations
+
+    def _block(self, flat, n, g, channels):
+        """Image n, group g of a flat blob array with ``channels`` per group: a (channels, L) device matrix."""
+        size = channels * self.locations
+        start = (n * self.group + g) * size
+        return flat[start:start + size].reshape(channels, self.locations)
+
+    def _products(self):
+        """(image, group) pairs: every product of a pass."""
+        return [(n, g) for n in range(self.layer.num) for g in range(self.group)]
+
+    def apply(self, conv_input, conv_output, bias, scale=None):
+        weight = self.layer.blobs[0].gpu_data
+        for n, g in self._products():
+            gpu_blas.gemm(self._weight_group(weight, g), self._block(conv_input, n, g, self.group_in),
+                          self._block(conv_output, n, g, self.group_out))
+        if bias is not None:
+            _launch(_add_channel_bias_gpu, conv_output.size, conv_output, int(self.layer.conv_out_channels),
+                    int(self.locations), bias)
+
+    def transpose(self, conv_output, conv_input):
+        weight = self.layer.blobs[0].gpu_data
+        for n, g in self._products():
+            gpu_blas.gemm(self._weight_group(weight, g), self._block(conv_output, n, g, self.group_out),
+                          self._block(conv_input, n, g, self.group_in), trans_a=True)
+
+    def weight_gradient(self, output_diff, conv_input, weight_diff, bias_diff):
+        if bias_diff is not None:
+            self.output_channel_sums(output_diff, bias_diff)
+        if weight_diff is None:
+            return
+        for n, g in self._products():
+            gpu_blas.gemm(self._block(output_diff, n, g, self.group_out),
+                          self._block(conv_input, n, g, self.group_in), self._weight_group(weight_diff, g),
+                          trans_b=True, beta=1.0)

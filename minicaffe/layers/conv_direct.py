@@ -46,13 +46,26 @@ channels per group; depthwise is ``group_in == 1``, with any channel
 multiplier ``group_out``), any kernel, stride, pad and dilation, in one or two
 spatial dimensions (1-D as 2-D with one row); which geometries the layer sends
 here by itself is :meth:`DirectPath.wins`.
+
+GPU (:class:`DirectGpuPath`): depthwise layers (one input channel per group,
+any channel multiplier; one or two spatial axes), where im2col + GEMM would be
+``group`` products of a single weight row. Forward runs one thread per output
+(its taps from its one input channel, plus the bias); the input gradient one
+thread per input element, summing what every output of its group read from it
+(no atomics); the weight gradient one thread per (weight, image, output row)
+writing a partial sum, reduced into the weight diff by one GEMV with ones
+(beta 1: it accumulates), so no thread sums a whole plane and no atomics
+contend for the few weights.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .. import gpu, gpu_blas
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..kernels import cpu_kernel
-from .conv_common import ConvPath, _tasks
+from .conv_common import ConvPath, GpuConvPath, _launch, _tasks
 
 _U = np.uint64
 
@@ -348,3 +361,135 @@ class DirectPath(ConvPath):
 MAX_GROUP_OUTPUTS = 8
 MAX_SINGLE_GROUP_OUTPUTS = 4
 MAX_CHANNEL_PRODUCT = 128
+
+
+# ====================================================================== GPU
+# Geometry arguments, in this order: images, channels (conv input), height, width, out_channels (conv output,
+# a multiple of channels), out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+# dilation_w. Output channel m reads input channel m // (out_channels // channels).
+
+@gpu.jit
+def _direct_forward_gpu(x, weight, bias, add_bias, zero, images, channels, height, width, out_channels, out_h,
+                        out_w, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, y):
+    i = cuda.grid(1)
+    if i < images * out_channels * out_h * out_w:
+        ox = i % out_w
+        rest = i // out_w
+        oy = rest % out_h
+        rest //= out_h
+        m = rest % out_channels
+        n = rest // out_channels
+        source = (n * channels + m // (out_channels // channels)) * height * width
+        taps = m * kernel_h * kernel_w
+        total = bias[m] if add_bias else zero
+        for ki in range(kernel_h):
+            iy = oy * stride_h - pad_h + ki * dilation_h
+            if iy >= 0 and iy < height:
+                for kj in range(kernel_w):
+                    ix = ox * stride_w - pad_w + kj * dilation_w
+                    if ix >= 0 and ix < width:
+                        total += weight[taps + ki * kernel_w + kj] * x[source + iy * width + ix]
+        y[i] = total
+
+
+@gpu.jit
+def _direct_transpose_gpu(dy, weight, zero, images, channels, height, width, out_channels, out_h, out_w, kernel_h,
+                          kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, dx):
+    i = cuda.grid(1)
+    if i < images * channels * height * width:
+        ix = i % width
+        rest = i // width
+        iy = rest % height
+        rest //= height
+        c = rest % channels
+        n = rest // channels
+        multiplier = out_channels // channels
+        total = zero
+        for j in range(multiplier):
+            m = c * multiplier + j
+            plane = (n * out_channels + m) * out_h * out_w
+            for ki in range(kernel_h):
+                oy = iy + pad_h - ki * dilation_h
+                if oy >= 0 and oy % stride_h == 0 and oy // stride_h < out_h:
+                    for kj in range(kernel_w):
+                        ox = ix + pad_w - kj * dilation_w
+                        if ox >= 0 and ox % stride_w == 0 and ox // stride_w < out_w:
+                            total += weight[(m * kernel_h + ki) * kernel_w + kj] * \
+                                dy[plane + (oy // stride_h) * out_w + ox // stride_w]
+        dx[i] = total
+
+
+@gpu.jit
+def _direct_weight_partials_gpu(dy, x, zero, images, channels, height, width, out_channels, out_h, out_w,
+                                kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                                partials):
+    """partials[m, tap, n, oy] = sum over ox of dy[n, m, oy, ox] times the input that tap read there."""
+    i = cuda.grid(1)
+    if i < out_channels * kernel_h * kernel_w * images * out_h:
+        oy = i % out_h
+        rest = i // out_h
+        n = rest % images
+        rest //= images
+        tap = rest % (kernel_h * kernel_w)
+        m = rest // (kernel_h * kernel_w)
+        ki = tap // kernel_w
+        kj = tap % kernel_w
+        total = zero
+        iy = oy * stride_h - pad_h + ki * dilation_h
+        if iy >= 0 and iy < height:
+            outputs = ((n * out_channels + m) * out_h + oy) * out_w
+            inputs = ((n * channels + m // (out_channels // channels)) * height + iy) * width
+            for ox in range(out_w):
+                ix = ox * stride_w - pad_w + kj * dilation_w
+                if ix >= 0 and ix < width:
+                    total += dy[outputs + ox] * x[inputs + ix]
+        partials[i] = total
+
+
+class DirectGpuPath(GpuConvPath):
+    """Depthwise kernels on the device; see the module docstring."""
+
+    name = "direct"
+
+    @staticmethod
+    def fits(layer):
+        return layer.spatial_axes in (1, 2) and layer.conv_in_channels == layer.group
+
+    @staticmethod
+    def wins(layer):
+        return layer.group > 1
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        g = layer.geometry
+
+        def two(values, fill):          # 1-D runs as 2-D with one row
+            return (fill,) * (2 - len(values)) + tuple(int(v) for v in values)
+        height, width = two(g.in_dims, 1)
+        self.out_h, self.out_w = two(g.out_dims, 1)
+        self.dims = (int(layer.num), int(layer.conv_in_channels), height, width, int(layer.conv_out_channels),
+                     self.out_h, self.out_w, *two(g.kernel, 1), *two(g.stride, 1), *two(g.pad, 0),
+                     *two(g.dilation, 1))
+        self.zero = layer.dtype.type(0)
+
+    def apply(self, conv_input, conv_output, bias, scale=None):
+        weight = self.layer.blobs[0].gpu_data
+        add_bias = bias is not None
+        _launch(_direct_forward_gpu, conv_output.size, conv_input, weight, bias if add_bias else weight, add_bias,
+                self.zero, *self.dims, conv_output)
+
+    def transpose(self, conv_output, conv_input):
+        _launch(_direct_transpose_gpu, conv_input.size, conv_output, self.layer.blobs[0].gpu_data, self.zero,
+                *self.dims, conv_input)
+
+    def weight_gradient(self, output_diff, conv_input, weight_diff, bias_diff):
+        if bias_diff is not None:
+            self.output_channel_sums(output_diff, bias_diff)
+        if weight_diff is None:
+            return
+        layer = self.layer
+        rows = weight_diff.size
+        columns = layer.num * self.out_h
+        partials = layer._gpu_buffer("weight_partials", rows * columns)
+        _launch(_direct_weight_partials_gpu, rows * columns, output_diff, conv_input, self.zero, *self.dims, partials)
+        gpu_blas.gemv(partials.reshape(rows, columns), layer._gpu_buffer("ones", columns), weight_diff, beta=1.0)

@@ -40,15 +40,15 @@ chain (TEST nets, :mod:`minicaffe.fold`) runs its CPU kernels in GPU mode.
 from __future__ import annotations
 
 from ..registry import register
-from .conv_1x1 import Conv1x1Path
+from .conv_1x1 import Conv1x1GpuPath, Conv1x1Path
 from .conv_common import BaseConvolution, _add_channel_bias, _add_channel_bias_gpu, _channel_sums, _launch
-from .conv_direct import DirectPath
+from .conv_direct import DirectGpuPath, DirectPath
 from .conv_im2row import Im2colGpuPath, Im2rowPath
 
 #: The paths, in the order the automatic choice tries them; im2row takes whatever the others do not.
 PATHS = (Conv1x1Path, DirectPath, Im2rowPath)
 #: The GPU paths, likewise.
-GPU_PATHS = (Im2colGpuPath,)
+GPU_PATHS = (DirectGpuPath, Conv1x1GpuPath, Im2colGpuPath)
 
 
 def _flat(array):

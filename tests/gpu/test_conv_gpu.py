@@ -93,7 +93,7 @@ def test_convolution_two_bottoms_accumulate_parameter_diffs():
 def test_convolution_in_chunks_of_images(monkeypatch):
     from minicaffe.layers import conv_im2row
     monkeypatch.setattr(conv_im2row, "GPU_COLUMN_BUDGET", 1)
-    layer, _, _ = compare_devices(conv_text("num_output: 2 kernel_size: 3 pad: 1 group: 2"), [data(3, 2, 3, 3)],
+    layer, _, _ = compare_devices(conv_text("num_output: 2 kernel_size: 2 pad: 1 group: 2"), [data(3, 4, 2, 2)],
                                   propagate_down=[True])
     assert layer.gpu_conv_path().chunk == 1
 
@@ -113,3 +113,40 @@ def test_convolution_gradient_grouped_and_padded():
 def test_deconvolution_gradient():
     gradient_check_gpu(conv_text("num_output: 2 kernel_size: 2 stride: 2 pad: 1", "Deconvolution"),
                        [data(1, 2, 2, 2)])
+
+
+@pytest.mark.parametrize("kind, options, shape", [
+    ("Convolution", "num_output: 3 kernel_size: 1", (2, 2, 2, 3)),
+    ("Convolution", "num_output: 4 kernel_size: 1 group: 2 dilation: 2", (1, 4, 3, 2)),
+    ("Convolution", "num_output: 2 kernel_size: 1 stride: 2", (1, 2, 3, 3)),     # strided: im2col
+    ("Deconvolution", "num_output: 3 kernel_size: 1", (2, 2, 2, 2)),
+    ("Convolution", "num_output: 2", (3, 4)),                                     # no spatial axes
+])
+def test_1x1(kind, options, shape):
+    layer, _, _ = compare_devices(conv_text(options, kind), [data(*shape)], propagate_down=[True])
+    expected = "im2row" if "stride: 2" in options else "1x1"
+    assert layer.gpu_conv_path().name == expected
+
+
+@pytest.mark.parametrize("kind, options, shape", [
+    ("Convolution", "num_output: 2 kernel_size: 3 pad: 1 group: 2", (2, 2, 3, 4)),
+    ("Convolution", "num_output: 4 kernel_size: 2 stride: 2 dilation: 2 pad: 1 group: 2", (1, 2, 4, 5)),  # x2
+    ("Convolution", "num_output: 3 kernel_size: 1 group: 3 bias_term: false", (1, 3, 2, 2)),
+    ("Convolution", "num_output: 2 kernel_size: 3 stride: 2 group: 2", (1, 2, 7)),               # 1-D
+    ("Deconvolution", "num_output: 2 kernel_size: 3 stride: 2 pad: 1 group: 2", (1, 2, 2, 3)),
+])
+def test_depthwise(kind, options, shape):
+    layer, _, _ = compare_devices(conv_text(options, kind), [data(*shape)], propagate_down=[True])
+    assert layer.gpu_conv_path().name == "direct"
+
+
+@pytest.mark.parametrize("path", ["im2row", "direct"])
+def test_forced_gpu_path(monkeypatch, path):
+    monkeypatch.setenv("MINICAFFE_CONV_PATH", path)
+    layer, _, _ = compare_devices(conv_text("num_output: 2 kernel_size: 2 group: 2"), [data(1, 2, 3, 3)],
+                                  propagate_down=[True])
+    assert layer.gpu_conv_path().name == path
+
+
+def test_depthwise_gradient():
+    gradient_check_gpu(conv_text("num_output: 2 kernel_size: 2 stride: 2 pad: 1 group: 2"), [data(1, 2, 3, 3)])
