@@ -58,6 +58,18 @@ bottom in place after this layer's Forward. The argmax mask and the
 stochastic draws live in buffers that are kept between iterations and
 reallocated only when the shape changes.
 
+GPU: Caffe's pooling_layer.cu kernels (numba.cuda; :class:`Pooler`'s
+``forward_gpu``/``backward_gpu``, shared with SPP and LRN): one thread per
+output walks its window, in the CPU's order and with its comparisons, so
+results match the CPU's; AVE divides by a per-position table of the divisors
+in the blob's type (uploaded when the geometry changes). Backward is one
+thread per input cell summing the dy of the windows that cover it, in the
+order the CPU adds them, with no atomics (MaxPoolBackward: a window counts when
+its argmax is the cell). MAX keeps its int32 argmax on the device at every
+Forward. STOCHASTIC TRAIN draws its uniforms on the host from the same
+generator as the CPU path (one number per output, copied to the device), so a
+seed picks the same cells on either device.
+
 Deviations from Caffe, each where Caffe's behaviour is undefined or a defect:
 a window that lies entirely outside the input (possible only when stride >
 kernel) gives 0 for AVE (Caffe divides 0 by 0 or by a negative size) and is
@@ -75,13 +87,15 @@ import math
 import numpy as np
 from numba import njit
 
-from .. import kernels, threads
+from .. import gpu, kernels, threads
 from ..errors import GraphError
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..fillers import rng
 from ..graph import TRAIN
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register
+from .bias import gpu_scratch, launch
 
 MAX = caffe_pb2.PoolingParameter.MAX
 AVE = caffe_pb2.PoolingParameter.AVE
@@ -515,6 +529,222 @@ def stochastic_pool_test_backward(x, top_diff, bottom_diff, kernel_h, kernel_w, 
                         bottom_diff[p, h, w] += scale * (2 * plane[h, w] * total - squares)
 
 
+# ====================================================================== GPU kernels
+# Caffe's pooling_layer.cu: flat (planes * H * W) inputs and (planes * PH * PW) outputs, one thread per
+# output for Forward, one thread per input cell for Backward, which walks the windows covering its cell
+# (no atomics): windows in row-major order, as the CPU adds them to a cell. Masks are int32 as on the CPU.
+# Every kernel takes the geometry as (height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h,
+# stride_w, pad_h, pad_w); sums start from ``zero``, a number of the blob's type, so they stay in it.
+
+
+@gpu.device
+def _window(index, size, kernel, stride, pad):
+    """The window's [start, end) clipped to the input along one axis."""
+    start = index * stride - pad
+    return max(start, 0), min(start + kernel, size)
+
+
+@gpu.device
+def _covering(cell, pooled, kernel, stride, pad):
+    """The outputs [first, last) whose windows hold input ``cell`` along one axis."""
+    padded = cell + pad
+    first = 0 if padded < kernel else (padded - kernel) // stride + 1
+    return first, min(padded // stride + 1, pooled)
+
+
+@gpu.jit
+def _max_pool_gpu(x, top, mask, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, pad_h,
+                  pad_w, lowest):
+    """top = the window's maximum (the first wins; NaN never does; -FLT_MAX when none), mask = its cell."""
+    i = cuda.grid(1)
+    if i < top.size:
+        pw = i % pooled_w
+        ph = (i // pooled_w) % pooled_h
+        base = (i // (pooled_w * pooled_h)) * height * width
+        hstart, hend = _window(ph, height, kernel_h, stride_h, pad_h)
+        wstart, wend = _window(pw, width, kernel_w, stride_w, pad_w)
+        best = lowest
+        index = -1
+        for h in range(hstart, hend):
+            for w in range(wstart, wend):
+                value = x[base + h * width + w]
+                if value > best:
+                    best = value
+                    index = h * width + w
+        top[i] = best
+        mask[i] = index
+
+
+@gpu.jit
+def _ave_pool_gpu(x, top, divisors, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, pad_h,
+                  pad_w, zero):
+    """top = the window's sum over the input / its size clipped to the padded bounds (``divisors``, per
+    output position); 0 for a window that holds no input cell."""
+    i = cuda.grid(1)
+    if i < top.size:
+        pw = i % pooled_w
+        ph = (i // pooled_w) % pooled_h
+        base = (i // (pooled_w * pooled_h)) * height * width
+        hstart, hend = _window(ph, height, kernel_h, stride_h, pad_h)
+        wstart, wend = _window(pw, width, kernel_w, stride_w, pad_w)
+        total = zero
+        for h in range(hstart, hend):
+            for w in range(wstart, wend):
+                total += x[base + h * width + w]
+        if hend > hstart and wend > wstart:
+            top[i] = total / divisors[ph * pooled_w + pw]
+        else:
+            top[i] = zero
+
+
+@gpu.jit
+def _stochastic_train_gpu(x, top, mask, uniform, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h,
+                          stride_w, pad_h, pad_w, zero):
+    """Draw the first cell whose running sum reaches uniform * the window's sum (the last when none does)."""
+    i = cuda.grid(1)
+    if i < top.size:
+        pw = i % pooled_w
+        ph = (i // pooled_w) % pooled_h
+        base = (i // (pooled_w * pooled_h)) * height * width
+        hstart, hend = _window(ph, height, kernel_h, stride_h, pad_h)
+        wstart, wend = _window(pw, width, kernel_w, stride_w, pad_w)
+        total = zero
+        for h in range(hstart, hend):
+            for w in range(wstart, wend):
+                total += x[base + h * width + w]
+        threshold = uniform[i] * total
+        running = zero
+        index = -1
+        found = False
+        for h in range(hstart, hend):
+            for w in range(wstart, wend):
+                running += x[base + h * width + w]
+                index = h * width + w
+                if running >= threshold:
+                    found = True
+                    break
+            if found:
+                break
+        mask[i] = index
+        top[i] = x[base + index] if index >= 0 else zero
+
+
+@gpu.jit
+def _stochastic_test_gpu(x, top, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, pad_h,
+                         pad_w, zero):
+    """top = sum(x^2) / sum(x) over the window, 0 when sum(x) <= 0."""
+    i = cuda.grid(1)
+    if i < top.size:
+        pw = i % pooled_w
+        ph = (i // pooled_w) % pooled_h
+        base = (i // (pooled_w * pooled_h)) * height * width
+        hstart, hend = _window(ph, height, kernel_h, stride_h, pad_h)
+        wstart, wend = _window(pw, width, kernel_w, stride_w, pad_w)
+        total = zero
+        squares = zero
+        for h in range(hstart, hend):
+            for w in range(wstart, wend):
+                value = x[base + h * width + w]
+                total += value
+                squares += value * value
+        top[i] = squares / total if total > 0 else zero
+
+
+@gpu.jit
+def _route_backward_gpu(top_diff, mask, bottom_diff, accumulate, height, width, pooled_h, pooled_w, kernel_h,
+                        kernel_w, stride_h, stride_w, pad_h, pad_w, zero):
+    """MAX / STOCHASTIC (TRAIN): a cell gets the dy of every covering window whose mask names it (Caffe's
+    MaxPoolBackward); ``accumulate`` adds to what bottom_diff holds."""
+    i = cuda.grid(1)
+    if i < bottom_diff.size:
+        w = i % width
+        h = (i // width) % height
+        base = (i // (width * height)) * pooled_h * pooled_w
+        phstart, phend = _covering(h, pooled_h, kernel_h, stride_h, pad_h)
+        pwstart, pwend = _covering(w, pooled_w, kernel_w, stride_w, pad_w)
+        cell = h * width + w
+        gradient = bottom_diff[i] if accumulate else zero
+        for ph in range(phstart, phend):
+            for pw in range(pwstart, pwend):
+                if mask[base + ph * pooled_w + pw] == cell:
+                    gradient += top_diff[base + ph * pooled_w + pw]
+        bottom_diff[i] = gradient
+
+
+@gpu.jit
+def _ave_backward_gpu(top_diff, divisors, bottom_diff, accumulate, height, width, pooled_h, pooled_w, kernel_h,
+                      kernel_w, stride_h, stride_w, pad_h, pad_w, zero):
+    """AVE: a cell gets dy / divisor of every covering window (Caffe's AvePoolBackward)."""
+    i = cuda.grid(1)
+    if i < bottom_diff.size:
+        w = i % width
+        h = (i // width) % height
+        base = (i // (width * height)) * pooled_h * pooled_w
+        phstart, phend = _covering(h, pooled_h, kernel_h, stride_h, pad_h)
+        pwstart, pwend = _covering(w, pooled_w, kernel_w, stride_w, pad_w)
+        gradient = bottom_diff[i] if accumulate else zero
+        for ph in range(phstart, phend):
+            for pw in range(pwstart, pwend):
+                gradient += top_diff[base + ph * pooled_w + pw] / divisors[ph * pooled_w + pw]
+        bottom_diff[i] = gradient
+
+
+@gpu.jit
+def _stochastic_test_backward_gpu(x, top_diff, bottom_diff, accumulate, height, width, pooled_h, pooled_w, kernel_h,
+                                  kernel_w, stride_h, stride_w, pad_h, pad_w, zero):
+    """STOCHASTIC (TEST): a cell gets (2 x S - Q) / S^2 * dy of every covering window with S = sum(x) > 0
+    (Q = sum(x^2)), recomputing each window's sums."""
+    i = cuda.grid(1)
+    if i < bottom_diff.size:
+        w = i % width
+        h = (i // width) % height
+        plane = i // (width * height)
+        base = plane * height * width
+        top_base = plane * pooled_h * pooled_w
+        phstart, phend = _covering(h, pooled_h, kernel_h, stride_h, pad_h)
+        pwstart, pwend = _covering(w, pooled_w, kernel_w, stride_w, pad_w)
+        value = x[i]
+        gradient = bottom_diff[i] if accumulate else zero
+        for ph in range(phstart, phend):
+            hstart, hend = _window(ph, height, kernel_h, stride_h, pad_h)
+            for pw in range(pwstart, pwend):
+                wstart, wend = _window(pw, width, kernel_w, stride_w, pad_w)
+                total = zero
+                squares = zero
+                for hh in range(hstart, hend):
+                    for ww in range(wstart, wend):
+                        cell = x[base + hh * width + ww]
+                        total += cell
+                        squares += cell * cell
+                if total > 0:
+                    scale = top_diff[top_base + ph * pooled_w + pw] / (total * total)
+                    gradient += scale * (2 * value * total - squares)
+        bottom_diff[i] = gradient
+
+
+@gpu.jit
+def _mask_to_top_gpu(mask, top_mask):
+    """Caffe's mask top: the argmax as a float index into the plane."""
+    i = cuda.grid(1)
+    if i < top_mask.size:
+        top_mask[i] = mask[i]
+
+
+def ave_divisors(height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dtype):
+    """AVE's divisor per output position (ph, pw): the window clipped to the padded bounds (1 where the
+    window holds no input cell: unused)."""
+    def sizes(size, pooled, kernel, stride, pad):
+        extents = []
+        for p in range(pooled):
+            start = p * stride - pad
+            end = min(start + kernel, size + pad)
+            extents.append(end - start if min(end, size) > max(start, 0) else 1)
+        return np.array(extents, dtype=np.int64)
+    table = np.outer(sizes(height, pooled_h, kernel_h, stride_h, pad_h), sizes(width, pooled_w, kernel_w, stride_w,
+                                                                              pad_w))
+    return table.reshape(-1).astype(dtype)
+
+
 # ====================================================================== geometry
 
 def pooled_extent(size, kernel, stride, pad, floor=False, any_pad=None):
@@ -565,6 +795,8 @@ class Pooler:
         self.mask_shape = None
         self.forward_shape = None     # the output shape of the last Forward
         self._plan = None             # ((input shape, output shape, kernel), padded kernels?)
+        self.gpu_forward_shape = None  # (planes, PH, PW) of the last GPU-mode Forward; its mask: gpu_mask
+        self.gpu_mask = None
 
     def output_shape(self, height, width, floor=False):
         """(pooled_h, pooled_w, ok): ok is False when the geometry leaves a window in the padding."""
@@ -596,6 +828,7 @@ class Pooler:
     def forward(self, x, top):
         args = self._args()
         self.forward_shape = top.shape
+        self.gpu_forward_shape = None     # the device's argmax / draws (GPU mode's) are stale from now on
         if self.method == MAX:
             track = self.keep_mask
             mask = self._mask_for(top.shape) if track else _NO_MASK
@@ -638,6 +871,79 @@ class Pooler:
         else:
             self._over_planes(x, lambda a, b: stochastic_pool_test_backward(x[a:b], top_diff[a:b],
                                                                            bottom_diff[a:b], *args))
+
+    # ---------------------------------------------------------------- GPU
+    # Flat device arrays: x and bottom_diff (planes * height * width), top and top_diff (planes * PH * PW).
+    # MAX keeps its argmax on the device at every Forward (TEST too: device memory, and one store per output).
+
+    def _geometry(self, height, width, pooled_h, pooled_w):
+        return (int(height), int(width), int(pooled_h), int(pooled_w)) + self._args()
+
+    def _divisors_gpu(self, geometry, dtype):
+        """AVE's divisors on the device, uploaded again only when the geometry changes."""
+        key = (geometry, np.dtype(dtype))
+        if getattr(self, "_gpu_divisors_key", None) != key:
+            self._gpu_divisors = gpu.to_device(ave_divisors(*geometry, dtype))
+            self._gpu_divisors_key = key
+        return self._gpu_divisors
+
+    def forward_gpu(self, x, top, planes, height, width, pooled_h, pooled_w):
+        count = planes * pooled_h * pooled_w
+        dtype = top.dtype
+        geometry = self._geometry(height, width, pooled_h, pooled_w)
+        self.gpu_forward_shape = (planes, pooled_h, pooled_w)
+        self.mask_shape = None          # the host copy of the argmax (CPU mode's) is stale from now on
+        if not count:
+            return
+        zero = dtype.type(0)
+        if self.method == MAX:
+            self.gpu_mask = gpu_scratch(self, "mask", count, np.int32)
+            launch(_max_pool_gpu, count)(x, top, self.gpu_mask, *geometry, dtype.type(-_FLT_MAX))
+        elif self.method == AVE:
+            launch(_ave_pool_gpu, count)(x, top, self._divisors_gpu(geometry, dtype), *geometry, zero)
+        elif self.train:
+            # The uniforms are drawn on the host from minicaffe's generator, as in CPU mode (the same seed
+            # draws the same cells on either device), and copied over: one number per output.
+            shape = (planes, pooled_h, pooled_w)
+            if self.uniform is None or self.uniform.shape != shape or self.uniform.dtype != dtype:
+                self.uniform = np.empty(shape, dtype=dtype)
+            rng().random(out=self.uniform, dtype=dtype)
+            uniform = gpu_scratch(self, "uniform", count, dtype)
+            uniform.copy_to_device(self.uniform.reshape(-1))
+            self.gpu_mask = gpu_scratch(self, "mask", count, np.int32)
+            self.forward_shape = None   # CPU mode's Backward has no draws to route by
+            launch(_stochastic_train_gpu, count)(x, top, self.gpu_mask, uniform, *geometry, zero)
+        else:
+            launch(_stochastic_test_gpu, count)(x, top, *geometry, zero)
+
+    def mask_to_top_gpu(self, top_mask):
+        if top_mask.size:
+            launch(_mask_to_top_gpu, top_mask.size)(self.gpu_mask, top_mask)
+
+    def backward_gpu(self, top_diff, x, bottom_diff, planes, height, width, pooled_h, pooled_w, accumulate=False):
+        """bottom_diff = (or += with ``accumulate``) the gradient reaching the input."""
+        count = bottom_diff.size
+        dtype = bottom_diff.dtype
+        geometry = self._geometry(height, width, pooled_h, pooled_w)
+        if not count:
+            return
+        zero = dtype.type(0)
+        if self.method == AVE:
+            launch(_ave_backward_gpu, count)(top_diff, self._divisors_gpu(geometry, dtype), bottom_diff,
+                                             bool(accumulate), *geometry, zero)
+            return
+        if self.method == MAX or self.train:
+            if getattr(self, "gpu_forward_shape", None) != (planes, pooled_h, pooled_w):
+                if self.method != MAX:
+                    raise GraphError("pooling Backward before a Forward at this shape", layer=self.layer)
+                # A CPU-mode Forward left no argmax on the device: find it again from the bottom.
+                scratch = gpu_scratch(self, "recomputed top", planes * pooled_h * pooled_w, dtype)
+                self.forward_gpu(x, scratch, planes, height, width, pooled_h, pooled_w)
+            launch(_route_backward_gpu, count)(top_diff, self.gpu_mask, bottom_diff, bool(accumulate), *geometry,
+                                               zero)
+        else:
+            launch(_stochastic_test_backward_gpu, count)(x, top_diff, bottom_diff, bool(accumulate), *geometry,
+                                                         zero)
 
     def _over_planes(self, planes, body):
         """``body(first, last)`` over chunks of the planes, on minicaffe's threads."""
@@ -739,3 +1045,19 @@ class PoolingLayer(Layer):
         diff = bottom[0].diff
         diff[...] = 0
         self.pooler.backward(self._planes(top[0].diff), self._planes(bottom[0].data), self._planes(diff))
+
+    def _sizes(self, bottom, top):
+        num, channels, height, width = bottom[0].shape
+        return num * channels, height, width, top[0].shape[2], top[0].shape[3]
+
+    def forward_gpu(self, bottom, top):
+        sizes = self._sizes(bottom, top)
+        self.pooler.forward_gpu(bottom[0].gpu_data, top[0].mutable_gpu_data, *sizes)
+        if len(top) > 1:
+            self.pooler.mask_to_top_gpu(top[1].mutable_gpu_data)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        self.pooler.backward_gpu(top[0].gpu_diff, bottom[0].gpu_data, bottom[0].mutable_gpu_diff,
+                                 *self._sizes(bottom, top))
