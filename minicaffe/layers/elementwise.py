@@ -29,21 +29,193 @@ Deviations from Caffe: Power's gradient is computed as written above, where
 Caffe's ``power * y / x`` form gives NaN at ``x = 0`` (shift 0) although the
 derivative there is 0 for ``power > 1``. BNLL, Log, Power and Clip give the right
 gradient in place (Caffe's read the already overwritten bottom).
+
+GPU: each layer has one Forward and one Backward kernel, one thread per
+element, with the CPU's formulas and special cases (Power's constant, power 1
+and 2; Exp's and Log's scales). Run in place, the layers whose gradient needs
+the input first copy it to a device buffer kept on the layer; Swish keeps
+``sigmoid(beta x)`` on the device for Backward, as the CPU keeps it on the host.
 """
 
 import math
 
 import numpy as np
 
+from .. import gpu, gpu_blas
 from ..errors import GraphError
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..registry import register
+from .sigmoid import sigmoid_gpu
 
 
 def _sigmoid(x):
     """``1 / (1 + exp(-x))`` without overflow, in x's dtype."""
     z = np.exp(-np.abs(x))
     return np.where(x >= 0, 1, z) / (1 + z)
+
+
+def device_buffer(cached, count, dtype):
+    """``cached`` when it is a device array of ``count`` elements of ``dtype``, else a new one (Forward
+    allocates only when the shape changed)."""
+    if cached is None or cached.size != count or cached.dtype != np.dtype(dtype):
+        return gpu.device_empty(count, dtype)
+    return cached
+
+
+def _launch(kernel, count, *arguments):
+    kernel[gpu.blocks_for(count), gpu.THREADS](*arguments)
+
+
+# ---------------------------------------------------------------- GPU kernels
+# One thread per element; x is the input (or its saved copy in place), y the output.
+
+@gpu.jit
+def _absval_forward_gpu(x, y):
+    i = cuda.grid(1)
+    if i < y.size:
+        y[i] = abs(x[i])
+
+
+@gpu.jit
+def _absval_backward_gpu(x, y, dy, dx):
+    i = cuda.grid(1)
+    if i < dx.size:
+        value = x[i]
+        # numpy's sign: 0 at 0 and NaN at NaN (value * 0 gives both).
+        sign = 1.0 if value > 0 else (-1.0 if value < 0 else value * 0.0)
+        dx[i] = dy[i] * sign
+
+
+@gpu.jit
+def _bnll_forward_gpu(x, y):
+    i = cuda.grid(1)
+    if i < y.size:
+        value = x[i]
+        y[i] = max(value, 0.0) + math.log1p(math.exp(-abs(value)))
+
+
+@gpu.jit
+def _bnll_backward_gpu(x, y, dy, dx):
+    i = cuda.grid(1)
+    if i < dx.size:
+        dx[i] = dy[i] * sigmoid_gpu(x[i])
+
+
+@gpu.jit
+def _elu_forward_gpu(x, y, alpha):
+    i = cuda.grid(1)
+    if i < y.size:
+        value = x[i]
+        y[i] = value if value > 0 else alpha * math.expm1(min(value, 0.0))
+
+
+@gpu.jit
+def _elu_backward_gpu(x, y, dy, dx, alpha):
+    i = cuda.grid(1)
+    if i < dx.size:
+        out = y[i]
+        dx[i] = dy[i] * (1.0 if out > 0 else out + alpha)
+
+
+@gpu.jit
+def _exp_forward_gpu(x, y, inner_scale, outer_scale):
+    i = cuda.grid(1)
+    if i < y.size:
+        y[i] = math.exp(x[i] * inner_scale) * outer_scale
+
+
+@gpu.jit
+def _exp_backward_gpu(x, y, dy, dx, inner_scale):
+    i = cuda.grid(1)
+    if i < dx.size:
+        dx[i] = dy[i] * (y[i] * inner_scale)
+
+
+@gpu.jit
+def _log_forward_gpu(x, y, scale, shift, base_scale):
+    i = cuda.grid(1)
+    if i < y.size:
+        y[i] = math.log(x[i] * scale + shift) * base_scale
+
+
+@gpu.jit
+def _log_backward_gpu(x, y, dy, dx, scale, shift, base_scale):
+    i = cuda.grid(1)
+    if i < dx.size:
+        dx[i] = dy[i] * (scale * base_scale / (x[i] * scale + shift))
+
+
+@gpu.jit
+def _power_forward_gpu(x, y, power, scale, shift, constant, is_constant):
+    i = cuda.grid(1)
+    if i < y.size:
+        if is_constant:
+            y[i] = constant
+        else:
+            base = x[i] * scale + shift
+            if power == 1:
+                y[i] = base
+            elif power == 2:
+                y[i] = base * base
+            else:
+                y[i] = math.pow(base, power)
+
+
+@gpu.jit
+def _power_backward_gpu(x, y, dy, dx, power, scale, shift, diff_scale):
+    i = cuda.grid(1)
+    if i < dx.size:
+        if diff_scale == 0 or power == 1:
+            dx[i] = dy[i] * diff_scale
+        else:
+            base = x[i] * scale + shift
+            if power == 2:
+                dx[i] = dy[i] * (base * diff_scale)
+            else:
+                dx[i] = dy[i] * (math.pow(base, power - 1) * diff_scale)
+
+
+@gpu.jit
+def _clip_forward_gpu(x, y, low, high):
+    i = cuda.grid(1)
+    if i < y.size:
+        value = x[i]
+        # NaN fails both comparisons and stays NaN, as with numpy's clip.
+        y[i] = low if value < low else (high if value > high else value)
+
+
+@gpu.jit
+def _clip_backward_gpu(x, y, dy, dx, low, high):
+    i = cuda.grid(1)
+    if i < dx.size:
+        value = x[i]
+        dx[i] = dy[i] if value >= low and value <= high else dy[i] * 0.0
+
+
+@gpu.jit
+def _swish_forward_gpu(x, y, sigmoid, beta):
+    i = cuda.grid(1)
+    if i < y.size:
+        value = x[i]
+        s = sigmoid_gpu(value * beta)
+        sigmoid[i] = s
+        y[i] = value * s
+
+
+@gpu.jit
+def _swish_backward_gpu(sigmoid, y, dy, dx, beta):
+    i = cuda.grid(1)
+    if i < dx.size:
+        beta_y = beta * y[i]
+        dx[i] = dy[i] * (beta_y + sigmoid[i] * (1.0 - beta_y))
+
+
+@gpu.jit
+def _threshold_forward_gpu(x, y, threshold):
+    i = cuda.grid(1)
+    if i < y.size:
+        y[i] = 1.0 if x[i] > threshold else 0.0
 
 
 class NeuronLayer(Layer):
@@ -84,6 +256,23 @@ class NeuronLayer(Layer):
     def const(self, value):
         return self.dtype.type(value)
 
+    # GPU: subclasses give compute_gpu(x, y) and derivative_gpu(x, y, dy, dx) on flat device arrays.
+    _gpu_saved = None
+
+    def forward_gpu(self, bottom, top):
+        x = bottom[0].gpu_data
+        if self.gradient_needs_input and bottom[0] is top[0]:
+            self._gpu_saved = device_buffer(self._gpu_saved, x.size, x.dtype)
+            gpu_blas.copy(x, self._gpu_saved)
+        self.compute_gpu(x, top[0].mutable_gpu_data)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        in_place = bottom[0] is top[0] and self.gradient_needs_input
+        x = self._gpu_saved if in_place else bottom[0].gpu_data
+        self.derivative_gpu(x, top[0].gpu_data, top[0].gpu_diff, bottom[0].mutable_gpu_diff)
+
 
 @register("AbsVal")
 class AbsValLayer(NeuronLayer):
@@ -95,6 +284,12 @@ class AbsValLayer(NeuronLayer):
     def derivative(self, x, y):
         return np.sign(x)
 
+    def compute_gpu(self, x, y):
+        _launch(_absval_forward_gpu, y.size, x, y)
+
+    def derivative_gpu(self, x, y, dy, dx):
+        _launch(_absval_backward_gpu, dx.size, x, y, dy, dx)
+
 
 @register("BNLL")
 class BNLLLayer(NeuronLayer):
@@ -105,6 +300,12 @@ class BNLLLayer(NeuronLayer):
 
     def derivative(self, x, y):
         return _sigmoid(x)
+
+    def compute_gpu(self, x, y):
+        _launch(_bnll_forward_gpu, y.size, x, y)
+
+    def derivative_gpu(self, x, y, dy, dx):
+        _launch(_bnll_backward_gpu, dx.size, x, y, dy, dx)
 
 
 @register("ELU")
@@ -125,6 +326,12 @@ class ELULayer(NeuronLayer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             np.multiply(top[0].diff, self.derivative(None, top[0].data), out=bottom[0].diff)
+
+    def compute_gpu(self, x, y):
+        _launch(_elu_forward_gpu, y.size, x, y, self.alpha)
+
+    def derivative_gpu(self, x, y, dy, dx):
+        _launch(_elu_backward_gpu, dx.size, x, y, dy, dx, self.alpha)
 
 
 class _BaseParams(NeuronLayer):
@@ -166,6 +373,12 @@ class ExpLayer(_BaseParams):
     def derivative(self, x, y):
         return y * self.inner_scale
 
+    def compute_gpu(self, x, y):
+        _launch(_exp_forward_gpu, y.size, x, y, self.inner_scale, self.outer_scale)
+
+    def derivative_gpu(self, x, y, dy, dx):
+        _launch(_exp_backward_gpu, dx.size, x, y, dy, dx, self.inner_scale)
+
 
 @register("Log")
 class LogLayer(_BaseParams):
@@ -193,6 +406,13 @@ class LogLayer(_BaseParams):
 
     def derivative(self, x, y):
         return self.const(self.scale) * self.base_scale / self._argument(x)
+
+    def compute_gpu(self, x, y):
+        _launch(_log_forward_gpu, y.size, x, y, self.const(self.scale), self.const(self.shift), self.base_scale)
+
+    def derivative_gpu(self, x, y, dy, dx):
+        _launch(_log_backward_gpu, dx.size, x, y, dy, dx, self.const(self.scale), self.const(self.shift),
+                self.base_scale)
 
 
 @register("Power")
@@ -237,6 +457,15 @@ class PowerLayer(NeuronLayer):
             return base * self.const(self.diff_scale)
         return np.power(base, self.const(self.power - 1)) * self.const(self.diff_scale)
 
+    def compute_gpu(self, x, y):
+        constant = self.constant is not None
+        _launch(_power_forward_gpu, y.size, x, y, self.const(self.power), self.const(self.scale),
+                self.const(self.shift), self.const(self.constant if constant else 0.0), constant)
+
+    def derivative_gpu(self, x, y, dy, dx):
+        _launch(_power_backward_gpu, dx.size, x, y, dy, dx, self.const(self.power), self.const(self.scale),
+                self.const(self.shift), self.const(self.diff_scale))
+
 
 @register("Clip")
 class ClipLayer(NeuronLayer):
@@ -259,6 +488,12 @@ class ClipLayer(NeuronLayer):
     def derivative(self, x, y):
         return ((x >= self.low) & (x <= self.high)).astype(x.dtype)
 
+    def compute_gpu(self, x, y):
+        _launch(_clip_forward_gpu, y.size, x, y, self.low, self.high)
+
+    def derivative_gpu(self, x, y, dy, dx):
+        _launch(_clip_backward_gpu, dx.size, x, y, dy, dx, self.low, self.high)
+
 
 @register("Swish")
 class SwishLayer(NeuronLayer):
@@ -274,6 +509,15 @@ class SwishLayer(NeuronLayer):
         beta_y = self.beta * y
         return beta_y + self.sigmoid * (1 - beta_y)
 
+    _gpu_sigmoid = None
+
+    def compute_gpu(self, x, y):
+        self._gpu_sigmoid = device_buffer(self._gpu_sigmoid, y.size, y.dtype)
+        _launch(_swish_forward_gpu, y.size, x, y, self._gpu_sigmoid, self.beta)
+
+    def derivative_gpu(self, x, y, dy, dx):
+        _launch(_swish_backward_gpu, dx.size, self._gpu_sigmoid, y, dy, dx, self.beta)
+
 
 @register("Threshold")
 class ThresholdLayer(NeuronLayer):
@@ -287,3 +531,9 @@ class ThresholdLayer(NeuronLayer):
 
     def backward(self, top, propagate_down, bottom):
         pass  # run_backward refuses any gradient request first; with none asked there is nothing to do
+
+    def compute_gpu(self, x, y):
+        _launch(_threshold_forward_gpu, y.size, x, y, self.threshold)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        pass

@@ -11,12 +11,21 @@ breaks where ``x_i`` is 0), times the top's diff.
 CPU: numpy on chunks of the flattened blobs, run on minicaffe's threads
 (:mod:`minicaffe.threads`; numpy releases the GIL in its loops, and a chunk's
 temporaries stay in cache); a small blob stays on one thread.
+
+GPU: a bottom at a time, as Caffe's ``eltwise_layer.cu``, with one thread per
+element: PROD multiplies the bottoms into the top; SUM adds ``c_i x_i`` into it;
+MAX compares bottoms 0 and 1, then each later bottom with the running top,
+keeping the winner's index in a device array (the same tie rules as the CPU,
+where Caffe's GPU kernel hands a tie to the later bottom). Backward builds PROD's
+product of the others (or ``y / x_i``) the same way, then scales by the top's
+diff; SUM scales the top's diff by ``c_i``; MAX routes it to the winner.
 """
 
 import numpy as np
 
-from .. import threads
+from .. import gpu, threads
 from ..errors import GraphError
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register
@@ -24,6 +33,64 @@ from ..registry import register
 _PROD = caffe_pb2.EltwiseParameter.PROD
 _SUM = caffe_pb2.EltwiseParameter.SUM
 _MAX = caffe_pb2.EltwiseParameter.MAX
+
+
+# ---------------------------------------------------------------- GPU kernels
+
+@gpu.jit
+def _multiply_gpu(a, b, out):
+    """out = a * b (out may be a)."""
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = a[i] * b[i]
+
+
+@gpu.jit
+def _scaled_sum_gpu(x, coeff, out, accumulate):
+    """out = coeff * x, or out += coeff * x with ``accumulate``."""
+    i = cuda.grid(1)
+    if i < out.size:
+        if accumulate:
+            out[i] = out[i] + coeff * x[i]
+        else:
+            out[i] = coeff * x[i]
+
+
+@gpu.jit
+def _max_gpu(a, b, index, out, max_index):
+    """Bottom ``index`` (b) against a: with index 1, a is bottom 0 and a tie goes to b; later, a is the
+    running top and b wins only when strictly greater (the CPU's rules)."""
+    i = cuda.grid(1)
+    if i < out.size:
+        if index == 1:
+            if a[i] > b[i]:
+                out[i] = a[i]
+                max_index[i] = 0
+            else:
+                out[i] = b[i]
+                max_index[i] = 1
+        elif b[i] > a[i]:
+            out[i] = b[i]
+            max_index[i] = index
+
+
+@gpu.jit
+def _divide_multiply_gpu(y, x, dy, dx):
+    """dx = y / x * dy (PROD's gradient without stable_prod_grad)."""
+    i = cuda.grid(1)
+    if i < dx.size:
+        dx[i] = y[i] / x[i] * dy[i]
+
+
+@gpu.jit
+def _max_backward_gpu(dy, max_index, index, dx):
+    i = cuda.grid(1)
+    if i < dx.size:
+        dx[i] = dy[i] if max_index[i] == index else dy[i] * 0.0
+
+
+def _launch(kernel, count, *arguments):
+    kernel[gpu.blocks_for(count), gpu.THREADS](*arguments)
 
 
 @register("Eltwise")
@@ -88,6 +155,48 @@ class EltwiseLayer(Layer):
                 wins = data > out
                 out[wins] = data[wins]
                 max_index[wins] = index
+
+    def forward_gpu(self, bottom, top):
+        inputs = [blob.gpu_data for blob in bottom]
+        out = top[0].mutable_gpu_data
+        count = out.size
+        if self.operation == _PROD:
+            _launch(_multiply_gpu, count, inputs[0], inputs[1], out)
+            for data in inputs[2:]:
+                _launch(_multiply_gpu, count, out, data, out)
+        elif self.operation == _SUM:
+            for index, (coeff, data) in enumerate(zip(self.coeffs, inputs)):
+                _launch(_scaled_sum_gpu, count, data, self.dtype.type(coeff), out, index > 0)
+        else:
+            max_index = getattr(self, "gpu_max_index", None)
+            if max_index is None or max_index.size != count:
+                max_index = self.gpu_max_index = gpu.device_empty(count, np.int32)
+            for index, data in enumerate(inputs[1:], start=1):
+                _launch(_max_gpu, count, inputs[0] if index == 1 else out, data, np.int32(index), out, max_index)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        top_diff = top[0].gpu_diff
+        count = top_diff.size
+        for i, blob in enumerate(bottom):
+            if not propagate_down[i]:
+                continue
+            diff = blob.mutable_gpu_diff
+            if self.operation == _PROD:
+                if self.stable_prod_grad:
+                    others = [other.gpu_data for j, other in enumerate(bottom) if j != i]
+                    if len(others) == 1:
+                        _launch(_multiply_gpu, count, others[0], top_diff, diff)
+                        continue
+                    _launch(_multiply_gpu, count, others[0], others[1], diff)
+                    for data in others[2:]:
+                        _launch(_multiply_gpu, count, diff, data, diff)
+                    _launch(_multiply_gpu, count, diff, top_diff, diff)
+                else:
+                    _launch(_divide_multiply_gpu, count, top[0].gpu_data, blob.gpu_data, top_diff, diff)
+            elif self.operation == _SUM:
+                _launch(_scaled_sum_gpu, count, top_diff, self.dtype.type(self.coeffs[i]), diff, False)
+            else:
+                _launch(_max_backward_gpu, count, top_diff, self.gpu_max_index, np.int32(i), diff)
 
     def backward(self, top, propagate_down, bottom):
         top_diff = top[0].diff.reshape(-1)

@@ -26,12 +26,73 @@ Deviation from Caffe: Caffe computes ``dx_f`` as ``f (1 - f)`` with ``f`` the
 already-gated ``cont * s``, which is the derivative only for ``cont`` 0 or 1;
 here it is ``cont * s (1 - s)``, the true derivative for any ``cont``. For the
 binary indicators recurrent nets use the two agree exactly.
+
+GPU: one thread per (n, d) computes the four gate activations, ``c`` and ``h``
+(Caffe's ``LSTMActsForward`` and ``LSTMUnitForward`` fused), and keeps the
+activations and ``tanh(c)`` in device buffers on the layer; Backward's thread
+per (n, d) writes ``dc_prev`` and the four gate gradients (Caffe's
+``LSTMUnitBackward`` and ``LSTMActsBackward`` fused), with the true forget-gate
+derivative as on the CPU.
 """
+
+import math
 
 import numpy as np
 
+from .. import gpu, gpu_blas
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..registry import register
+from .sigmoid import sigmoid_gpu
+
+
+@gpu.jit
+def _lstm_unit_forward_gpu(c_prev, x, cont, dim, acts, tanh_c, c, h):
+    """x and acts are (N, 4, D) flat, the rest (N, D) flat; cont (N)."""
+    index = cuda.grid(1)
+    if index < c.size:
+        n = index // dim
+        d = index - n * dim
+        base = 4 * dim * n + d
+        i = sigmoid_gpu(x[base])
+        s = sigmoid_gpu(x[base + dim])
+        o = sigmoid_gpu(x[base + 2 * dim])
+        g = math.tanh(x[base + 3 * dim])
+        acts[base] = i
+        acts[base + dim] = s
+        acts[base + 2 * dim] = o
+        acts[base + 3 * dim] = g
+        # From here on the stored (blob-dtype) values, so that float32 results round as the CPU's do.
+        gate = cont[n]
+        f = 0.0 if gate == 0 else gate * acts[base + dim]
+        cell = f * c_prev[index] + acts[base] * acts[base + 3 * dim]
+        c[index] = cell
+        t = math.tanh(c[index])
+        tanh_c[index] = t
+        h[index] = acts[base + 2 * dim] * tanh_c[index]
+
+
+@gpu.jit
+def _lstm_unit_backward_gpu(c_prev, cont, dim, acts, tanh_c, dc, dh, dc_prev, dx, want_c_prev, want_x):
+    index = cuda.grid(1)
+    if index < dc.size:
+        n = index // dim
+        d = index - n * dim
+        base = 4 * dim * n + d
+        i = acts[base]
+        s = acts[base + dim]
+        o = acts[base + 2 * dim]
+        g = acts[base + 3 * dim]
+        gate = 0.0 if cont[n] == 0 else cont[n]
+        t = tanh_c[index]
+        total = dc[index] + dh[index] * o * (1.0 - t * t)
+        if want_c_prev:
+            dc_prev[index] = total * (gate * s)
+        if want_x:
+            dx[base] = total * g * (i * (1.0 - i))
+            dx[base + dim] = total * c_prev[index] * (gate * s * (1.0 - s))
+            dx[base + 2 * dim] = dh[index] * t * (o * (1.0 - o))
+            dx[base + 3 * dim] = total * i * (1.0 - g * g)
 
 
 def _sigmoid(x):
@@ -77,6 +138,29 @@ class LSTMUnitLayer(Layer):
         c += i * g
         self._tanh_c = np.tanh(c)
         np.multiply(o, self._tanh_c, out=top[1].data.reshape(num, dim))
+
+    def forward_gpu(self, bottom, top):
+        count = self.num * self.dim
+        acts = getattr(self, "_gpu_acts", None)
+        if acts is None or acts.size != 4 * count or acts.dtype != self.dtype:
+            self._gpu_acts = gpu.device_empty(4 * count, self.dtype)
+            self._gpu_tanh_c = gpu.device_empty(count, self.dtype)
+        _lstm_unit_forward_gpu[gpu.blocks_for(count), gpu.THREADS](
+            bottom[0].gpu_data, bottom[1].gpu_data, bottom[2].gpu_data, self.dim, self._gpu_acts,
+            self._gpu_tanh_c, top[0].mutable_gpu_data, top[1].mutable_gpu_data)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[2]:
+            gpu_blas.fill(bottom[2].mutable_gpu_diff, 0)
+        if not (propagate_down[0] or propagate_down[1]):
+            return
+        count = self.num * self.dim
+        # A diff not asked for is still passed (the kernel leaves it alone): kernels take arrays only.
+        dc_prev = bottom[0].mutable_gpu_diff if propagate_down[0] else self._gpu_tanh_c
+        dx = bottom[1].mutable_gpu_diff if propagate_down[1] else self._gpu_acts
+        _lstm_unit_backward_gpu[gpu.blocks_for(count), gpu.THREADS](
+            bottom[0].gpu_data, bottom[2].gpu_data, self.dim, self._gpu_acts, self._gpu_tanh_c,
+            top[0].gpu_diff, top[1].gpu_diff, dc_prev, dx, bool(propagate_down[0]), bool(propagate_down[1]))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[2]:

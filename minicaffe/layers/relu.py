@@ -7,11 +7,16 @@ CPU: the one-pass numba kernels below, shared with PReLU (one slope per row,
 here the same for all), over chunks of rows run on minicaffe's threads
 (:mod:`minicaffe.threads`; a small blob stays on one thread). A negative input
 times a zero slope gives ``+0``, as Caffe's sum does; NaN stays NaN.
+
+GPU: one thread per element for Forward and for Backward, as Caffe's
+``ReLUForward``/``ReLUBackward``; in place the kernels read and write the one
+device array, element by element, so they need no copy.
 """
 
 import math
 
-from .. import threads
+from .. import gpu, threads
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..kernels import cpu_kernel
 from ..layer import Layer
 from ..registry import register
@@ -61,6 +66,22 @@ def leaky_backward(x, dy, dx, in_place, slopes, channels, start, stop):
                 out[j] = gradient[j] if row[j] > 0 else gradient[j] * slope
 
 
+@gpu.jit
+def _relu_forward_gpu(x, y, slope):
+    i = cuda.grid(1)
+    if i < y.size:
+        value = x[i]
+        # + 0.0 as on the CPU: a negative value times a zero slope gives +0.
+        y[i] = value if value > 0 else value * slope + 0.0
+
+
+@gpu.jit
+def _relu_backward_gpu(x, dy, dx, slope):
+    i = cuda.grid(1)
+    if i < dx.size:
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * slope
+
+
 def rows_view(array):
     """(rows, S) view of a blob's array: S the product of the axes after the first two (the last for 2-D)."""
     if array.ndim <= 1:
@@ -87,6 +108,18 @@ class ReLULayer(Layer):
         in_place = bottom[0] is top[0]
         threads.parallel_for(x.shape[0], lambda start, stop: leaky_forward(x, y, in_place, x, False, slopes, 1,
                                                                            start, stop), x.shape[1])
+
+    def forward_gpu(self, bottom, top):
+        x = bottom[0].gpu_data
+        y = top[0].mutable_gpu_data
+        _relu_forward_gpu[gpu.blocks_for(y.size), gpu.THREADS](x, y, y.dtype.type(self.negative_slope))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x, dy = bottom[0].gpu_data, top[0].gpu_diff
+        dx = bottom[0].mutable_gpu_diff
+        _relu_backward_gpu[gpu.blocks_for(dx.size), gpu.THREADS](x, dy, dx, dx.dtype.type(self.negative_slope))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

@@ -11,11 +11,18 @@ CPU: one-pass numba kernels over chunks of the blob on minicaffe's threads
 :func:`minicaffe.kernels.exp` (vectorized in float32, libm in float64). In
 float32, ``y`` is 0 below ``x = -87.3`` (where ``exp`` leaves the normal
 range; the exact value there is a denormal under 1e-38).
+
+GPU: one thread per element for Forward and for Backward, through the same
+``exp(-|x|)`` form (:func:`sigmoid_gpu`, a device function LSTMUnit, BNLL and
+Swish call too); Backward reads only the output, so in place needs no copy.
 """
+
+import math
 
 import numpy as np
 
-from .. import threads
+from .. import gpu, threads
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..kernels import cpu_kernel, exp
 from ..layer import Layer
 from ..registry import register
@@ -59,6 +66,28 @@ def sigmoid_backward(y, dy, dx, in_place, start, stop):
             dx[i] = dy[i] * y[i] * (one - y[i])
 
 
+@gpu.device
+def sigmoid_gpu(value):
+    """1 / (1 + exp(-value)) through z = exp(-|value|), which never overflows."""
+    z = math.exp(-abs(value))
+    return (1.0 if value >= 0 else z) / (1.0 + z)
+
+
+@gpu.jit
+def _sigmoid_forward_gpu(x, y):
+    i = cuda.grid(1)
+    if i < y.size:
+        y[i] = sigmoid_gpu(x[i])
+
+
+@gpu.jit
+def _sigmoid_backward_gpu(y, dy, dx):
+    i = cuda.grid(1)
+    if i < dx.size:
+        value = y[i]
+        dx[i] = dy[i] * value * (1.0 - value)
+
+
 @register("Sigmoid")
 class SigmoidLayer(Layer):
     exact_bottoms = 1
@@ -73,6 +102,18 @@ class SigmoidLayer(Layer):
         underflow = _UNDERFLOW.get(x.dtype, -np.inf)
         in_place = bottom[0] is top[0]
         threads.parallel_for(x.size, lambda start, stop: sigmoid_forward(x, y, underflow, in_place, start, stop))
+
+    def forward_gpu(self, bottom, top):
+        x = bottom[0].gpu_data
+        y = top[0].mutable_gpu_data
+        _sigmoid_forward_gpu[gpu.blocks_for(y.size), gpu.THREADS](x, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        y, dy = top[0].gpu_data, top[0].gpu_diff
+        dx = bottom[0].mutable_gpu_diff
+        _sigmoid_backward_gpu[gpu.blocks_for(dx.size), gpu.THREADS](y, dy, dx)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

@@ -3,13 +3,34 @@
 CPU: numpy on chunks of the blob, run on minicaffe's threads
 (:mod:`minicaffe.threads`; numpy's vectorized tanh releases the GIL); a small
 blob stays on one thread.
+
+GPU: one thread per element for Forward (``math.tanh``) and for Backward (from
+the output, so in place needs no copy).
 """
+
+import math
 
 import numpy as np
 
-from .. import threads
+from .. import gpu, threads
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..registry import register
+
+
+@gpu.jit
+def _tanh_forward_gpu(x, y):
+    i = cuda.grid(1)
+    if i < y.size:
+        y[i] = math.tanh(x[i])
+
+
+@gpu.jit
+def _tanh_backward_gpu(y, dy, dx):
+    i = cuda.grid(1)
+    if i < dx.size:
+        value = y[i]
+        dx[i] = dy[i] * (1.0 - value * value)
 
 
 @register("TanH")
@@ -24,6 +45,18 @@ class TanHLayer(Layer):
         x = bottom[0].data.reshape(-1)
         y = top[0].data.reshape(-1)
         threads.parallel_for(x.size, lambda start, stop: np.tanh(x[start:stop], out=y[start:stop]))
+
+    def forward_gpu(self, bottom, top):
+        x = bottom[0].gpu_data
+        y = top[0].mutable_gpu_data
+        _tanh_forward_gpu[gpu.blocks_for(y.size), gpu.THREADS](x, y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        y, dy = top[0].gpu_data, top[0].gpu_diff
+        dx = bottom[0].mutable_gpu_diff
+        _tanh_backward_gpu[gpu.blocks_for(dx.size), gpu.THREADS](y, dy, dx)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

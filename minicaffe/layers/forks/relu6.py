@@ -13,9 +13,14 @@ factor backward, as the fork's comparisons do.
 
 CPU: numba kernels over chunks of rows on minicaffe's threads, as ReLU's
 (:mod:`minicaffe.layers.relu`); the result is the same at any thread count.
+
+GPU: one thread per element for Forward and for Backward, with the same
+comparisons (so NaN and the points 0 and 6 behave as on the CPU); in place the
+kernels read and write the one device array.
 """
 
-from ... import threads
+from ... import gpu, threads
+from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...kernels import cpu_kernel
 from ...layer import Layer
 from ...registry import register
@@ -70,6 +75,28 @@ def relu6_backward(x, dy, dx, in_place, slope, start, stop):
                 out[j] = gradient[j] * _factor(row[j], slope, zero, one, six)
 
 
+@gpu.jit
+def _relu6_forward_gpu(x, y, slope):
+    i = cuda.grid(1)
+    if i < y.size:
+        value = x[i]
+        out = value if value >= 0 else value * slope + 0.0
+        y[i] = 6.0 if out > 6.0 else out
+
+
+@gpu.jit
+def _relu6_backward_gpu(x, dy, dx, slope):
+    i = cuda.grid(1)
+    if i < dx.size:
+        value = x[i]
+        factor = 0.0                      # NaN: neither side, factor 0
+        if value > 0:
+            factor = 1.0 if value < 6.0 else 0.0
+        elif value <= 0:
+            factor = slope
+        dx[i] = dy[i] * factor
+
+
 @register("ReLU6")
 class ReLU6Layer(Layer):
     exact_bottoms = 1
@@ -88,6 +115,18 @@ class ReLU6Layer(Layer):
         in_place = bottom[0] is top[0]
         threads.parallel_for(x.shape[0], lambda start, stop: relu6_forward(x, y, in_place, slope, start, stop),
                              x.shape[1])
+
+    def forward_gpu(self, bottom, top):
+        x = bottom[0].gpu_data
+        y = top[0].mutable_gpu_data
+        _relu6_forward_gpu[gpu.blocks_for(y.size), gpu.THREADS](x, y, y.dtype.type(self.negative_slope))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x, dy = bottom[0].gpu_data, top[0].gpu_diff
+        dx = bottom[0].mutable_gpu_diff
+        _relu6_backward_gpu[gpu.blocks_for(dx.size), gpu.THREADS](x, dy, dx, dx.dtype.type(self.negative_slope))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
