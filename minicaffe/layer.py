@@ -23,6 +23,11 @@ blob counts, and implement ``reshape``, ``forward`` and, when it has one,
 kernels adds ``forward_gpu`` and ``backward_gpu`` beside them, which run in GPU
 mode (``minicaffe.set_mode_gpu()``). Layers without them run their CPU methods
 in either mode.
+
+GPU: in GPU mode the lifecycle itself stays on the device: a top's loss
+weight is stored in its diff with a fill kernel, and the loss a Forward adds
+to the net's is the one scalar read back from a loss top (a weighted top of
+several elements is reduced with a device dot product instead).
 """
 
 from __future__ import annotations
@@ -146,9 +151,14 @@ class Layer:
         """
         if not allocation_allowed():
             return
+        on_device = mode() == "gpu"
         for blob, weight in zip(top, self.loss_weights):
             if weight and blob is not None:
-                blob.diff[...] = weight
+                if on_device:       # the diff stays on the device, where Backward reads it
+                    from . import gpu_blas
+                    gpu_blas.fill(blob.mutable_gpu_diff, weight)
+                else:
+                    blob.diff[...] = weight
 
     def loss(self, top_index: int) -> float:
         return self.loss_weights[top_index] if top_index < len(self.loss_weights) else 0.0
@@ -174,6 +184,11 @@ class Layer:
         total = 0.0
         for index, blob in enumerate(top):
             if self.loss(index):
+                if blob.count != 1 and mode() == "gpu":     # a weighted non-scalar top: dot on the device
+                    from . import gpu_blas
+                    total += gpu_blas.dot(blob.gpu_data, blob.gpu_diff)
+                    continue
+                # One scalar crosses to the host (the top stays current on both sides).
                 data, diff = blob.read_data(), blob.read_diff()
                 if data.size == 1:          # a loss top: skip np.dot's overhead (a few microseconds)
                     total += float(data.reshape(-1)[0]) * float(diff.reshape(-1)[0])

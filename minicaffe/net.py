@@ -4,6 +4,12 @@ The graph is planned by :mod:`minicaffe.graph` (filtering, splits, loss weights,
 sharing); this module only wires blobs to layers, decides which layers need
 Backward (Caffe's ``Net::Init`` rules), and runs them in order. The Python
 surface follows pycaffe's ``caffe.Net``.
+
+GPU: in GPU mode the net's own work stays on the device too: clearing the
+parameter diffs is a fill kernel, ``update`` (data -= diff) an axpy, and
+debug_info's magnitudes are device reductions, so a training iteration moves
+only the loss scalar and the data layers' next batch between host and device.
+What the user reads (``forward()``'s outputs, ``blob.data``) is copied when read.
 """
 
 from __future__ import annotations
@@ -333,20 +339,20 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
         layer, planned = self._layers[index], self.plan.layers[index]
         if direction == "Forward":
             for name in planned.tops:
-                values = self._blob_dict[name].read_data()
-                log.info("    [Forward] Layer %s, top blob %s data: %.6g", layer.name, name, np.abs(values).mean())
+                log.info("    [Forward] Layer %s, top blob %s data: %.6g", layer.name, name,
+                         _mean_magnitude(self._blob_dict[name], "data"))
             for param_index, blob in enumerate(layer.blobs):
                 log.info("    [Forward] Layer %s, param blob %d data: %.6g", layer.name, param_index,
-                         np.abs(blob.read_data()).mean())
+                         _mean_magnitude(blob, "data"))
             return
         for name, needed in zip(planned.bottoms, self._bottom_need_backward[index]):
             if needed:
                 log.info("    [Backward] Layer %s, bottom blob %s diff: %.6g", layer.name, name,
-                         np.abs(self._blob_dict[name].read_diff()).mean())
+                         _mean_magnitude(self._blob_dict[name], "diff"))
         for param_index, blob in enumerate(layer.blobs):
             if layer.param_propagate_down[param_index]:
                 log.info("    [Backward] Layer %s, param blob %d diff: %.6g", layer.name, param_index,
-                         np.abs(blob.read_diff()).mean())
+                         _mean_magnitude(blob, "diff"))
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
         """pycaffe's ``forward``: set inputs from ``kwargs``, run Forward, return outputs.
@@ -403,6 +409,11 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
         raise MinicaffeError("set_input_arrays needs a MemoryData layer, and this net has none")
 
     def clear_param_diffs(self):
+        if mode() == "gpu":
+            from . import gpu_blas
+            for blob in self.learnable_params:
+                gpu_blas.fill(blob.mutable_gpu_diff, 0)
+            return
         for blob in self.learnable_params:
             blob.diff[...] = 0
 
@@ -443,6 +454,11 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
 
     def update(self):
         """Caffe's Net::Update: data -= diff for every learnable parameter (its diff holds the step)."""
+        if mode() == "gpu":
+            from . import gpu_blas
+            for entry in self._learnable:
+                gpu_blas.axpy(-1.0, entry.blob.gpu_diff, entry.blob.mutable_gpu_data)
+            return
         for entry in self._learnable:
             entry.blob.data[...] -= entry.blob.diff
 
@@ -486,6 +502,19 @@ class Net(BatchedPasses, NetWeights, PycaffeBindings):
     def _repr_html_(self):
         from .display import net_html
         return net_html(self)
+
+
+def _mean_magnitude(blob, which) -> float:
+    """The mean absolute value of a blob's data or diff (debug_info): reduced on the device in GPU mode,
+    so only the number crosses (as Caffe's asum_data/asum_diff on the GPU)."""
+    if mode() == "gpu":
+        if not blob.count:
+            return float("nan")
+        from . import gpu_blas
+        values = blob.gpu_data if which == "data" else blob.gpu_diff
+        return gpu_blas.absolute_sum(values) / blob.count
+    values = blob.read_data() if which == "data" else blob.read_diff()
+    return float(np.abs(values).mean())
 
 
 def _constructor_args(args, phase, weights):
