@@ -301,3 +301,54 @@ def test_a_subclass_that_redefines_the_cpu_rule_keeps_it_in_gpu_mode():
         mode.set_mode_cpu()
     for blob, before, step in zip(solver.net.learnable_params, start, steps):
         np.testing.assert_allclose(blob.data, before - 0.5 * step, rtol=1e-6)
+
+
+RANK_SCRIPT = '''
+import sys
+import numpy as np
+import minicaffe as caffe
+from minicaffe import distributed, mode
+from minicaffe.proto.text import parse_solver, parse_text
+solver_text, net_text, data, out = sys.argv[1:]
+param = parse_solver(solver_text)
+parse_text(net_text, param.net_param)
+world = distributed.world()
+solver = caffe.Solver(param)
+arrays = np.load(data)
+solver.net.blobs["x"].data[...] = arrays["x"][world.rank::world.size]       # rank r: records r, r + K, ...
+solver.net.blobs["label"].data[...] = arrays["label"][world.rank::world.size]
+mode.set_mode_gpu()
+solver.step(3)
+mode.set_mode_cpu()
+np.savez(f"{out}/rank{world.rank}.npz", *[blob.data for blob in solver.net.learnable_params])
+'''
+
+
+@pytest.mark.skipif(distributed.find_mpiexec() is None, reason="needs MPI: the distributed extra")
+def test_two_ranks_on_the_device_equal_one_process_with_twice_the_batch(tmp_path):
+    """Real `mpiexec -n 2` in GPU mode (the simulator): the device all-reduce averages the ranks' gradients."""
+    import os
+    import subprocess
+    import sys
+    solver_text = ('type: "Adam" base_lr: 0.1 lr_policy: "fixed" display: 0 max_iter: 10 snapshot_after_train: false '
+                   'random_seed: 3 weight_decay: 0.01 clip_gradients: 0.5 ' + RULES["Adam"])
+    generator = np.random.default_rng(6)
+    x, label = generator.standard_normal((8, 3)).astype(np.float32), np.array([0, 2, 1, 2, 1, 0, 0, 2], np.float32)
+    np.savez(tmp_path / "data.npz", x=x, label=label)
+    (tmp_path / "rank.py").write_text(RANK_SCRIPT)
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("PMI_", "OMPI_"))}
+    environment.update(NUMBA_ENABLE_CUDASIM="1", MINICAFFE_MPI_TIMEOUT="60")
+    done = subprocess.run([distributed.find_mpiexec(), "-n", "2", sys.executable, str(tmp_path / "rank.py"),
+                           solver_text, NET, str(tmp_path / "data.npz"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=environment)
+    assert done.returncode == 0, done.stderr
+    param = parse_solver(solver_text)
+    parse_text(NET.replace("dim: 4 dim: 3 } shape { dim: 4 }", "dim: 8 dim: 3 } shape { dim: 8 }"), param.net_param)
+    one = caffe.Solver(param)           # one process, both ranks' records in one batch, on the CPU
+    one.net.blobs["x"].data[...] = x
+    one.net.blobs["label"].data[...] = label
+    one.step(3)
+    ranks = [np.load(tmp_path / f"rank{rank}.npz") for rank in range(2)]
+    for index, blob in enumerate(one.net.learnable_params):
+        np.testing.assert_allclose(ranks[0][f"arr_{index}"], blob.data, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(ranks[1][f"arr_{index}"], ranks[0][f"arr_{index}"])
