@@ -107,7 +107,9 @@ def _elu_forward_gpu(x, y, alpha):
     i = cuda.grid(1)
     if i < y.size:
         value = x[i]
-        y[i] = value if value > 0 else alpha * math.expm1(min(value, 0.0))
+        # No min(value, 0) as on the CPU (numpy evaluates both sides): here only x <= 0 and NaN reach expm1,
+        # and the device's fmin would turn NaN into 0.
+        y[i] = value if value > 0 else alpha * math.expm1(value)
 
 
 @gpu.jit
