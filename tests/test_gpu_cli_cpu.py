@@ -122,3 +122,58 @@ def bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_bench_gpu_arguments(bench):
+    args = bench.parse([])
+    assert args.nets == ["lenet", "cifar10_quick", "resnet50"] and args.device == 0
+    assert args.output == os.path.join(ROOT, "benchmarks", "results", "gpu.md")
+    assert bench.parse(["--nets", "resnet50, lenet", "--rounds", "2"]).nets == ["resnet50", "lenet"]
+    for wrong in (["--nets", "alexnet"], ["--nets", ","], ["--iterations", "0"]):
+        with pytest.raises(SystemExit) as stopped:
+            bench.parse(wrong)
+        assert stopped.value.code == 2
+
+
+def test_bench_gpu_refuses_without_a_gpu(bench, monkeypatch):
+    """This suite runs without a GPU and without the simulator: the benchmark says why and times nothing."""
+    import minicaffe.gpu
+    monkeypatch.setattr(minicaffe.gpu, "available", lambda: False)
+    with pytest.raises(SystemExit, match="needs an NVIDIA GPU that numba can use .* nothing was timed"):
+        bench.main(["--output", os.devnull])
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
+    with pytest.raises(SystemExit, match="NUMBA_ENABLE_CUDASIM is set: the simulator's timings measure Python"):
+        bench.main([])
+
+
+@pytest.mark.parametrize("name, shapes", [("lenet", [[64, 1, 28, 28], [64]]),
+                                          ("cifar10_quick", [[100, 3, 32, 32], [100]])])
+def test_bench_gpu_training_nets_hold_one_batch(bench, name, shapes):
+    net = bench.training_net(name)
+    first = net.layer[0]
+    assert first.type == "Input" and list(first.top) == ["data", "label"]
+    assert [list(shape.dim) for shape in first.input_param.shape] == shapes
+    assert "DummyData" not in [layer.type for layer in net.layer]
+    assert not any(layer.include for layer in net.layer)            # the TRAIN phase's layers only
+    assert "Accuracy" not in [layer.type for layer in net.layer]
+
+
+def test_bench_gpu_twin_holds_the_solvers_weights(bench):
+    """The PyTorch twin of a training row is built from the solver's net (no iteration is run here: that
+    costs numba's compilation; the benchmark checks the first losses before timing)."""
+    torch = pytest.importorskip("torch")
+    solver = bench.training_solver("lenet")
+    assert solver.type_name == "SGD" and solver.nan_check is False and not solver.test_nets
+    assert (solver.param.momentum, solver.param.weight_decay) == pytest.approx((0.9, 0.0005))
+    labels = solver.net.blobs["label"].data
+    assert labels.min() >= 0 and labels.max() <= 9 and len(set(labels.tolist())) > 1
+    theirs = bench.torch_training("lenet", solver.net, "cpu")
+    weights = [p for cell in theirs.__closure__ if isinstance(cell.cell_contents, torch.nn.Module)
+               for p in cell.cell_contents.parameters()]
+    ours = [blob.data for name in ("conv1", "conv2", "ip1", "ip2") for blob in solver.net.layer_dict[name].blobs]
+    assert len(weights) == len(ours) == 8
+    for tensor, array in zip(weights, ours):
+        assert tensor.detach().numpy().tolist() == array.tolist()
+    bench.check_losses("LeNet", {"minicaffe": 2.3, "PyTorch": 2.3 * (1 + 1e-5)})
+    with pytest.raises(SystemExit, match="the first losses differ"):
+        bench.check_losses("LeNet", {"minicaffe": 2.3, "PyTorch": 2.4})
