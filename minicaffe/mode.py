@@ -1,9 +1,12 @@
 """CPU/GPU mode and device selection (pycaffe's ``set_mode_cpu``/``set_mode_gpu``/``set_device``).
 
 GPU mode needs a usable CUDA device through numba.cuda (or numba's CUDA
-simulator, ``NUMBA_ENABLE_CUDASIM=1``). In GPU mode, layers that have a
-``numba.cuda`` kernel run it and the others run their CPU kernel; until the
-GPU kernels land, every layer runs its CPU kernel.
+simulator, ``NUMBA_ENABLE_CUDASIM=1``). In GPU mode, layers that have
+``numba.cuda`` kernels (``forward_gpu``/``backward_gpu``) run them on blobs
+that stay on the device, and the others run their CPU kernel, their blobs
+copied across as they are read (Caffe's SyncedMemory: see :mod:`minicaffe.blob`).
+Data layers read ahead into device memory, and the net clears and updates its
+parameters on the device.
 """
 
 from __future__ import annotations

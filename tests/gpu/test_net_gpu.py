@@ -104,9 +104,11 @@ def test_debug_info_reduces_on_the_device_and_logs_what_the_cpu_logs(caplog):
 
 # ---------------------------------------------------------------- a training iteration's copies
 
-TRAIN_NET = '''name: "small"
-layer { name: "data" type: "MemoryData" top: "x" top: "label"
-  memory_data_param { batch_size: 4 channels: 3 height: 1 width: 1 } }
+MEMORY_DATA = '''layer { name: "data" type: "MemoryData" top: "x" top: "label"
+  memory_data_param { batch_size: 4 channels: 3 height: 1 width: 1 } }'''
+HDF5_DATA = '''layer { name: "data" type: "HDF5Data" top: "x" top: "label"
+  hdf5_data_param { source: "LIST" batch_size: 4 } }'''
+TRAIN_NET = '''
 layer { name: "ip1" type: "InnerProduct" bottom: "x" top: "h" inner_product_param { num_output: 5
   weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "constant" value: 0.1 } } }
 layer { name: "relu" type: "ReLU" bottom: "h" top: "h" }
@@ -116,31 +118,43 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top
 '''
 TRAIN_SOLVER = ('type: "SGD" base_lr: 0.1 momentum: 0.9 weight_decay: 0.01 lr_policy: "fixed" display: 0 '
                 'max_iter: 100 snapshot_after_train: false random_seed: 1')
+ROWS = np.random.default_rng(0).standard_normal((8, 3, 1, 1)).astype(np.float32)
+LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1], np.float32)
 
 
-def small_solver(solver_mode):
+def small_solver(solver_mode, source, tmp_path):
+    """SGD over MemoryData or HDF5Data + InnerProduct + ReLU + InnerProduct + SoftmaxWithLoss."""
+    if source == "HDF5Data":
+        h5py = pytest.importorskip("h5py")
+        if not (tmp_path / "rows.h5").exists():
+            with h5py.File(tmp_path / "rows.h5", "w") as handle:
+                handle["x"], handle["label"] = ROWS, LABELS
+            (tmp_path / "list.txt").write_text(f"{tmp_path / 'rows.h5'}\n")
+        data = HDF5_DATA.replace("LIST", str(tmp_path / "list.txt"))
+    else:
+        data = MEMORY_DATA
     param = parse_solver(TRAIN_SOLVER + f" solver_mode: {solver_mode}")
-    parse_text(TRAIN_NET, param.net_param)
+    parse_text(data + TRAIN_NET, param.net_param)
     solver = caffe.Solver(param)
-    rng = np.random.default_rng(0)
-    solver.net.set_input_arrays(rng.standard_normal((8, 3, 1, 1)).astype(np.float32),
-                                np.array([0, 1, 2, 0, 1, 2, 0, 1], np.float32))
+    if source == "MemoryData":
+        solver.net.set_input_arrays(ROWS, LABELS)
     return solver
 
 
 @pytest.mark.xfail(strict=False, reason="InnerProduct's GPU kernels (another part of issue 25) are not committed yet: "
                                        "it runs on the host and its blobs cross at every layer")
-def test_a_training_iteration_moves_only_the_loss_and_the_next_batch():
-    cpu = small_solver("CPU")
+@pytest.mark.parametrize("source", ["MemoryData", "HDF5Data"])
+def test_a_training_iteration_moves_only_the_loss_and_the_next_batch(source, tmp_path):
+    cpu = small_solver("CPU", source, tmp_path)
     cpu.step(3)
-    solver = small_solver("GPU")
+    solver = small_solver("GPU", source, tmp_path)
     try:
         solver.step(2)          # warm-up: parameters, history and loss weights reach the device
         moved = copies_during(lambda: solver.step(1))
         loss = float(solver.net.blobs["loss"].data)
     finally:
         caffe.set_mode_cpu()
-    assert moved == {"to_device": 2, "to_host": 1}, moved     # data + label in; the loss out
+    assert moved == {"to_device": 2, "to_host": 1}, moved     # data + label in (the next batch); the loss out
     assert loss == pytest.approx(float(cpu.net.blobs["loss"].data), rel=1e-5)
     for gpu_blob, cpu_blob in zip(solver.net.learnable_params, cpu.net.learnable_params):
         np.testing.assert_allclose(gpu_blob.data, cpu_blob.data, rtol=1e-5, atol=1e-6)
