@@ -6,9 +6,14 @@ as Caffe). Gradients: ``dW += dy^T x`` (or ``x^T dy`` transposed), ``db += sum d
 ``dx = dy W``. Parameter diffs accumulate, as all of Caffe's.
 
 The products run on minicaffe's threads (:func:`minicaffe.threads.matmul`).
+
+GPU: the same products as device GEMMs on the blobs' device arrays (cuBLAS,
+:mod:`minicaffe.gpu_blas`), as Caffe's ``inner_product_layer.cu``: the bias
+is a rank-1 GEMM update with a vector of ones, its gradient a GEMV with
+ones; the weight and bias gradients accumulate (beta 1).
 """
 
-from .. import threads
+from .. import gpu, gpu_blas, threads
 from ..fillers import fill
 from ..layer import Layer
 from ..registry import register
@@ -67,3 +72,36 @@ class InnerProductLayer(Layer):
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:
             threads.matmul(dy, self._weight_nk(), out=bottom[0].diff.reshape(self.m, self.k))
+
+    # ---------------------------------------------------------------- GPU
+    def _gpu_ones(self):
+        """m ones on the device (the bias's GEMM and GEMV), kept while m stays."""
+        ones = getattr(self, "_ones_gpu", None)
+        if ones is None or ones.size != self.m or ones.dtype != self.dtype:
+            ones = gpu.device_empty(self.m, self.dtype)
+            gpu_blas.fill(ones, 1)
+            self._ones_gpu = ones
+        return ones
+
+    def forward_gpu(self, bottom, top):
+        x = bottom[0].gpu_data.reshape(self.m, self.k)
+        y = top[0].mutable_gpu_data.reshape(self.m, self.num_output)
+        gpu_blas.gemm(x, self.blobs[0].gpu_data.reshape(self.blobs[0].shape), y, trans_b=not self.transpose)
+        if self.bias_term:
+            gpu_blas.gemm(self._gpu_ones().reshape(self.m, 1), self.blobs[1].gpu_data.reshape(1, self.num_output),
+                          y, beta=1.0)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        dy = top[0].gpu_diff.reshape(self.m, self.num_output)
+        if self.param_propagate_down[0]:
+            x = bottom[0].gpu_data.reshape(self.m, self.k)
+            weight_diff = self.blobs[0].mutable_gpu_diff.reshape(self.blobs[0].shape)
+            if self.transpose:
+                gpu_blas.gemm(x, dy, weight_diff, trans_a=True, beta=1.0)
+            else:
+                gpu_blas.gemm(dy, x, weight_diff, trans_a=True, beta=1.0)
+        if self.bias_term and self.param_propagate_down[1]:
+            gpu_blas.gemv(dy, self._gpu_ones(), self.blobs[1].mutable_gpu_diff, trans_a=True, beta=1.0)
+        if propagate_down[0]:
+            gpu_blas.gemm(dy, self.blobs[0].gpu_data.reshape(self.blobs[0].shape),
+                          bottom[0].mutable_gpu_diff.reshape(self.m, self.k), trans_b=self.transpose)
