@@ -34,7 +34,7 @@ GPU: in GPU mode (``minicaffe.set_mode_gpu()`` or ``solver_mode: GPU``) the
 per-iteration work stays on the device, as in Caffe's solvers: clearing the
 parameter diffs, the 1/``iter_size`` scaling, weight decay (L2 an axpy, L1 a
 sign kernel), the update rules' kernels (:mod:`.updates`) over history blobs
-that live on the device, and ``data -= diff``. Gradient clipping brings one
+that live on the device, and ``data -= diff`` (Net's, an axpy there). Gradient clipping brings one
 float per parameter to the host (its sum of squares, as Caffe's
 ``sumsq_diff``); the NaN check one flag per iteration; a test pass sums the
 test nets' outputs on the device and copies the sums once at its end. Only
@@ -360,7 +360,7 @@ class Solver:
         self.smoothed_loss = 0.0
         last_display_iter, timer = self.iter, time.perf_counter()
         while self.iter < stop_iter:
-            self._clear_param_diffs()
+            self.net.clear_param_diffs()        # a fill kernel in GPU mode
             if (self.param.test_interval and self.iter % self.param.test_interval == 0
                     and (self.iter > 0 or self.param.test_initialization)):
                 with self._quiet_numpy():
@@ -526,11 +526,7 @@ class Solver:
             self.normalize(index)
             self.regularize(index)
             (rule or self.compute_update_value)(index, rate * entry.lr_mult)
-        if on_device:
-            for entry in self.learnable:        # Net::Update on the device (Blob::Update's gpu axpy)
-                gpu_blas.axpy(-1.0, entry.blob.gpu_diff, entry.blob.mutable_gpu_data)
-        else:
-            self.net.update()
+        self.net.update()                       # an axpy on the device in GPU mode
 
     def _device_rule(self):
         """The type's ``compute_update_value_gpu``, or None where a subclass (a user's) redefines the CPU rule
@@ -550,13 +546,6 @@ class Solver:
         count = len(self.learnable)
         history = tuple(self.history_blobs[index + k * count].mutable_gpu_data for k in range(self.history_sets))
         return diff, history, diff.dtype.type
-
-    def _clear_param_diffs(self):
-        if current_mode() == "gpu":
-            for entry in self.learnable:    # Caffe's ClearParamDiffs: caffe_gpu_set
-                gpu_blas.fill(entry.blob.mutable_gpu_diff, 0)
-        else:
-            self.net.clear_param_diffs()
 
     # ------------------------------------------------------------ data-parallel (minicaffe.distributed)
     def _start_ranks_together(self):

@@ -103,7 +103,7 @@ def test_apply_update_copies_nothing_to_the_host(kind):
         gpu.apply_update()
         gpu._check_parameters_finite()
         after = dict(SyncedArray.copies)
-        gpu._clear_param_diffs()
+        gpu.net.clear_param_diffs()
     finally:
         mode.set_mode_cpu()
     assert after == before, "the update in GPU mode copied between host and device"
