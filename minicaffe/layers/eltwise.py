@@ -23,7 +23,7 @@ diff; SUM scales the top's diff by ``c_i``; MAX routes it to the winner.
 
 import numpy as np
 
-from .. import gpu, threads
+from .. import gpu, gpu_blas, threads
 from ..errors import GraphError
 from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
@@ -165,8 +165,12 @@ class EltwiseLayer(Layer):
             for data in inputs[2:]:
                 _launch(_multiply_gpu, count, out, data, out)
         elif self.operation == _SUM:
+            # A top computed in place is zeroed first, as on the CPU (and in Caffe): that bottom adds nothing.
+            shared = any(data is out for data in inputs)
+            if shared:
+                gpu_blas.fill(out, 0)
             for index, (coeff, data) in enumerate(zip(self.coeffs, inputs)):
-                _launch(_scaled_sum_gpu, count, data, self.dtype.type(coeff), out, index > 0)
+                _launch(_scaled_sum_gpu, count, data, self.dtype.type(coeff), out, shared or index > 0)
         else:
             max_index = getattr(self, "gpu_max_index", None)
             if max_index is None or max_index.size != count:

@@ -280,6 +280,24 @@ def test_eltwise_max_ties_and_winners():
     np.testing.assert_array_equal(layer.gpu_max_index.copy_to_host(), [1, 1, 2, 0])
 
 
+@pytest.mark.parametrize("case", ["prod3", "sum_coeff3", "max3"])
+def test_eltwise_in_place_top_matches_cpu(case):
+    # The top named as bottom 0: the devices must agree, quirks included (SUM zeroes the top first, as Caffe).
+    arrays = [rng.standard_normal(SHAPE) for _ in range(3)]
+    results = []
+    for use_gpu in (False, True):
+        layer = layer_from_text(eltwise_text(case), dtype=np.float32)
+        bottom = make_blobs(*arrays, dtype=np.float32)
+        layer.set_up(bottom, bottom[:1])
+        (mode.set_mode_gpu if use_gpu else mode.set_mode_cpu)()
+        try:
+            layer.run_forward(bottom, bottom[:1])
+        finally:
+            mode.set_mode_cpu()
+        results.append(bottom[0].data.copy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("case", ["prod3", "prod3_unstable", "sum_coeff3", "max3"])
 def test_eltwise_gradient(case):
     count = ELTWISE[case][1]
