@@ -30,17 +30,31 @@ element-wise kernels over chunks of the blob. (ACROSS_CHANNELS over
 kernels ran on one thread while BLAS's spinning threads shared the cores.)
 The scale ``s`` (and WITHIN_CHANNEL's intermediates) stay in buffers that are
 kept between iterations. In-place computation is refused (Backward needs x).
+
+GPU: ACROSS_CHANNELS is Caffe's lrn_layer.cu in three numba.cuda kernels (fill
+the scale, compute the output, compute the diff through the ratio
+``dy * y / s``), with one thread per element summing its own window of
+channels in the CPU's order rather than Caffe's one thread per position
+sliding a running sum (which adds and subtracts, so it drifts from the CPU's
+numbers, and runs C times fewer threads). WITHIN_CHANNEL is the CPU's
+composite on the device: the square, Pooling's AVE kernels (the Pooler's
+``forward_gpu``/``backward_gpu``), and the element-wise kernels. The scale
+and the intermediates stay in device buffers kept between iterations.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .. import kernels, threads
+from .. import gpu, kernels, threads
 from ..errors import GraphError
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register
+from .bias import SUM_PRODUCT, gpu_scratch, launch, product_gpu
 from .pooling import AVE, Pooler
 
 ACROSS_CHANNELS = caffe_pb2.LRNParameter.ACROSS_CHANNELS
@@ -164,6 +178,89 @@ def _within_backward(x, top_diff, scale, pooled_back, beta, bottom_diff, start, 
                           + (x[i] + x[i]) * pooled_back[i])
 
 
+# ---------------------------------------------------------------- GPU kernels
+# Flat N*C*H*W arrays; ``spatial`` is H*W. Scalars are of the blob's type.
+
+@gpu.device
+def _power_gpu(s, beta, three_quarters, one):
+    """s^-beta, as the CPU's _power."""
+    if three_quarters:
+        root = math.sqrt(s)
+        return one / (root * math.sqrt(root))
+    return s ** -beta
+
+
+@gpu.jit
+def _across_scale_gpu(x, scale, channels, spatial, size, alpha_over_size, k, zero):
+    """scale = k + alpha/n * the sum of x^2 over the channels within (n - 1) / 2 (LRNFillScale)."""
+    i = cuda.grid(1)
+    if i < scale.size:
+        c = (i // spatial) % channels
+        first = i - c * spatial          # channel 0 at this image and position
+        pre = (size - 1) // 2
+        total = zero
+        for other in range(max(c - pre, 0), min(c + pre + 1, channels)):
+            value = x[first + other * spatial]
+            total += value * value
+        scale[i] = k + alpha_over_size * total
+
+
+@gpu.jit
+def _across_output_gpu(x, scale, top, beta, three_quarters, one):
+    """top = x * scale^-beta (LRNComputeOutput)."""
+    i = cuda.grid(1)
+    if i < top.size:
+        top[i] = x[i] * _power_gpu(scale[i], beta, three_quarters, one)
+
+
+@gpu.jit
+def _across_ratio_gpu(top, top_diff, scale, ratio):
+    i = cuda.grid(1)
+    if i < ratio.size:
+        ratio[i] = top_diff[i] * top[i] / scale[i]
+
+
+@gpu.jit
+def _across_diff_gpu(x, scale, top_diff, ratio, bottom_diff, channels, spatial, size, coefficient, beta,
+                     three_quarters, one, zero):
+    """dx = dy * s^-beta - coefficient * x * the window sum of the ratios (LRNComputeDiff)."""
+    i = cuda.grid(1)
+    if i < bottom_diff.size:
+        c = (i // spatial) % channels
+        first = i - c * spatial
+        pre = (size - 1) // 2
+        total = zero
+        for other in range(max(c - pre, 0), min(c + pre + 1, channels)):
+            total += ratio[first + other * spatial]
+        bottom_diff[i] = top_diff[i] * _power_gpu(scale[i], beta, three_quarters, one) - coefficient * x[i] * total
+
+
+@gpu.jit
+def _within_forward_gpu(x, pooled, alpha, beta, top, three_quarters, one):
+    """pooled (the AVE of x^2) becomes s = 1 + alpha * pooled; top = x * s^-beta."""
+    i = cuda.grid(1)
+    if i < top.size:
+        s = one + alpha * pooled[i]
+        pooled[i] = s
+        top[i] = x[i] * _power_gpu(s, beta, three_quarters, one)
+
+
+@gpu.jit
+def _within_ratio_gpu(top, top_diff, scale, coefficient, ratio):
+    i = cuda.grid(1)
+    if i < ratio.size:
+        ratio[i] = coefficient * top_diff[i] * top[i] / scale[i]
+
+
+@gpu.jit
+def _within_backward_gpu(x, top_diff, scale, pooled_back, beta, bottom_diff, three_quarters, one):
+    """dx = dy * s^-beta + 2 x * (P^T of the ratio)."""
+    i = cuda.grid(1)
+    if i < bottom_diff.size:
+        bottom_diff[i] = (top_diff[i] * _power_gpu(scale[i], beta, three_quarters, one)
+                          + (x[i] + x[i]) * pooled_back[i])
+
+
 @register("LRN")
 class LRNLayer(Layer):
     exact_bottoms = 1
@@ -262,3 +359,49 @@ class LRNLayer(Layer):
         self.pooler.backward(ratio, None, pooled_back)
         threads.parallel_for(flat_x.size, lambda start, stop: _within_backward(
             flat_x, flat_dy, scale, flat_back, beta, flat_dx, start, stop))
+
+    def forward_gpu(self, bottom, top):
+        n, c, h, w = bottom[0].shape
+        count = bottom[0].count
+        dtype = bottom[0].dtype.type
+        self._gpu_shape = bottom[0].shape
+        if not count:
+            return
+        x, y = bottom[0].gpu_data, top[0].mutable_gpu_data
+        scale = self._gpu_scale = gpu_scratch(self, "scale", count, bottom[0].dtype)
+        beta, one = dtype(self.beta), dtype(1)
+        if self.region == ACROSS_CHANNELS:
+            launch(_across_scale_gpu, count)(x, scale, int(c), int(h * w), int(self.size),
+                                             dtype(self.alpha / self.size), dtype(self.k), dtype(0))
+            launch(_across_output_gpu, count)(x, scale, y, beta, self.beta == 0.75, one)
+            return
+        squares = gpu_scratch(self, "squares", count, bottom[0].dtype)
+        launch(product_gpu, count)(x, x, SUM_PRODUCT, squares)
+        self.pooler.forward_gpu(squares, scale, n * c, h, w, h, w)
+        launch(_within_forward_gpu, count)(x, scale, dtype(self.alpha), beta, y, self.beta == 0.75, one)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if getattr(self, "_gpu_shape", None) != bottom[0].shape:
+            raise GraphError("LRN Backward before a Forward at this shape", layer=self.name)
+        n, c, h, w = bottom[0].shape
+        count = bottom[0].count
+        dtype = bottom[0].dtype.type
+        if not count:
+            return
+        x, y, dy = bottom[0].gpu_data, top[0].gpu_data, top[0].gpu_diff
+        dx = bottom[0].mutable_gpu_diff
+        scale = self._gpu_scale
+        ratio = gpu_scratch(self, "ratio", count, bottom[0].dtype)
+        beta, one = dtype(self.beta), dtype(1)
+        if self.region == ACROSS_CHANNELS:
+            launch(_across_ratio_gpu, count)(y, dy, scale, ratio)
+            launch(_across_diff_gpu, count)(x, scale, dy, ratio, dx, int(c), int(h * w), int(self.size),
+                                            dtype(2.0 * self.alpha * self.beta / self.size), beta,
+                                            self.beta == 0.75, one, dtype(0))
+            return
+        launch(_within_ratio_gpu, count)(y, dy, scale, dtype(-self.alpha * self.beta), ratio)
+        pooled_back = gpu_scratch(self, "squares", count, bottom[0].dtype)   # x^2 is no longer needed
+        self.pooler.backward_gpu(ratio, x, pooled_back, n * c, h, w, h, w)
+        launch(_within_backward_gpu, count)(x, dy, scale, pooled_back, beta, dx, self.beta == 0.75, one)

@@ -24,6 +24,12 @@ be smaller than its kernel, e.g. H = 5 with 4 bins).
 
 CPU: Pooling's numba kernels, one call per level, into per-level buffers kept
 between iterations.
+
+GPU: Pooling's device kernels (the Pooler's ``forward_gpu``/``backward_gpu``),
+one call per level into per-level device buffers, whose columns a kernel places
+into the top (and takes back from its diff); Backward writes the first level's
+gradient into the bottom diff and adds the others' to it, as the CPU path's
+zeroed sum. Nothing leaves the device.
 """
 
 from __future__ import annotations
@@ -32,11 +38,14 @@ import math
 
 import numpy as np
 
+from .. import gpu
 from ..errors import GraphError
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..graph import TRAIN
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register
+from .bias import gpu_scratch, launch
 from .pooling import AVE, MAX, STOCHASTIC, Pooler
 
 _METHODS = {caffe_pb2.SPPParameter.MAX: MAX, caffe_pb2.SPPParameter.AVE: AVE,
@@ -51,6 +60,19 @@ def spp_level_geometry(level, height, width):
     pad_h = (kernel_h * bins - height + 1) // 2
     pad_w = (kernel_w * bins - width + 1) // 2
     return kernel_h, kernel_w, pad_h, pad_w
+
+
+@gpu.jit
+def _columns_gpu(level, top, columns, total, start, to_top):
+    """A level's (N, columns) block <-> columns [start, start + columns) of the (N, total) top (``to_top``:
+    level into top; else top into level)."""
+    i = cuda.grid(1)
+    if i < level.size:
+        at = (i // columns) * total + start + i % columns
+        if to_top:
+            top[at] = level[i]
+        else:
+            level[i] = top[at]
 
 
 @register("SPP")
@@ -150,3 +172,40 @@ class SPPLayer(Layer):
             gradient = self._buffer(f"level{level}", (num * channels,) + self.levels[level])
             gradient.reshape(num, stop - start)[...] = top_diff[:, start:stop]
             self.poolers[level].backward(gradient, planes, diff_planes)
+
+    def forward_gpu(self, bottom, top):
+        num, channels, height, width = bottom[0].shape
+        planes = num * channels
+        x = bottom[0].gpu_data
+        if self.pyramid_height == 1:
+            self.poolers[0].forward_gpu(x, top[0].mutable_gpu_data, planes, height, width, *self.levels[0])
+            return
+        out = top[0].mutable_gpu_data
+        total = top[0].shape[1]
+        for level, start, stop in self._slices(num, channels):
+            pooled = gpu_scratch(self, f"level{level}", planes * self.levels[level][0] * self.levels[level][1],
+                                 bottom[0].dtype)
+            self.poolers[level].forward_gpu(x, pooled, planes, height, width, *self.levels[level])
+            if pooled.size:
+                launch(_columns_gpu, pooled.size)(pooled, out, int(stop - start), int(total), int(start), True)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        num, channels, height, width = bottom[0].shape
+        planes = num * channels
+        x = bottom[0].gpu_data
+        diff = bottom[0].mutable_gpu_diff
+        if self.pyramid_height == 1:
+            self.poolers[0].backward_gpu(top[0].gpu_diff, x, diff, planes, height, width, *self.levels[0])
+            return
+        top_diff = top[0].gpu_diff
+        total = top[0].shape[1]
+        for level, start, stop in self._slices(num, channels):
+            gradient = gpu_scratch(self, f"level{level}", planes * self.levels[level][0] * self.levels[level][1],
+                                   bottom[0].dtype)
+            if gradient.size:
+                launch(_columns_gpu, gradient.size)(gradient, top_diff, int(stop - start), int(total), int(start),
+                                                    False)
+            self.poolers[level].backward_gpu(gradient, x, diff, planes, height, width, *self.levels[level],
+                                             accumulate=level > 0)

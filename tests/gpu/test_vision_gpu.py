@@ -96,3 +96,37 @@ def test_stochastic_pooling_gradient():
     x = np.abs(normal(1, 2, 3, 3)) + 0.1
     gradient_check_gpu(pooling("pool: STOCHASTIC kernel_size: 2 stride: 1"), [x], phase="TEST")
     gradient_check_gpu(pooling("pool: STOCHASTIC kernel_size: 2 stride: 1"), [x], phase="TRAIN")
+
+
+# ---------------------------------------------------------------- SPP
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE", "STOCHASTIC"])
+@pytest.mark.parametrize("height, shape", [(1, (2, 2, 3, 3)), (2, (1, 2, 4, 5)), (3, (1, 1, 8, 8))])
+def test_spp(pool, height, shape):
+    x = np.abs(normal(*shape)) if pool == "STOCHASTIC" else normal(*shape)
+    text = f'name: "spp" type: "SPP" spp_param {{ pyramid_height: {height} pool: {pool} }}'
+    for phase in (["TRAIN", "TEST"] if pool == "STOCHASTIC" else ["TRAIN"]):
+        compare_devices(text, [x], propagate_down=[True], phase=phase)
+
+
+def test_spp_gradient():
+    gradient_check_gpu('name: "spp" type: "SPP" spp_param { pyramid_height: 2 pool: MAX }', [normal(1, 2, 3, 3)],
+                       stepsize=1e-4, threshold=1e-5)
+    gradient_check_gpu('name: "spp" type: "SPP" spp_param { pyramid_height: 2 pool: AVE }', [normal(1, 2, 3, 3)])
+
+
+# ---------------------------------------------------------------- LRN
+
+@pytest.mark.parametrize("param", ["local_size: 3 alpha: 0.5 beta: 0.75",
+                                   "local_size: 5 alpha: 0.3 beta: 0.6 k: 2",
+                                   "norm_region: WITHIN_CHANNEL local_size: 3 alpha: 0.5 beta: 0.75",
+                                   "norm_region: WITHIN_CHANNEL local_size: 3 alpha: 0.4 beta: 0.5"])
+def test_lrn(param):
+    text = f'name: "lrn" type: "LRN" lrn_param {{ {param} }}'
+    compare_devices(text, [normal(2, 3, 3, 3)], propagate_down=[True])
+
+
+@pytest.mark.parametrize("param", ["local_size: 3 alpha: 0.5 beta: 0.75", "local_size: 5 alpha: 1 beta: 0.6 k: 2",
+                                   "norm_region: WITHIN_CHANNEL local_size: 3 alpha: 0.5 beta: 0.75"])
+def test_lrn_gradient(param):
+    gradient_check_gpu(f'name: "lrn" type: "LRN" lrn_param {{ {param} }}', [normal(1, 3, 2, 3)])
