@@ -47,12 +47,20 @@ given ``h_0``/``c_0``:
 These are the true gradients of a loss that does not use the final-state tops,
 ``h_0``/``c_0`` held fixed; chunks chained through the exposed state train as
 truncated backpropagation through time.
+
+GPU: no kernels of its own. In GPU mode the unrolled net's layers run their
+own GPU paths (InnerProduct, Eltwise, TanH, LSTMUnit... wherever they have
+them), on blobs that share the outer bottoms' and tops' memory on the device
+as on the host; the carried state is copied on the device (gpu_blas.copy), and
+the exposed initial states' diffs are zeroed there, so the recurrent layer itself
+moves nothing between host and device.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import gpu_blas
 from ..graph import TRAIN
 from ..layer import Layer
 from ..memory import allocation_allowed
@@ -227,16 +235,37 @@ class RecurrentLayer(Layer):
                 inner.data[...] = carried.data
         self.unrolled.forward_from_to(0, self._last_layer)
 
-    def backward(self, top, propagate_down, bottom):
+    def forward_gpu(self, bottom, top):
+        self._bind_params()
+        if not self.expose_hidden:
+            for inner, carried in zip(self._state_in, self._state_out):
+                if inner.count:
+                    gpu_blas.copy(carried.gpu_data, inner.mutable_gpu_data)
+        self.unrolled.forward_from_to(0, self._last_layer)
+
+    def _backward_unrolled(self):
         self._bind_params()
         for layer, j, k in self._bindings:
             layer.param_propagate_down[j] = self.param_propagate_down[k]
         self.unrolled.backward_from_to(self._last_layer, 0)
-        if self.expose_hidden:
-            first = 3 if self.static_input else 2
-            for index in range(first, len(bottom)):
-                if propagate_down[index]:
-                    bottom[index].diff[...] = 0
+
+    def _exposed_state_bottoms(self, propagate_down, bottom):
+        """The initial-state bottoms that ask for a gradient (they get zeros)."""
+        if not self.expose_hidden:
+            return []
+        first = 3 if self.static_input else 2
+        return [bottom[index] for index in range(first, len(bottom)) if propagate_down[index]]
+
+    def backward(self, top, propagate_down, bottom):
+        self._backward_unrolled()
+        for blob in self._exposed_state_bottoms(propagate_down, bottom):
+            blob.diff[...] = 0
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        self._backward_unrolled()
+        for blob in self._exposed_state_bottoms(propagate_down, bottom):
+            if blob.count:
+                gpu_blas.fill(blob.mutable_gpu_diff, 0)
 
 
 @register("RNN")
