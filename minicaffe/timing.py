@@ -21,8 +21,9 @@ for a layer that runs Backward) runs its CPU code in GPU mode, its blobs
 copied to the host and back. Its line ends with ``(CPU)``, and one line after
 the per-layer averages names every such layer (``2 layers ran on the CPU in
 GPU mode: norm1 (LRN), loss (SoftmaxWithLoss, backward only)``), so a net that
-crawls through the host says so. The convolution path in brackets is the CPU
-path's, so in GPU mode it is shown only on lines that ran on the CPU.
+crawls through the host says so. A convolution's bracketed path is the one its
+line ran: in GPU mode its GPU path (``gpu_conv_path``), on a ``(CPU)`` line the
+CPU's.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class LayerTime:
     forward_on_cpu: bool = False    # GPU mode, and the layer has no forward_gpu: its CPU code ran
     backward_on_cpu: bool = False   # GPU mode, the layer runs Backward, and it has no backward_gpu
     runs_backward: bool = False     # the net runs this layer's Backward
+    gpu_path: str = ""              # GPU mode: the path the layer's GPU kernels took ("" where none is named)
 
 
 @dataclass
@@ -126,13 +128,19 @@ def time_net(net, iterations=50) -> TimingReport:
     gpu = mode() == "gpu"
     runs_backward = net._layer_need_backward
     layers = [LayerTime(layer.name, layer.type, forward[i] * scale, backward[i] * scale, notes[i],
-                        runs_backward=bool(runs_backward[i]),
+                        runs_backward=bool(runs_backward[i]), gpu_path=_gpu_path(layer) if gpu else "",
                         forward_on_cpu=gpu and not has_gpu_kernel(layer, "forward"),
                         backward_on_cpu=gpu and bool(runs_backward[i]) and not has_gpu_kernel(layer, "backward"))
               for i, layer in enumerate(net.layers)]
     return TimingReport(iterations=iterations, layers=layers, forward_ms=forward_total * scale,
                         backward_ms=backward_total * scale, forward_backward_ms=total * scale,
                         total_ms=total * 1e3, initial_loss=initial_loss, iteration_ms=iteration_ms, gpu=gpu)
+
+
+def _gpu_path(layer) -> str:
+    # Convolution and Deconvolution choose their GPU path as they choose the CPU one (conv_common)
+    choose = getattr(layer, "gpu_conv_path", None)
+    return choose().name if choose is not None and has_gpu_kernel(layer, "forward") else ""
 
 
 def has_gpu_kernel(layer, direction) -> bool:
@@ -169,8 +177,9 @@ def report_lines(report: TimingReport):
     for layer in report.layers:
         for direction, milliseconds, on_cpu in (("forward", layer.forward_ms, layer.forward_on_cpu),
                                                 ("backward", layer.backward_ms, layer.backward_on_cpu)):
-            # the path in brackets is the CPU code's: beside a line that ran a GPU kernel it would mislead
-            path = f" [{layer.path}]" if layer.path and (on_cpu or not report.gpu) else ""
+            # the path this line ran: the CPU code's, or in GPU mode the GPU kernels'
+            taken = layer.gpu_path if report.gpu and not on_cpu else layer.path
+            path = f" [{taken}]" if taken else ""
             yield f"{layer.name:>10}\t{direction}: {milliseconds:.4g} ms.{path}{' (CPU)' if on_cpu else ''}"
     if report.gpu:
         yield cpu_summary(report)

@@ -157,15 +157,32 @@ def test_timing_synchronizes_the_device_after_every_layer(write_net, monkeypatch
     assert sum(line.endswith(" (CPU)") for line in lines) == 3
 
 
-def test_time_gpu_keeps_the_cpu_path_name_only_where_the_cpu_ran(write_net):
-    """The bracketed convolution path is the CPU code's: shown in GPU mode only beside a (CPU) line."""
+def test_time_gpu_shows_the_path_each_line_ran():
+    """A convolution's bracketed path: its GPU path on the lines of its GPU kernels, the CPU's on (CPU) lines."""
     from minicaffe.timing import LayerTime, TimingReport
     report = TimingReport(iterations=1, gpu=True, layers=[
-        LayerTime("conv", "Convolution", 1.0, 2.0, "im2row", runs_backward=True, backward_on_cpu=True),
-        LayerTime("conv2", "Convolution", 1.0, 2.0, "1x1", runs_backward=True)])
+        LayerTime("conv", "Convolution", 1.0, 2.0, "direct", runs_backward=True, backward_on_cpu=True,
+                  gpu_path="im2row"),
+        LayerTime("conv2", "Convolution", 1.0, 2.0, "im2row", runs_backward=True, gpu_path="1x1")])
     lines = [line for line in report_lines(report) if "\t" in line]
-    assert lines == ["      conv\tforward: 1 ms.", "      conv\tbackward: 2 ms. [im2row] (CPU)",
-                     "     conv2\tforward: 1 ms.", "     conv2\tbackward: 2 ms."]
+    assert lines == ["      conv\tforward: 1 ms. [im2row]", "      conv\tbackward: 2 ms. [direct] (CPU)",
+                     "     conv2\tforward: 1 ms. [1x1]", "     conv2\tbackward: 2 ms. [1x1]"]
+
+
+CONV = """name: "conv"
+force_backward: true
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } } }
+layer { name: "pw" type: "Convolution" bottom: "x" top: "pw"
+  convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: "gaussian" std: 0.3 } } }
+"""
+
+
+def test_time_gpu_names_the_gpu_path_of_a_convolution(write_net):
+    result = CliRunner().invoke(main, ["time", write_net(CONV), "--gpu", "0", "--iterations", "1"])
+    mode.set_mode_cpu()
+    assert result.exit_code == 0, result.output
+    lines = per_layer(result.output)
+    assert lines[("pw", "forward")] == lines[("pw", "backward")] == " [1x1]"
 
 
 CAFFE_FIELDS = ["Device id", "Major revision number", "Minor revision number", "Name", "Total global memory",
