@@ -291,3 +291,64 @@ def test_normalize_eps_scale_only_and_in_place():
 @pytest.mark.parametrize("across, shared", [(True, True), (True, False), (False, True), (False, False)])
 def test_normalize_gradient(across, shared):
     gradient_check_gpu(normalize_text(across, shared), [normal(1, 2, 3)], stepsize=1e-4, threshold=1e-7)
+
+
+# ====================================================================== DetectionOutput
+# Its GPU Forward copies the decoded boxes and scores to the host by design (NMS runs there), so the helper's
+# no-copy assertion does not apply: CPU and GPU Forwards are compared directly.
+
+def detection_inputs(num, priors, classes, loc_classes, in_target=False):
+    centers = rng.uniform(0.3, 0.7, (priors, 2))
+    sizes = rng.uniform(0.15, 0.4, (priors, 2))
+    boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
+    variances = np.tile([0.1, 0.1, 0.2, 0.2], (priors, 1))
+    prior = (boxes.reshape(1, 1, -1) if in_target
+             else np.stack([boxes.reshape(-1), variances.reshape(-1)]).reshape(1, 2, -1))
+    loc = rng.standard_normal((num, priors * loc_classes * 4)) * 0.5
+    logits = rng.standard_normal((num, priors, classes)) * 2
+    conf = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    return [loc, conf.reshape(num, -1), prior]
+
+
+def detect(text, inputs, dtype, use_gpu):
+    layer = layer_from_text(text, dtype=dtype)
+    bottom = make_blobs(*inputs, dtype=dtype)
+    top = empty_blobs(1, dtype=dtype)
+    layer.set_up(bottom, top)
+    (mode.set_mode_gpu if use_gpu else mode.set_mode_cpu)()
+    try:
+        layer.run_forward(bottom, top)
+    finally:
+        mode.set_mode_cpu()
+    return layer, top[0].data.copy()
+
+
+@pytest.mark.parametrize("params, loc_classes, in_target, dtype", [
+    ("nms_param { nms_threshold: 0.3 } code_type: CENTER_SIZE", 1, False, np.float32),
+    ("share_location: false nms_param { nms_threshold: 0.45 top_k: 3 } keep_top_k: 4 code_type: CORNER", 3, False,
+     np.float32),
+    ("nms_param { nms_threshold: 0.5 eta: 0.8 } code_type: CORNER_SIZE confidence_threshold: 0.2", 1, False,
+     np.float64),
+    ("nms_param { nms_threshold: 0.4 } variance_encoded_in_target: true background_label_id: -1", 1, True, np.float32),
+    ("share_location: false background_label_id: 1 nms_param { nms_threshold: 0.4 } code_type: CENTER_SIZE", 3, False,
+     np.float32),
+    ("nms_param { nms_threshold: 0.4 } confidence_threshold: 1.5", 1, False, np.float32),   # nothing kept
+])
+def test_detection_output(params, loc_classes, in_target, dtype):
+    text = f'name: "det" type: "DetectionOutput" detection_output_param {{ num_classes: 3 {params} }}'
+    inputs = detection_inputs(2, 6, 3, loc_classes, in_target)
+    _, expected = detect(text, inputs, dtype, False)
+    layer, detections = detect(text, inputs, dtype, True)
+    assert layer.forward_gpu is not None
+    np.testing.assert_array_equal(detections, expected)
+    assert expected.shape[2] > (2 if "1.5" not in params else 1)
+
+
+def test_detection_output_bad_prior_is_the_cpus_error():
+    from minicaffe.errors import GraphError
+    text = 'name: "det" type: "DetectionOutput" detection_output_param { num_classes: 2 code_type: CENTER_SIZE nms_param { nms_threshold: 0.4 } }'
+    inputs = detection_inputs(1, 3, 2, 1)
+    inputs[2][0, 0, 4:8] = [0.5, 0.5, 0.4, 0.6]
+    for use_gpu in (False, True):
+        with pytest.raises(GraphError, match=r"prior box 1 .* has width or height <= 0"):
+            detect(text, inputs, np.float32, use_gpu)

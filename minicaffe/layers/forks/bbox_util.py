@@ -18,12 +18,25 @@ decision on a borderline overlap comes out the same:
   when its Jaccard overlap with every box kept so far is <= the adaptive
   threshold; after each kept box the threshold is multiplied by eta while it
   is above 0.5). A NaN overlap suppresses, as ``overlap <= threshold`` fails.
+
+GPU: ``decode_boxes_gpu`` is DecodeBBox on the device (the fork's
+DecodeBBoxesKernel), one thread per prediction, with the float32 arithmetic of
+``decode_boxes``: each product that is then added is libdevice's ``fmul_rn``
+(numpy's float32 product under the simulator), which NVVM never fuses with the
+addition into an FMA, so that it is rounded twice, as on the CPU.
+``to_float32_gpu`` copies scores and priors into float32 buffers.
+NMS stays on the host (as in the fork's GPU Forward).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
+import numpy as np
+from numba import float32, float64
+
+from ... import gpu
+from ...gpu import cuda  # the name kernels use: the simulator swaps it
 from ...kernels import cpu_kernel
 
 # PriorBoxParameter.CodeType values (caffe.proto).
@@ -183,3 +196,66 @@ def nms_per_class(boxes, sizes, scores, shared, skip_class, score_threshold, nms
                     if eta < 1 and threshold > 0.5:
                         threshold *= eta
             counts[n, c] = k
+
+
+# ---------------------------------------------------------------- GPU kernels
+
+if gpu.simulated():      # numpy's float32 product (libdevice's functions are stubs in Python)
+    @gpu.device
+    def _product(a, b):
+        """float32(a) * float32(b), rounded to float32."""
+        return float32(a) * float32(b)
+else:
+    from numba.cuda import libdevice
+
+    @gpu.device
+    def _product(a, b):
+        """float32(a) * float32(b), rounded to float32: libdevice's __nv_fmul_rn, which NVVM never contracts
+        with the following addition into an FMA (one rounding where decode_boxes rounds twice)."""
+        return libdevice.fmul_rn(float32(a), float32(b))
+
+
+@gpu.jit
+def decode_boxes_gpu(loc, prior, code_type, in_target, num_priors, loc_classes, out):
+    """out[t] (4 float32) = DecodeBBox of prediction t = (n * P + p) * L + l: loc[t] against prior p.
+
+    ``prior`` is PriorBox's flat top: P boxes, then (unless ``in_target``) their P variances.
+    """
+    t = cuda.grid(1)
+    if t < out.size // 4:
+        box = ((t // loc_classes) % num_priors) * 4
+        variance = num_priors * 4 + box
+        p0, p1 = float32(prior[box]), float32(prior[box + 1])
+        p2, p3 = float32(prior[box + 2]), float32(prior[box + 3])
+        l0, l1 = float32(loc[t * 4]), float32(loc[t * 4 + 1])
+        l2, l3 = float32(loc[t * 4 + 2]), float32(loc[t * 4 + 3])
+        if not in_target:       # the variance times the offset, rounded, as decode_boxes's var * loc
+            l0, l1 = _product(prior[variance], l0), _product(prior[variance + 1], l1)
+            l2, l3 = _product(prior[variance + 2], l2), _product(prior[variance + 3], l3)
+        if code_type == 1:              # CORNER
+            out[t * 4], out[t * 4 + 1] = p0 + l0, p1 + l1
+            out[t * 4 + 2], out[t * 4 + 3] = p2 + l2, p3 + l3
+            return
+        width = p2 - p0
+        height = p3 - p1
+        if code_type == 3:              # CORNER_SIZE
+            out[t * 4], out[t * 4 + 1] = p0 + _product(l0, width), p1 + _product(l1, height)
+            out[t * 4 + 2], out[t * 4 + 3] = p2 + _product(l2, width), p3 + _product(l3, height)
+            return
+        half = float32(0.5)             # CENTER_SIZE
+        center_x = (p0 + p2) * half
+        center_y = (p1 + p3) * half
+        box_cx = _product(l0, width) + center_x
+        box_cy = _product(l1, height) + center_y
+        half_w = float32(math.exp(float64(l2)) * float64(width)) * half
+        half_h = float32(math.exp(float64(l3)) * float64(height)) * half
+        out[t * 4], out[t * 4 + 1] = box_cx - half_w, box_cy - half_h
+        out[t * 4 + 2], out[t * 4 + 3] = box_cx + half_w, box_cy + half_h
+
+
+@gpu.jit
+def to_float32_gpu(source, target):
+    """target = source as float32 (same count)."""
+    i = cuda.grid(1)
+    if i < target.size:
+        target[i] = source[i]

@@ -61,10 +61,21 @@ Quirks kept or refused:
   writes nothing in the fork and is ignored.
 
 No Backward (the fork's is NOT_IMPLEMENTED): asking a gradient of it is an error.
+
+GPU: as the fork's GPU Forward, the boxes are decoded on the device
+(``bbox_util.decode_boxes_gpu``, one thread per prediction, the CPU's float32
+arithmetic), and the scores and prior boxes are converted to float32 there, all
+into one device buffer; that buffer is copied to the host once per Forward
+(by design: NMS and top-k are sequential and data-dependent), NMS runs on the
+host with the CPU code, and the detections are written into the top on the
+device (one host-to-device copy). On a real GPU the device's ``exp`` (libdevice,
+within 1 ulp in double) can differ from the host's in the last bit of a double,
+which the rounding to float32 almost always hides.
 """
 
 import numpy as np
 
+from ... import gpu
 from ...errors import GraphError, ShapeError
 from ...layer import Layer
 from ...registry import register
@@ -160,6 +171,14 @@ class DetectionOutputLayer(Layer):
         boxes = bbox_util.decode_boxes(loc, prior_boxes[:, None], None if prior_variances is None else
                                        prior_variances[:, None], self.code_type,
                                        self.variance_encoded_in_target)
+        detections = self._detections(num, boxes, conf)
+        top[0].reshape((1, 1) + detections.shape)
+        top[0].data.reshape(detections.shape)[...] = detections
+
+    def _detections(self, num, boxes, conf):
+        """The top's (K, 7) rows from the decoded float32 boxes (N, P, L, 4) and scores (N, P, C): NMS per
+        class, keep_top_k per image; the fork's fake row per image when nothing is kept."""
+        p = self.num_priors
         sizes = bbox_util.box_sizes(boxes)
         kept = np.empty((num, self.num_classes, p), dtype=np.int32)
         counts = np.empty((num, self.num_classes), dtype=np.int32)
@@ -169,13 +188,41 @@ class DetectionOutputLayer(Layer):
         rows = [self._image_rows(i, kept[i], counts[i], conf[i], boxes[i]) for i in range(num)]
         total = sum(len(r) for r in rows)
         if total == 0:
-            top[0].reshape((1, 1, num, 7))
-            out = top[0].data.reshape(num, 7)
-            out[...] = -1
-            out[:, 0] = np.arange(num)      # the fork's fake result: one row per image
-            return
-        top[0].reshape((1, 1, total, 7))
-        top[0].data.reshape(total, 7)[...] = np.concatenate(rows)
+            fake = np.full((num, 7), -1, dtype=np.float32)
+            fake[:, 0] = np.arange(num)      # the fork's fake result: one row per image
+            return fake
+        return np.concatenate(rows)
+
+    def forward_gpu(self, bottom, top):
+        num, p = _legacy(bottom[0].shape, 0), self.num_priors
+        loc_classes, classes = self.num_loc_classes, self.num_classes
+        box_count, score_count, prior_count = num * p * loc_classes * 4, num * p * classes, p * 4
+        total = box_count + score_count + prior_count
+        cached = getattr(self, "_gpu_buffers", None)
+        if cached is None or cached[1].size != total:
+            cached = self._gpu_buffers = (gpu.device_empty(max(total, 1), np.float32), np.empty(total, np.float32))
+        device, host = cached[0], cached[1]
+        decoded, scores, priors = (device[:box_count], device[box_count:box_count + score_count],
+                                   device[box_count + score_count:total])
+        if box_count:
+            bbox_util.decode_boxes_gpu[gpu.blocks_for(box_count // 4), gpu.THREADS](
+                bottom[0].gpu_data, bottom[2].gpu_data, int(self.code_type), self.variance_encoded_in_target,
+                int(p), int(loc_classes), decoded)
+        if score_count:
+            bbox_util.to_float32_gpu[gpu.blocks_for(score_count), gpu.THREADS](bottom[1].gpu_data, scores)
+        if prior_count:
+            bbox_util.to_float32_gpu[gpu.blocks_for(prior_count), gpu.THREADS](bottom[2].gpu_data[:prior_count],
+                                                                                priors)
+        if total:
+            device[:total].copy_to_host(host)      # the one copy to the host: NMS runs there
+        boxes = host[:box_count].reshape(num, p, loc_classes, 4)
+        conf = host[box_count:box_count + score_count].reshape(num, p, classes)
+        decoded_classes = [c for c in range(loc_classes) if self.share_location or c != self.background_label_id]
+        if self.code_type != bbox_util.CORNER and decoded_classes and p:
+            self._check_prior_sizes(host[box_count + score_count:].reshape(p, 4))
+        detections = self._detections(num, boxes, conf)
+        top[0].reshape((1, 1) + detections.shape)
+        top[0].mutable_gpu_data.copy_to_device(detections.astype(top[0].dtype, copy=False).reshape(-1))
 
     def _image_rows(self, image, kept, counts, conf, boxes):
         """The image's rows [image, label, score, box]: label ascending, NMS order, keep_top_k applied."""
