@@ -26,11 +26,11 @@ channels-last and the product back, 4x the time on ResNet-50's six such
 layers (32.5 against OpenCV's 8.4 ms at batch 1, benchmarks/results/
 inference_profile.md).
 
-GPU (:class:`Conv1x1GpuPath`, stride 1 only, as Caffe's ``is_1x1_``): the same
-products as device GEMMs on views of the blobs, one per image and group
-(Caffe's ``forward_gpu_gemm`` skips im2col there too), the bias added by one
-kernel over the whole top, the weight gradient accumulated by GEMMs with
-beta 1. A strided 1x1 layer takes the im2col GPU path.
+GPU: :class:`Conv1x1GpuPath` (stride 1 only, as Caffe's ``is_1x1_``)
+computes the same products as device GEMMs on views of the blobs, one per
+image and group (Caffe's ``forward_gpu_gemm`` skips im2col there too), the
+bias added by one kernel over the whole top, the weight gradient accumulated
+by GEMMs with beta 1. A strided 1x1 layer takes the im2col GPU path.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ second thread whenever another process held a core. The im2row path's own
 numba kernels (im2row, row2im, the transposes) still run on the calling
 thread.
 
-GPU. In GPU mode the layers run :class:`GpuConvPath` subclasses instead, on
+GPU: in GPU mode the layers run :class:`GpuConvPath` subclasses instead, on
 the blobs' device arrays, chosen the same way (:meth:`BaseConvolution.gpu_conv_path`,
 from the layer's ``gpu_paths``; ``force_path`` and ``MINICAFFE_CONV_PATH``
 name them alike): ``"direct"`` (:mod:`.conv_direct`: one thread per output

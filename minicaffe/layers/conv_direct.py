@@ -47,15 +47,15 @@ multiplier ``group_out``), any kernel, stride, pad and dilation, in one or two
 spatial dimensions (1-D as 2-D with one row); which geometries the layer sends
 here by itself is :meth:`DirectPath.wins`.
 
-GPU (:class:`DirectGpuPath`): depthwise layers (one input channel per group,
-any channel multiplier; one or two spatial axes), where im2col + GEMM would be
-``group`` products of a single weight row. Forward runs one thread per output
-(its taps from its one input channel, plus the bias); the input gradient one
-thread per input element, summing what every output of its group read from it
-(no atomics); the weight gradient one thread per (weight, image, output row)
-writing a partial sum, reduced into the weight diff by one GEMV with ones
-(beta 1: it accumulates), so no thread sums a whole plane and no atomics
-contend for the few weights.
+GPU: :class:`DirectGpuPath` takes depthwise layers (one input channel per
+group, any channel multiplier; one or two spatial axes), where im2col + GEMM
+would be ``group`` products of a single weight row. Forward runs one thread
+per output (its taps from its one input channel, plus the bias); the input
+gradient one thread per input element, summing what every output of its group
+read from it (no atomics); the weight gradient one thread per (weight, image,
+output row) writing a partial sum, reduced into the weight diff by one GEMV
+with ones (beta 1: it accumulates), so no thread sums a whole plane and no
+atomics contend for the few weights.
 """
 
 from __future__ import annotations

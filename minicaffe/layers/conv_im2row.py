@@ -22,12 +22,13 @@ Convolution's backward shares the channels-first copy of the output diff
 between the weight gradient and the input gradient, and Deconvolution's the
 patches of its top diff, so both override :class:`ConvPath`'s compositions.
 
-GPU (:class:`Im2colGpuPath`): Caffe's ``forward_gpu_gemm``/``backward_gpu_gemm``/
-``weight_gpu_gemm``, a chunk of images at a time instead of one: the chunk's
-columns (:meth:`.ConvGeometry.im2col_gpu`, Caffe's layout, images side by side)
-are one ``(Cin * taps, images * L)`` matrix, so each group is one device GEMM
-with the weight as it is stored, and the ``(Cout, images * L)`` product is
-moved to the blob's order with the bias added by one kernel. A chunk holds as
+GPU: :class:`Im2colGpuPath` is Caffe's ``forward_gpu_gemm``/
+``backward_gpu_gemm``/``weight_gpu_gemm``, a chunk of images at a time instead
+of one: the chunk's columns (:meth:`.ConvGeometry.im2col_gpu`, Caffe's layout,
+images side by side) are one ``(Cin * taps, images * L)`` matrix, so each
+group is one device GEMM with the weight as it is stored, and the ``(Cout,
+images * L)`` product is moved to the blob's order with the bias added by one
+kernel. A chunk holds as
 many images as fit :data:`GPU_COLUMN_BUDGET` bytes of columns. Backward moves
 the output diff to the products' order once for both gradients (the weight
 gradient GEMMs accumulate into the weight diff with beta 1), and col2im sums

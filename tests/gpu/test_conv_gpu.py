@@ -94,7 +94,7 @@ def test_convolution_in_chunks_of_images(monkeypatch):
     from minicaffe.layers import conv_im2row
     monkeypatch.setattr(conv_im2row, "GPU_COLUMN_BUDGET", 1)
     layer, _, _ = compare_devices(conv_text("num_output: 2 kernel_size: 2 pad: 1 group: 2"), [data(3, 4, 2, 2)],
-                                  propagate_down=[True])
+                                  propagate_down=[True], passes=2)
     assert layer.gpu_conv_path().chunk == 1
 
 
