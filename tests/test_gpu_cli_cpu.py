@@ -177,3 +177,78 @@ def test_bench_gpu_twin_holds_the_solvers_weights(bench):
     bench.check_losses("LeNet", {"minicaffe": 2.3, "PyTorch": 2.3 * (1 + 1e-5)})
     with pytest.raises(SystemExit, match="the first losses differ"):
         bench.check_losses("LeNet", {"minicaffe": 2.3, "PyTorch": 2.4})
+
+
+class _FakeDevice:
+    """What numba's Device gives for a card: its attributes are CUDA's device attributes by name."""
+    name = b"NVIDIA H100 80GB HBM3"
+    compute_capability = (9, 0)
+    MAX_SHARED_MEMORY_PER_BLOCK, MAX_REGISTERS_PER_BLOCK, WARP_SIZE, MAX_PITCH = 49152, 65536, 32, 2147483647
+    MAX_THREADS_PER_BLOCK, MAX_BLOCK_DIM_X, MAX_BLOCK_DIM_Y, MAX_BLOCK_DIM_Z = 1024, 1024, 1024, 64
+    MAX_GRID_DIM_X, MAX_GRID_DIM_Y, MAX_GRID_DIM_Z = 2147483647, 65535, 65535
+    CLOCK_RATE, TOTAL_CONSTANT_MEMORY, TEXTURE_ALIGNMENT = 1980000, 65536, 512
+    GPU_OVERLAP, MULTIPROCESSOR_COUNT, KERNEL_EXEC_TIMEOUT = 1, 132, 0
+
+
+class _FakeCuda:
+    gpus = [__import__("contextlib").nullcontext()] * 2
+
+    @staticmethod
+    def is_available():
+        return True
+
+    @staticmethod
+    def get_current_device():
+        return _FakeDevice()
+
+    @staticmethod
+    def current_context():
+        class Context:
+            def get_memory_info(self):
+                return 84000000000, 85045395456
+        return Context()
+
+
+def test_device_query_prints_a_card_as_caffe_does(monkeypatch):
+    """Caffe's Caffe::DeviceQuery lines, byte for byte (values of an H100), for each device asked for."""
+    import minicaffe.gpu
+    monkeypatch.setattr(minicaffe.gpu, "require", lambda: _FakeCuda)
+    monkeypatch.setattr(minicaffe.gpu, "simulated", lambda: False)
+    result = CliRunner().invoke(main, ["device_query", "-gpu", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output == """\
+Device id:                     1
+Major revision number:         9
+Minor revision number:         0
+Name:                          NVIDIA H100 80GB HBM3
+Total global memory:           85045395456
+Total shared memory per block: 49152
+Total registers per block:     65536
+Warp size:                     32
+Maximum memory pitch:          2147483647
+Maximum threads per block:     1024
+Maximum dimension of block:    1024, 1024, 64
+Maximum dimension of grid:     2147483647, 65535, 65535
+Clock rate:                    1980000
+Total constant memory:         65536
+Texture alignment:             512
+Concurrent copy and execution: Yes
+Number of multiprocessors:     132
+Kernel execution timeout:      No
+"""
+    every = CliRunner().invoke(main, ["device-query"])
+    assert every.exit_code == 0 and every.output.count("Device id:") == 2
+    missing = CliRunner().invoke(main, ["device-query", "--gpu", "2"])
+    assert missing.exit_code == 1 and "device 2 does not exist: numba sees 2 CUDA device(s)" in missing.output
+
+
+def test_every_device_attribute_read_is_one_numba_knows():
+    """numba's Device reads CU_DEVICE_ATTRIBUTE_<NAME> by attribute name: each one device-query reads exists."""
+    import re
+
+    from minicaffe import cli
+    driver = pytest.importorskip("cuda.bindings.driver")
+    source = __import__("inspect").getsource(cli)
+    names = set(re.findall(r"device\.([A-Z_]+)", source))
+    assert len(names) >= 15
+    assert {name for name in names if not hasattr(driver.CUdevice_attribute, f"CU_DEVICE_ATTRIBUTE_{name}")} == set()
