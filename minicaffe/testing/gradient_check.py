@@ -139,11 +139,13 @@ class GradientChecker:
             feature = float(flat[index])
             if self.kink_range >= 0 and abs(feature - self.kink) <= self.kink_range:
                 continue
-            flat[index] = feature + self.stepsize
+            # blob.data again before each write, as Caffe's checker calls mutable_cpu_data(): in GPU mode a
+            # Forward leaves the device copy current, and only a fresh host access marks a write as newer.
+            blob.data.reshape(-1)[index] = feature + self.stepsize
             positive = objective()
-            flat[index] = feature - self.stepsize
+            blob.data.reshape(-1)[index] = feature - self.stepsize
             negative = objective()
-            flat[index] = feature
+            blob.data.reshape(-1)[index] = feature
             numeric = (positive - negative) / (2.0 * self.stepsize)
             computed = float(analytic[index])
             scale = max(abs(computed), abs(numeric), 1.0)
