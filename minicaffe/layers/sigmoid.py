@@ -33,7 +33,7 @@ _UNDERFLOW = {np.dtype(np.float32): np.float32(-87.33654), np.dtype(np.float64):
 @cpu_kernel(nogil=True, inline="always")
 def _sigmoid(value, underflow, one, zero):
     exponent = -abs(value)
-    z = exp(exponent) if exponent >= underflow else zero
+    z = zero if exponent < underflow else exp(exponent)     # NaN goes through exp: sigmoid(NaN) is NaN
     return (one if value >= 0 else z) / (one + z)
 
 
