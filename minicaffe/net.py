@@ -558,7 +558,10 @@ def _assign_batch(blob, value, which, name):
         raise ShapeError(f"'{name}' is not batch sized: reshape the blob and call net.reshape() first",
                          layer=name, expected=blob.shape, actual=value.shape)
     try:
-        getattr(blob, which)[...] = value
+        if mode() == "gpu":     # straight to the device: the stale device copy is not brought back first
+            blob._synced(which).upload(np.broadcast_to(value, blob.shape))
+        else:
+            getattr(blob, which)[...] = value
     except ValueError:
         raise ShapeError(f"cannot copy into {which} of '{name}'", layer=name,
                          expected=blob.shape, actual=value.shape) from None

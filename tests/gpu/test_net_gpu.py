@@ -49,6 +49,29 @@ def test_clearing_and_updating_the_parameters_stay_on_the_device():
         assert not blob.diff.any()
 
 
+PAIR = '''name: "pair"
+layer { name: "x" type: "Input" top: "y" top: "t" input_param { shape { dim: 3 dim: 2 } shape { dim: 3 dim: 2 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
+'''
+
+
+def test_inputs_given_to_forward_go_straight_to_the_device():
+    net = caffe.Net(parse_net(PAIR), caffe.TRAIN)
+    rng = np.random.default_rng(5)
+    y, t = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    caffe.set_mode_gpu()
+    try:
+        net.forward(y=y, t=t)
+        net.blobs["loss"].gpu_data      # forward() handed the loss out writable: back on the device before counting
+        moved = copies_during(lambda: net.forward(y=y + 1, t=np.full((3, 1), 0.5)))    # broadcast, as pycaffe
+        loss = net.last_loss
+    finally:
+        caffe.set_mode_cpu()
+    assert moved == {"to_device": 2, "to_host": 1}, moved       # the two inputs in, the loss out
+    assert loss == pytest.approx(float(np.sum((y + 1 - 0.5) ** 2) / 6), rel=1e-5)
+    np.testing.assert_array_equal(net.blobs["t"].data, np.full((3, 2), 0.5, np.float32))
+
+
 WEIGHTED = '''name: "weighted"
 layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
 layer { name: "scaled" type: "Power" bottom: "x" top: "y" power_param { scale: 2 } loss_weight: 0.25 }
