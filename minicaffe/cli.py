@@ -373,11 +373,13 @@ def forward(ctx, net, weights, phase, iterations, level, stages, gpu, end, input
 
 
 def _select_device(gpu):
-    # one device id (_one_device refused the rest); train and test log theirs (train.select_mode)
+    # one device id; train and test log theirs (train.select_mode)
     from .mode import set_device, set_mode_cpu, set_mode_gpu
     if gpu is None:
         set_mode_cpu()
         return
+    context = click.get_current_context(silent=True)
+    _one_device(gpu, context.info_name if context else "--gpu")     # detect (cli_infer) comes here directly
     set_device(int(gpu))
     set_mode_gpu()
 

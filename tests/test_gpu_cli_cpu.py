@@ -252,3 +252,10 @@ def test_every_device_attribute_read_is_one_numba_knows():
     names = set(re.findall(r"device\.([A-Z_]+)", source))
     assert len(names) >= 15
     assert {name for name in names if not hasattr(driver.CUdevice_attribute, f"CU_DEVICE_ATTRIBUTE_{name}")} == set()
+
+
+def test_detect_refuses_several_devices_too():
+    """detect (minicaffe/cli_infer.py) chooses its device through the same function."""
+    result = CliRunner().invoke(main, ["detect", "net.prototxt", "w.caffemodel", "image.png", "--gpu", "0,1"])
+    assert result.exit_code == 1
+    assert result.output.startswith("minicaffe: error: detect --gpu 0,1: minicaffe runs one GPU per process")
