@@ -340,7 +340,8 @@ class LossLayer(Layer):
 
     def loss_weight_scale(self, top, normalizer=1.0):
         """The factor Backward applies: the stored loss weight over the normalizer."""
-        return float(top[0].diff.reshape(-1)[0]) / normalizer
+        # read_diff: a loss layer's CPU Backward in GPU mode leaves the weight current on the device too
+        return float(top[0].read_diff().reshape(-1)[0]) / normalizer
 
     def normalizer(self, outer_num, inner_num, valid_count):
         """Caffe's get_normalizer, never below 1 (``valid_count`` -1 means 'no ignore label')."""
