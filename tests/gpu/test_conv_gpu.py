@@ -150,3 +150,71 @@ def test_forced_gpu_path(monkeypatch, path):
 
 def test_depthwise_gradient():
     gradient_check_gpu(conv_text("num_output: 2 kernel_size: 2 stride: 2 pad: 1 group: 2"), [data(1, 2, 3, 3)])
+
+
+def parameter_diffs_after_backwards(text, arrays, use_gpu, backwards):
+    """The layer's parameter diffs after ``backwards`` Backwards of one Forward (diffs zeroed once)."""
+    fillers.set_random_seed(7)
+    layer = layer_from_text(text, dtype=np.float32)
+    bottom, top = make_blobs(*arrays, dtype=np.float32), empty_blobs(1, dtype=np.float32)
+    layer.set_up(bottom, top)
+    for blob in layer.blobs:
+        blob.diff[...] = 0
+    (mode.set_mode_gpu if use_gpu else mode.set_mode_cpu)()
+    try:
+        layer.run_forward(bottom, top)
+        top[0].diff[...] = np.random.default_rng(5).standard_normal(top[0].shape)
+        for _ in range(backwards):
+            layer.run_backward(top, [False], bottom)
+    finally:
+        mode.set_mode_cpu()
+    return [blob.diff.copy() for blob in layer.blobs]
+
+
+@pytest.mark.parametrize("text, shape", [
+    (conv_text("num_output: 2 kernel_size: 2 pad: 1"), (1, 2, 2, 2)),              # im2col
+    (conv_text("num_output: 2 kernel_size: 1"), (1, 2, 2, 2)),                     # 1x1
+    (conv_text("num_output: 2 kernel_size: 2 group: 2"), (1, 2, 2, 2)),            # direct
+    (conv_text("num_output: 2 kernel_size: 2", "Deconvolution"), (1, 2, 2, 2)),
+])
+def test_parameter_diffs_accumulate_on_the_gpu(text, shape):
+    arrays = [data(*shape)]
+    once = parameter_diffs_after_backwards(text, arrays, False, 1)
+    for gpu_diff, cpu_diff in zip(parameter_diffs_after_backwards(text, arrays, True, 2), once):
+        np.testing.assert_allclose(gpu_diff, 2 * cpu_diff, rtol=1e-5, atol=1e-6)
+
+
+NET = '''force_backward: true
+layer { name: "x" type: "Input" top: "x" top: "label" input_param { shape { dim: 2 dim: 1 dim: 4 dim: 4 }
+  shape { dim: 2 } } }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "conv" convolution_param { num_output: 2 kernel_size: 3
+  weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "score" inner_product_param { num_output: 3
+  weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }
+'''
+
+
+def test_a_net_of_convolution_and_inner_product_runs_on_the_device():
+    import minicaffe as caffe
+    from minicaffe.blob import SyncedArray
+    from minicaffe.proto.text import parse_net
+    x, labels = data(2, 1, 4, 4), np.array([0, 2])
+    results = []
+    for use_gpu in (False, True):
+        caffe.set_random_seed(3)
+        net = caffe.Net(parse_net(NET), caffe.TRAIN)
+        (caffe.set_mode_gpu if use_gpu else caffe.set_mode_cpu)()
+        try:
+            net.blobs["x"].data[...] = x
+            net.blobs["label"].data[...] = labels
+            before = dict(SyncedArray.copies)
+            loss = net.forward_backward()
+            if use_gpu:         # the iteration ran on the device: only the loss scalar came back to the host
+                assert SyncedArray.copies["to_host"] == before["to_host"] + 1
+            results.append([loss, net.blobs["x"].diff.copy()]
+                           + [blob.diff.copy() for name in ("conv", "ip") for blob in net.params[name]])
+        finally:
+            caffe.set_mode_cpu()
+    for gpu_value, cpu_value in zip(results[1], results[0]):
+        np.testing.assert_allclose(gpu_value, cpu_value, rtol=1e-5, atol=1e-6)

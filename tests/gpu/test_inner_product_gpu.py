@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from .helpers import compare_devices
-from .test_conv_gpu import gradient_check_gpu
+from .test_conv_gpu import gradient_check_gpu, parameter_diffs_after_backwards
 
 rng = np.random.default_rng(26)
 
@@ -63,3 +63,14 @@ def test_embed_refuses_a_bad_index_on_the_gpu(bad):
             layer.run_forward(bottom, top)
     finally:
         mode.set_mode_cpu()
+
+
+@pytest.mark.parametrize("text, array", [
+    (ip_text("num_output: 2"), rng.standard_normal((2, 3))),
+    (ip_text("num_output: 2 transpose: true"), rng.standard_normal((2, 3))),
+    (embed_text(), np.array([1, 3, 1], dtype=np.float64)),
+])
+def test_parameter_diffs_accumulate_on_the_gpu(text, array):
+    once = parameter_diffs_after_backwards(text, [array], False, 1)
+    for gpu_diff, cpu_diff in zip(parameter_diffs_after_backwards(text, [array], True, 2), once):
+        np.testing.assert_allclose(gpu_diff, 2 * cpu_diff, rtol=1e-5, atol=1e-6)
