@@ -29,6 +29,7 @@ def set_mode_gpu() -> None:
             "minicaffe's GPU extra (pip install 'minicaffe[gpu]'), or set NUMBA_ENABLE_CUDASIM=1 to run "
             "the GPU kernels in numba's simulator")
     _check_device(cuda, _state["device"])
+    _select(cuda, _state["device"])
     _state["mode"] = "gpu"
 
 
@@ -38,7 +39,9 @@ def set_device(device_id: int) -> None:
     if device_id < 0:
         raise MinicaffeError(f"device id must be >= 0, got {device_id}")
     if _state["mode"] == "gpu":
-        _check_device(_cuda(), device_id)
+        cuda = _cuda()
+        _check_device(cuda, device_id)
+        _select(cuda, device_id)
     _state["device"] = device_id
 
 
@@ -53,6 +56,19 @@ def device() -> int:
 def _cuda():
     from . import gpu
     return gpu.require()
+
+
+def _select(cuda, device_id):
+    """Make the device current on this thread (Caffe's cudaSetDevice): numba would otherwise run this thread's
+    kernels on device 0 whatever ``--gpu`` said, while the data layers' prefetch threads use ``device()``."""
+    from . import gpu
+    if gpu.simulated():
+        return
+    try:
+        cuda.select_device(device_id)
+    except RuntimeError as exc:     # numba keeps one device per thread once it has worked on one
+        raise MinicaffeError(f"cannot use device {device_id}: this thread already works on another CUDA device "
+                             f"({exc}); choose the device before the first GPU work") from None
 
 
 def _check_device(cuda, device_id):
