@@ -64,8 +64,9 @@ GEOMETRIES = [
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("geometry, shape", GEOMETRIES)
 def test_pooling(method, geometry, shape):
+    """Bit for bit: the same cells in the same order, the same comparisons, additions and divisions."""
     x = normal(*shape)
-    compare_devices(pooling(f"pool: {method} {geometry}"), [x], propagate_down=[True])
+    compare_devices(pooling(f"pool: {method} {geometry}"), [x], propagate_down=[True], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
@@ -130,3 +131,63 @@ def test_lrn(param):
                                    "norm_region: WITHIN_CHANNEL local_size: 3 alpha: 0.5 beta: 0.75"])
 def test_lrn_gradient(param):
     gradient_check_gpu(f'name: "lrn" type: "LRN" lrn_param {{ {param} }}', [normal(1, 3, 2, 3)])
+
+
+# ---------------------------------------------------------------- a net of these layers
+
+CHAIN = """
+name: "chain"
+force_backward: true
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 6 dim: 6 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }
+layer { name: "scale" type: "Scale" bottom: "bn" top: "bn" scale_param { bias_term: true filler { type: "gaussian" } } }
+layer { name: "prelu" type: "PReLU" bottom: "bn" top: "bn" }
+layer { name: "pool" type: "Pooling" bottom: "bn" top: "pool" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "lrn" type: "LRN" bottom: "pool" top: "lrn" lrn_param { local_size: 3 } }
+layer { name: "mvn" type: "MVN" bottom: "lrn" top: "mvn" }
+layer { name: "spp" type: "SPP" bottom: "mvn" top: "spp" spp_param { pyramid_height: 2 } }
+layer { name: "softmax" type: "Softmax" bottom: "spp" top: "softmax" }
+layer { name: "bias" type: "Bias" bottom: "softmax" top: "out" bias_param { filler { type: "gaussian" } } }
+"""
+
+
+def _run_chain(path, x, top_diff, use_gpu):
+    import minicaffe
+    from minicaffe.blob import SyncedArray
+    fillers.set_random_seed(3)
+    (mode.set_mode_gpu if use_gpu else mode.set_mode_cpu)()
+    try:
+        net = minicaffe.Net(str(path), minicaffe.TRAIN)
+        net.blobs["data"].data[...] = x
+        if use_gpu:
+            for blob in [net.blobs["data"]] + [p for layer in net.params for p in net.params[layer]]:
+                blob.gpu_data
+        before = dict(SyncedArray.copies)
+        net.forward_from_to(0, len(net.layers) - 1)
+        net.blobs["out"].diff[...] = top_diff
+        net.blobs["out"].gpu_diff if use_gpu else None
+        net.backward_from_to(len(net.layers) - 1, 0)
+        copies = SyncedArray.copies["to_host"] - before["to_host"]
+        return copies, net.blobs["out"].data.copy(), net.blobs["data"].diff.copy(), \
+            {name: [p.data.copy() for p in params] + [p.diff.copy() for p in params]
+             for name, params in net.params.items()}
+    finally:
+        mode.set_mode_cpu()
+
+
+def test_a_net_of_these_layers_stays_on_the_device(tmp_path):
+    """Forward and Backward of a chain (in-place BatchNorm/Scale/PReLU, Pooling, LRN, MVN, SPP, Softmax, Bias)
+    in GPU mode: nothing returns to the host, and the outputs, gradients, parameter diffs and BatchNorm's
+    running statistics are the CPU's."""
+    path = tmp_path / "chain.prototxt"
+    path.write_text(CHAIN)
+    x = normal(2, 3, 6, 6)
+    top_diff = normal(2, 3 * 5)
+    _, *cpu = _run_chain(path, x, top_diff, False)
+    copies, *gpu = _run_chain(path, x, top_diff, True)
+    assert copies == 0
+    np.testing.assert_allclose(gpu[0], cpu[0], rtol=1e-5, atol=1e-6, err_msg="top")
+    np.testing.assert_allclose(gpu[1], cpu[1], rtol=1e-4, atol=1e-5, err_msg="input diff")
+    for name in cpu[2]:
+        for index, (gpu_array, cpu_array) in enumerate(zip(gpu[2][name], cpu[2][name])):
+            np.testing.assert_allclose(gpu_array, cpu_array, rtol=1e-4, atol=1e-5, err_msg=f"{name} {index}")
