@@ -127,13 +127,13 @@ class AccuracyLayer(Layer):
         pass  # run_backward refuses any gradient request first; with none asked there is nothing to do
 
     def _gpu_buffers(self, locations):
-        if getattr(self, "_gpu_locations", None) != locations:
+        if getattr(self, "_gpu_buffer_sizes", None) != (locations, self.classes):
             self._gpu_hits = gpu.device_empty(max(locations, 1), np.float64)
             self._gpu_counted = gpu.device_empty(max(locations, 1), np.float64)
             self._gpu_totals = gpu.device_empty(3, np.float64)
             self._gpu_per_class = gpu.device_empty(2 * max(self.classes, 1), np.float64)
             self._gpu_bad = gpu.device_empty(1, np.int64)
-            self._gpu_locations = locations
+            self._gpu_buffer_sizes = (locations, self.classes)
         return self._gpu_hits, self._gpu_counted, self._gpu_totals, self._gpu_per_class, self._gpu_bad
 
     def forward_gpu(self, bottom, top):
