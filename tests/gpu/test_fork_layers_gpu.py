@@ -126,8 +126,9 @@ def permute_text(order):
     return f'name: "perm" type: "Permute" permute_param {{ {" ".join(f"order: {a}" for a in order)} }}'
 
 
-@pytest.mark.parametrize("order, shape", [((0, 2, 3, 1), (2, 3, 2, 2)), ((1,), (2, 3, 1, 2)), ((3, 2, 1, 0), (2, 1, 3, 2)),
-                                          ((0, 2, 1), (1, 2, 3)), ((0, 1), (2, 3)), ((1, 0), (1, 1))])
+@pytest.mark.parametrize("order, shape", [((0, 2, 3, 1), (2, 3, 2, 2)), ((1,), (2, 3, 1, 2)),
+                                          ((3, 2, 1, 0), (2, 1, 3, 2)), ((0, 2, 1), (1, 2, 3)), ((0, 1), (2, 3)),
+                                          ((1, 0), (1, 1))])
 def test_permute(order, shape):
     compare_devices(permute_text(order), [normal(*shape)], propagate_down=[True])
 
@@ -223,7 +224,8 @@ def test_interp_size_from_a_second_bottom():
     compare_devices(interp_text(""), [normal(1, 2, 2, 2), np.zeros((1, 1, 3, 4))], propagate_down=[True, False])
 
 
-@pytest.mark.parametrize("params, shape", [("zoom_factor: 2", (1, 1, 2, 3)), ("height: 2 width: 2 pad_end: -1", (1, 1, 3, 3))])
+@pytest.mark.parametrize("params, shape", [("zoom_factor: 2", (1, 1, 2, 3)),
+                                           ("height: 2 width: 2 pad_end: -1", (1, 1, 3, 3))])
 def test_interp_gradient(params, shape):
     gradient_check_gpu(interp_text(params), [normal(*shape)])
 
@@ -346,7 +348,8 @@ def test_detection_output(params, loc_classes, in_target, dtype):
 
 def test_detection_output_bad_prior_is_the_cpus_error():
     from minicaffe.errors import GraphError
-    text = 'name: "det" type: "DetectionOutput" detection_output_param { num_classes: 2 code_type: CENTER_SIZE nms_param { nms_threshold: 0.4 } }'
+    text = ('name: "det" type: "DetectionOutput" detection_output_param { num_classes: 2 code_type: CENTER_SIZE '
+            'nms_param { nms_threshold: 0.4 } }')
     inputs = detection_inputs(1, 3, 2, 1)
     inputs[2][0, 0, 4:8] = [0.5, 0.5, 0.4, 0.6]
     for use_gpu in (False, True):
