@@ -30,7 +30,11 @@ GPU: :class:`Conv1x1GpuPath` (stride 1 only, as Caffe's ``is_1x1_``)
 computes the same products as device GEMMs on views of the blobs, one per
 image and group (Caffe's ``forward_gpu_gemm`` skips im2col there too), the
 bias added by one kernel over the whole top, the weight gradient accumulated
-by GEMMs with beta 1. A strided 1x1 layer takes the im2col GPU path.
+by GEMMs with beta 1. A strided 1x1 layer takes the im2col GPU path, and so
+does a batch of more than :data:`GPU_MAX_IMAGES` images: there a 1x1
+geometry's im2col is a mere transposition, and one GEMM per group for a whole
+chunk of images costs far fewer launches (each GEMM call pays CuPy's and
+cuBLAS's fixed cost) than one per image, for two extra copy kernels.
 """
 
 from __future__ import annotations
@@ -141,6 +145,12 @@ class Conv1x1Path(ConvPath):
             diff[0] += product[0] if images == 1 else product.sum(axis=0)
 
 
+#: Images up to which the automatic choice runs a 1x1 layer as per-image GEMMs on the GPU (deployment);
+#: larger batches take the im2col path's per-chunk GEMMs. An estimate of launch costs (a GEMM call and a
+#: copy kernel cost about alike), not yet measured on a GPU.
+GPU_MAX_IMAGES = 2
+
+
 class Conv1x1GpuPath(GpuConvPath):
     """Device GEMMs on the blobs, one per image and group; see the module docstring."""
 
@@ -151,7 +161,9 @@ class Conv1x1GpuPath(GpuConvPath):
         g = layer.geometry
         return all(k == 1 and s == 1 and p == 0 for k, s, p in zip(g.kernel, g.stride, g.pad))
 
-    wins = Conv1x1Path.wins
+    @staticmethod
+    def wins(layer):
+        return layer.num <= GPU_MAX_IMAGES and Conv1x1Path.wins(layer)
 
     def __init__(self, layer):
         super().__init__(layer)

@@ -120,11 +120,12 @@ def test_deconvolution_gradient():
     ("Convolution", "num_output: 4 kernel_size: 1 group: 2 dilation: 2", (1, 4, 3, 2)),
     ("Convolution", "num_output: 2 kernel_size: 1 stride: 2", (1, 2, 3, 3)),     # strided: im2col
     ("Deconvolution", "num_output: 3 kernel_size: 1", (2, 2, 2, 2)),
-    ("Convolution", "num_output: 2", (3, 4)),                                     # no spatial axes
+    ("Convolution", "num_output: 2", (2, 4)),                                     # no spatial axes
+    ("Convolution", "num_output: 2 kernel_size: 1", (3, 2, 2, 1)),                # 3 images: im2col's chunks
 ])
 def test_1x1(kind, options, shape):
     layer, _, _ = compare_devices(conv_text(options, kind), [data(*shape)], propagate_down=[True])
-    expected = "im2row" if "stride: 2" in options else "1x1"
+    expected = "im2row" if "stride: 2" in options or shape[0] > 2 else "1x1"
     assert layer.gpu_conv_path().name == expected
 
 
