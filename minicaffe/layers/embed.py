@@ -109,7 +109,10 @@ class EmbedLayer(Layer):
     # ---------------------------------------------------------------- GPU
     def forward_gpu(self, bottom, top):
         count = bottom[0].count
-        first_bad = gpu.to_device(np.array([count], dtype=np.int64))
+        first_bad = getattr(self, "_first_bad_gpu", None)
+        if first_bad is None:           # kept: a fresh device allocation every Forward would cost more than the flag
+            first_bad = self._first_bad_gpu = gpu.device_empty(1, np.int64)
+        first_bad.copy_to_device(np.array([count], dtype=np.int64))
         output = top[0].mutable_gpu_data
         weight = self.blobs[0].gpu_data
         if output.size:
