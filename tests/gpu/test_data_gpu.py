@@ -5,6 +5,8 @@ end up current on the device only (head "device"), and each Forward must move no
 count exactly one host-to-device copy per top (the batch crossing).
 """
 
+import time
+
 import numpy as np
 import pytest
 
@@ -18,8 +20,10 @@ from ..data.helpers import bytes_pixels, data_net, datum, write_image, write_lmd
 
 
 def run(path, use_gpu, passes=3, phase=minicaffe.TRAIN, seed=5, dtype=np.float32, switch_after_build=False,
-        prepare=None):
-    """The tops of ``passes`` Forwards of the one-layer net at ``path``; in GPU mode also checks the copies."""
+        prepare=None, taken=None):
+    """The tops of ``passes`` Forwards of the one-layer net at ``path``; in GPU mode also checks the copies
+    (and appends the batches the layer took from its prefetch thread to ``taken``)."""
+    taken = [] if taken is None else taken
     minicaffe.set_random_seed(seed)
     if use_gpu and not switch_after_build:
         minicaffe.set_mode_gpu()            # before the net: its prefetch thread uploads from the start
@@ -27,8 +31,16 @@ def run(path, use_gpu, passes=3, phase=minicaffe.TRAIN, seed=5, dtype=np.float32
         net = minicaffe.Net(path, phase, dtype=dtype)
         if prepare is not None:
             prepare(net)
+        prefetcher = getattr(net.layers[0], "_prefetcher", None)
+        if use_gpu and switch_after_build:          # the read-ahead queue full of batches read in CPU mode
+            deadline = time.monotonic() + 10
+            while prefetcher.ready < prefetcher.depth and time.monotonic() < deadline:
+                time.sleep(0.01)
         if use_gpu:
             minicaffe.set_mode_gpu()
+        if use_gpu and prefetcher is not None:         # see which batches the prefetch thread put on the device
+            get = prefetcher.get
+            prefetcher.get = lambda: taken.append(get()) or taken[-1]
         outputs = []
         for _ in range(passes):
             before = dict(SyncedArray.copies)
@@ -47,9 +59,17 @@ def run(path, use_gpu, passes=3, phase=minicaffe.TRAIN, seed=5, dtype=np.float32
         minicaffe.set_mode_cpu()
 
 
-def compare(path, **options):
+def compare(path, prefetched=None, **options):
+    """CPU and GPU tops agree; ``prefetched``: per pass, whether the prefetch thread had put the batch on the
+    device (default: every batch), or a check of that list."""
     cpu = run(path, False, **options)
-    gpu = run(path, True, **options)
+    taken = []
+    gpu = run(path, True, taken=taken, **options)
+    flags = [batch.device is not None for batch in taken]
+    if callable(prefetched):
+        assert prefetched(flags), flags
+    else:
+        assert flags == ([True] * len(taken) if prefetched is None else prefetched)
     for cpu_tops, gpu_tops in zip(cpu, gpu):
         for cpu_top, gpu_top in zip(cpu_tops, gpu_tops):
             assert cpu_top.shape == gpu_top.shape
@@ -80,7 +100,9 @@ def test_data_mean_values_test_phase_double_net_and_a_switch_after_prefetching(t
     path = data_net(tmp_path, lmdb_path, "batch_size: 2 backend: LMDB", "mean_value: 100 mean_value: 50 scale: 0.1")
     compare(path, phase=minicaffe.TEST, dtype=np.float64, passes=2)
     # batches read ahead in CPU mode cross when Forward takes them
-    compare(path, phase=minicaffe.TEST, passes=2, switch_after_build=True)
+    # (the fifth may have been read either way: the thread waits to queue it)
+    compare(path, phase=minicaffe.TEST, passes=7, switch_after_build=True,
+            prefetched=lambda flags: flags[:4] == [False] * 4 and flags[5:] == [True, True])
     centred = data_net(tmp_path, lmdb_path, "batch_size: 2 backend: LMDB", "crop_size: 2", name="centred.prototxt")
     compare(centred, phase=minicaffe.TEST, passes=1)
 
@@ -103,7 +125,7 @@ def test_image_data_same_and_different_sizes(tmp_path):
     param = f'batch_size: 2 root_folder: "{tmp_path}/"'
     path = data_net(tmp_path, tmp_path / "list.txt", param, "crop_size: 3 mirror: true mean_value: 9",
                     layer_type="ImageData", param_name="image_data_param")
-    compare(path, passes=2)     # the second batch's images differ in size: transformed on the host
+    compare(path, passes=2, prefetched=[True, False])   # the second batch's images differ in size: on the host
     resized = data_net(tmp_path, tmp_path / "list.txt", param + " new_height: 3 new_width: 3 is_color: false",
                        "scale: 0.25", layer_type="ImageData", param_name="image_data_param", name="r.prototxt")
     compare(resized, passes=2)
@@ -122,6 +144,21 @@ def test_hdf5_data(tmp_path):
                     param_name="hdf5_data_param")
     outputs = compare(path)
     assert outputs[0][0].shape == (2, 2, 3) and outputs[0][1].shape == (2,)
+    # a restored cursor drops the batches read ahead onto the device, and reads on from there
+    minicaffe.set_random_seed(5)
+    minicaffe.set_mode_gpu()
+    try:
+        net = minicaffe.Net(path, minicaffe.TRAIN)
+        net.forward()
+        state = net.layers[0].state()
+        after = [net.forward()["data"].copy() for _ in range(2)]
+        net.layers[0].restore(state)
+        again = [net.forward()["data"].copy() for _ in range(2)]
+        net.layers[0].close()
+    finally:
+        minicaffe.set_mode_cpu()
+    np.testing.assert_array_equal(np.stack(again), np.stack(after))
+    np.testing.assert_array_equal(after[0], outputs[1][0])
 
 
 def test_memory_data(tmp_path):
