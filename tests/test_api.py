@@ -207,7 +207,7 @@ def test_modes(monkeypatch):
     with pytest.raises(MinicaffeError, match=r"GPU mode needs a usable CUDA device.*minicaffe\[gpu\].*NUMBA_ENABLE_CUDASIM"):
         caffe.set_mode_gpu()
     assert mode.mode() == "cpu"
-    one_gpu = types.SimpleNamespace(is_available=lambda: True, gpus=[object()])
+    one_gpu = types.SimpleNamespace(is_available=lambda: True, gpus=[object()], select_device=lambda device: None)
     monkeypatch.setattr(mode, "_cuda", lambda: one_gpu)
     caffe.set_mode_gpu()
     assert mode.mode() == "gpu"
@@ -242,20 +242,26 @@ def test_gpu_mode_runs_gpu_methods_and_falls_back_to_cpu(monkeypatch):
         def forward_gpu(self, bottom, top):
             calls.append("gpu")
 
-    layer = Both(layer_from_text('name: "relu" type: "ReLU"').layer_param)
+    class CpuOnly(Both):
+        forward_gpu = None
+
+        def forward(self, bottom, top):
+            calls.append("cpu only")
+            top[0].data[...] = bottom[0].data
+
+    layer = Both(layer_from_text('name: "both" type: "ReLU"').layer_param)
     bottom, top = make_blobs(np.ones(2)), empty_blobs(1)
     layer.set_up(bottom, top)
-    relu = layer_from_text('name: "relu" type: "ReLU"')
-    relu.set_up(bottom, empty_blobs(1))
     monkeypatch.setitem(mode._state, "mode", "gpu")
     layer.run_forward(bottom, top)
-    relu_top = empty_blobs(1)
-    relu.set_up(bottom, relu_top)
-    relu.run_forward(bottom, relu_top)                      # no GPU kernel: the CPU one runs
-    assert relu_top[0].data.tolist() == [1.0, 1.0]
+    cpu_only = CpuOnly(layer_from_text('name: "cpu_only" type: "ReLU"').layer_param)
+    cpu_top = empty_blobs(1)
+    cpu_only.set_up(bottom, cpu_top)
+    cpu_only.run_forward(bottom, cpu_top)                      # no GPU kernel: the CPU one runs
+    assert cpu_top[0].data.tolist() == [1.0, 1.0]
     monkeypatch.setitem(mode._state, "mode", "cpu")
     layer.run_forward(bottom, top)
-    assert calls == ["gpu", "cpu"]
+    assert calls == ["gpu", "cpu only", "cpu"]
 
 
 def test_gpu_mode_without_a_device_fails_clearly():

@@ -20,7 +20,6 @@ from tests.test_train_cli import NET, write_solver
 @pytest.fixture
 def calls(monkeypatch):
     """Replaces the library functions the commands call with recorders: name -> [(args, kwargs), ...]."""
-    import minicaffe.gpu
     import minicaffe.logs
     import minicaffe.timing
     import minicaffe.train
@@ -37,7 +36,7 @@ def calls(monkeypatch):
     monkeypatch.setattr(minicaffe.train, "test", recorder("test"))
     monkeypatch.setattr("minicaffe.cli._select_device", recorder("select_device"))
     monkeypatch.setattr(minicaffe.timing, "run_time", recorder("run_time", result=[]))
-    monkeypatch.setattr(minicaffe.gpu, "describe_devices", recorder("describe_devices", result=[]))
+    monkeypatch.setattr("minicaffe.cli.device_query_lines", recorder("device_query_lines", result=[]))
     return recorded
 
 
@@ -50,23 +49,23 @@ def parsed(calls, name, *args):
     return call
 
 
-TRAIN = ["--solver", "s.prototxt", "--weights", "w.caffemodel", "--gpu", "0,1", "--level", "2",
+TRAIN = ["--solver", "s.prototxt", "--weights", "w.caffemodel", "--gpu", "1", "--level", "2",
          "--stage", "a", "--stage", "b", "--sigint-effect", "none", "--sighup-effect", "stop", "--no-nan-check"]
 
 
 @pytest.mark.parametrize("gflags", [
-    ["-solver", "s.prototxt", "-weights", "w.caffemodel", "-gpu", "0,1", "-level", "2", "-stage", "a,b",
+    ["-solver", "s.prototxt", "-weights", "w.caffemodel", "-gpu", "1", "-level", "2", "-stage", "a,b",
      "-sigint_effect", "none", "-sighup_effect", "stop", "-nonan_check"],
-    ["-solver=s.prototxt", "-weights=w.caffemodel", "-gpu=0,1", "-level=2", "-stage=a,b", "-sigint_effect=none",
+    ["-solver=s.prototxt", "-weights=w.caffemodel", "-gpu=1", "-level=2", "-stage=a,b", "-sigint_effect=none",
      "-sighup_effect=stop", "-nan_check=false"],
-    ["--solver=s.prototxt", "--weights=w.caffemodel", "--gpu=0,1", "--level=2", "--stage=a,b",
+    ["--solver=s.prototxt", "--weights=w.caffemodel", "--gpu=1", "--level=2", "--stage=a,b",
      "--sigint_effect=none", "--sighup_effect=stop", "-no_nan_check"],
-    ["--solver", "s.prototxt", "-weights", "w.caffemodel", "--gpu", "0,1", "-level", "2", "-stage", "a",
+    ["--solver", "s.prototxt", "-weights", "w.caffemodel", "--gpu", "1", "-level", "2", "-stage", "a",
      "--stage=b", "--sigint_effect", "none", "-sighup-effect=stop", "-nan_check=0"],
 ])
 def test_train_gflags_spellings_parse_as_the_double_dash_form(calls, gflags):
     expected = parsed(calls, "train", "train", *TRAIN)
-    assert expected == (("s.prototxt",), dict(weights="w.caffemodel", snapshot=None, gpu="0,1", level=2,
+    assert expected == (("s.prototxt",), dict(weights="w.caffemodel", snapshot=None, gpu="1", level=2,
                                               stages=("a", "b"), sigint_effect="none", sighup_effect="stop",
                                               nan_check=False))
     assert parsed(calls, "train", "train", *gflags) == expected
@@ -81,9 +80,14 @@ def test_gflags_booleans(calls, spelling, nan_check):
     assert kwargs["nan_check"] is nan_check
 
 
-def test_snapshot_and_all_gpus(calls):
-    _, kwargs = parsed(calls, "train", "train", "-solver", "s.prototxt", "-snapshot", "x.solverstate", "-gpu", "all")
-    assert kwargs["snapshot"] == "x.solverstate" and kwargs["gpu"] == "all"
+def test_snapshot_and_several_gpus_refused_in_one_process(calls):
+    _, kwargs = parsed(calls, "train", "train", "-solver", "s.prototxt", "-snapshot", "x.solverstate", "-gpu", "1")
+    assert kwargs["snapshot"] == "x.solverstate" and kwargs["gpu"] == "1"
+    for several in ("all", "0,1"):
+        calls.clear()
+        refused = run("train", "-solver", "s.prototxt", "-gpu", several)
+        assert refused.exit_code == 1 and "mpiexec -n K minicaffe train" in refused.output
+        assert "train" not in calls
     bad = run("train", "-solver", "s.prototxt", "-gpu", "first")
     assert bad.exit_code == 2 and "'first': give a device id" in bad.output
 
@@ -121,7 +125,7 @@ def test_time_gflags_model_and_positional_net(calls):
     assert kwargs["phase"] == "TRAIN" and kwargs["iterations"] == 50          # caffe time's defaults
 
 
-def test_time_runs_on_the_first_of_several_gpus(monkeypatch):
+def test_time_takes_one_gpu_and_refuses_several(monkeypatch):
     import minicaffe.mode
     import minicaffe.timing
 
@@ -130,10 +134,13 @@ def test_time_runs_on_the_first_of_several_gpus(monkeypatch):
     monkeypatch.setattr(minicaffe.mode, "set_device", lambda device: modes.append(device))
     monkeypatch.setattr(minicaffe.mode, "set_mode_gpu", lambda: modes.append("gpu"))
     monkeypatch.setattr(minicaffe.mode, "set_mode_cpu", lambda: modes.append("cpu"))
-    for gpu in ("1,0", "all", None):
+    for gpu in ("1", None):
         result = run("time", "n.prototxt", *(["-gpu", gpu] if gpu else []))
         assert result.exit_code == 0, result.output
-    assert modes == [1, "gpu", 0, "gpu", "cpu"]
+    assert modes == [1, "gpu", "cpu"]
+    for several in ("1,0", "all"):
+        refused = run("time", "n.prototxt", "-gpu", several)
+        assert refused.exit_code == 1 and "mpiexec -n K" in refused.output
 
 
 @pytest.mark.parametrize("command, args, message", [
@@ -177,10 +184,10 @@ def test_values_positionals_and_after_double_dash_are_left_alone(calls):
 
 
 def test_device_query_by_caffes_name(calls):
-    parsed(calls, "describe_devices", "device_query")
-    assert calls["describe_devices"] == [((None,), {})]
-    assert parsed(calls, "describe_devices", "device_query", "-gpu", "0,1") == (([0, 1],), {})
-    assert parsed(calls, "describe_devices", "device-query", "--gpu=all") == ((None,), {})
+    parsed(calls, "device_query_lines", "device_query")
+    assert calls["device_query_lines"] == [((None,), {})]
+    assert parsed(calls, "device_query_lines", "device_query", "-gpu", "0,1") == (([0, 1],), {})
+    assert parsed(calls, "device_query_lines", "device-query", "--gpu=all") == ((None,), {})
     unknown = run("no_such_command")
     assert unknown.exit_code == 2 and "no_such_command" in unknown.output
 
