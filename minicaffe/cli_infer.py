@@ -173,8 +173,8 @@ def _draw_targets(draw, paths):
               help="Also write each image, at its own size, with its boxes and labels drawn: to OUT.png for one "
                    "image, else to FOLDER/<image name>.png. Needs Pillow (pip install 'minicaffe[data]').")
 @_preprocessing_options(with_mode=True)
-@click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device ('0'; of '0,1' or 'all' the first); "
-                                         "layers without GPU kernels run on the CPU.")
+@click.option("--gpu", type=_GPUS, help="Run in GPU mode on this device ('0'); several are refused (use mpiexec, one per "
+                                         "process). Layers without GPU kernels run on the CPU.")
 def detect(net, weights, images, threshold, labels, json_out, draw, preprocess, raw_scale, channel_swap, mean,
            input_scale, gpu):
     """Detect objects with an SSD-style NET (ending in DetectionOutput) and its WEIGHTS.
