@@ -9,42 +9,11 @@ import numpy as np
 import pytest
 
 from minicaffe import fillers, mode
-from minicaffe.testing import GradientChecker, empty_blobs, layer_from_text, make_blobs
+from minicaffe.testing import empty_blobs, layer_from_text, make_blobs
 
-from .helpers import compare_devices
+from .helpers import compare_devices, gradient_check_gpu
 
 rng = np.random.default_rng(25)
-
-
-class _DeviceGradientChecker(GradientChecker):
-    """GradientChecker whose perturbations reach the device.
-
-    The checker perturbs ``blob.data`` (the host array) in place between Forwards; once a GPU Forward has
-    read the blob, its SyncedArray is "synced" and that in-place write does not mark the host copy newer,
-    so the next GPU Forward would read the stale device copy (every numeric gradient 0). Asking for
-    ``blob.data`` (for writing) before each Forward marks the host copy as the one to trust.
-    """
-
-    def _forward(self, layer, bottom, top):
-        for blob in list(bottom) + list(layer.blobs):
-            blob.data
-        super()._forward(layer, bottom, top)
-
-
-def gradient_check_gpu(text, bottom_arrays, num_tops=1, seed=7, check_bottom=None, **checker):
-    """tests/gpu/helpers.py's gradient_check_gpu with the checker above (float64, GPU mode)."""
-    fillers.set_random_seed(seed)
-    layer = layer_from_text(text, dtype=np.float64, num_tops=num_tops)
-    assert getattr(layer, "backward_gpu", None) is not None, f"{layer.type} has no backward_gpu"
-    bottom = make_blobs(*bottom_arrays, dtype=np.float64)
-    top = empty_blobs(num_tops, dtype=np.float64)
-    checker.setdefault("stepsize", 1e-3)
-    checker.setdefault("threshold", 1e-6)
-    mode.set_mode_gpu()
-    try:
-        return _DeviceGradientChecker(**checker).check_layer(layer, bottom, top, check_bottom=check_bottom)
-    finally:
-        mode.set_mode_cpu()
 
 
 def normal(*shape):
