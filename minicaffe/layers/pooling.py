@@ -23,9 +23,10 @@ ph stride_h - pad_h + kernel_h)`` (likewise columns).
   divisor is the window's size clipped to the *padded* bounds ``[-pad, H + pad)``:
   padded cells count, cells past the padding do not (Caffe's rule). Backward:
   each cell of a window gets ``dy / divisor``.
-- STOCHASTIC (Zeiler & Fergus; Caffe has it on the GPU only, minicaffe on the
-  CPU): in TRAIN, a cell of the window is drawn with probability ``x / sum(x)``
-  (activations are expected to be non-negative, e.g. after a ReLU) using one
+- STOCHASTIC (Zeiler & Fergus; Caffe has it on the GPU only, minicaffe on
+  both devices): in TRAIN, a cell of the window is drawn with probability
+  ``x / sum(x)`` (activations are expected to be non-negative, e.g. after a
+  ReLU) using one
   uniform ``u`` per output from :func:`minicaffe.fillers.rng`: the first cell
   whose running sum reaches ``u * sum(x)``; ``y`` is that cell's value and
   Backward routes ``dy`` there. In TEST, ``y = sum(x^2) / sum(x)`` (0 when

@@ -5,43 +5,14 @@ import numpy as np
 import pytest
 
 from minicaffe import fillers, mode
-from minicaffe.testing import GradientChecker
-from minicaffe.testing.layers import empty_blobs, layer_from_text, make_blobs
 
-from .helpers import compare_devices
+from .helpers import compare_devices, gradient_check_gpu
 
 rng = np.random.default_rng(26)
 
 
 def normal(*shape):
     return rng.standard_normal(shape)
-
-
-class DeviceGradientChecker(GradientChecker):
-    """GradientChecker whose perturbations reach the device: it writes into ``blob.data`` once fetched, and
-    after a GPU Forward read the blob (head "synced") such a write is not seen by the next Forward. Asking
-    for ``blob.data`` before each Forward marks the host copy as the newer one."""
-
-    def _forward(self, layer, bottom, top):
-        for blob in list(bottom) + list(layer.blobs):
-            blob.data
-        super()._forward(layer, bottom, top)
-
-
-def gradient_check_gpu(text, bottom_arrays, num_tops=1, seed=7, check_bottom=None, phase="TRAIN", **checker):
-    """tests/gpu/helpers.py's gradient_check_gpu with the checker above (float64, GPU mode)."""
-    fillers.set_random_seed(seed)
-    layer = layer_from_text(text, dtype=np.float64, num_tops=num_tops, phase=phase)
-    assert getattr(layer, "backward_gpu", None) is not None, f"{layer.type} has no backward_gpu"
-    bottom = make_blobs(*bottom_arrays, dtype=np.float64)
-    top = empty_blobs(num_tops, dtype=np.float64)
-    checker.setdefault("stepsize", 1e-3)
-    checker.setdefault("threshold", 1e-6)
-    mode.set_mode_gpu()
-    try:
-        return DeviceGradientChecker(**checker).check_layer(layer, bottom, top, check_bottom=check_bottom)
-    finally:
-        mode.set_mode_cpu()
 
 
 def pooling(param):
@@ -77,6 +48,8 @@ def test_max_pooling_mask_top_ties_and_test_phase(phase):
                                 propagate_down=[True], phase=phase)
     compare_devices(pooling("pool: MAX kernel_size: 2 stride: 2"), [normal(1, 2, 4, 4)], propagate_down=[True],
                     phase=phase)
+    compare_devices(pooling("pool: MAX kernel_size: 2 stride: 2"), [normal(1, 1, 4, 4)], num_tops=2,
+                    dtype=np.float64, phase=phase)
 
 
 @pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
