@@ -55,7 +55,7 @@ def test_embed_refuses_a_bad_index_on_the_gpu(bad):
     from minicaffe.errors import GraphError
     from minicaffe.testing import empty_blobs, layer_from_text, make_blobs
     layer = layer_from_text(embed_text(), dtype=np.float32)
-    bottom, top = make_blobs(np.array([0, 2, bad, bad])), empty_blobs(1)
+    bottom, top = make_blobs(np.array([0, 2, bad, bad]), dtype=np.float32), empty_blobs(1, dtype=np.float32)
     layer.set_up(bottom, top)
     mode.set_mode_gpu()
     try:
