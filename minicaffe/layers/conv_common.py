@@ -66,7 +66,8 @@ the blobs' device arrays, chosen the same way (:meth:`BaseConvolution.gpu_conv_p
 from the layer's ``gpu_paths``; ``force_path`` and ``MINICAFFE_CONV_PATH``
 name them alike): ``"direct"`` (:mod:`.conv_direct`: one thread per output
 or input element, for depthwise layers), ``"1x1"`` (:mod:`.conv_1x1`: one
-device GEMM per image and group on the blob as it is) and ``"im2row"``
+device GEMM per image and group on the blob as it is, for batches of one or
+two images) and ``"im2row"``
 (:mod:`.conv_im2row`: Caffe's im2col + GEMM, a chunk of images per product).
 The kernels here move a conv output between the blob's (image, channel,
 location) order and the products' (channel, image and location) order, one
