@@ -58,6 +58,7 @@ def compare_in_place(text, x, phase="TRAIN", dtype=np.float32, rtol=1e-5, atol=1
     ("filler { type: 'gaussian' }", [(2, 3, 4)]),
     ("axis: 1 num_axes: 2 filler { type: 'gaussian' }", [(2, 3, 2, 2)]),
     ("num_axes: 0 filler { type: 'gaussian' }", [(2, 3)]),
+    ("axis: 0 num_axes: -1 filler { type: 'gaussian' }", [(2, 3)]),     # one value per element
     ("axis: 0", [(2, 3, 2), (2, 3)]),
     ("", [(2, 3, 2), ()]),
 ])
@@ -81,6 +82,7 @@ def test_bias_in_place_and_gradient():
     ("axis: 1 num_axes: 2 filler { type: 'gaussian' }", [(2, 3, 2, 2)]),
     ("num_axes: 0 filler { type: 'gaussian' } bias_term: true bias_filler { type: 'gaussian' }", [(2, 3)]),
     ("axis: -1 filler { type: 'gaussian' }", [(2, 3, 4)]),
+    ("axis: 0 num_axes: -1 filler { type: 'gaussian' } bias_term: true", [(2, 3)]),
     ("axis: 0", [(2, 3, 2), (2, 3)]),
     ("axis: 0 bias_term: true bias_filler { type: 'gaussian' }", [(2, 3, 2), (2, 3)]),
     ("bias_term: true bias_filler { type: 'gaussian' }", [(2, 3, 2), ()]),
