@@ -21,6 +21,7 @@ layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
   inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 }
                         bias_filler { type: "gaussian" std: 0.1 } } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "y" bottom: "label" top: "loss" }
+layer { name: "acc" type: "Accuracy" bottom: "y" bottom: "label" top: "accuracy" include { phase: TEST } }
 '''
 
 rng = np.random.default_rng(5)
@@ -178,7 +179,7 @@ def test_the_nan_check_stays_on_the_device_and_names_the_parameter():
         mode.set_mode_cpu()
 
 
-def test_a_test_pass_sums_its_outputs_on_the_device():
+def test_a_test_pass_sums_its_outputs_on_the_device(copies_by_array):
     cpu = make_solver("SGD", test_net=True)
     gpu = make_solver("SGD", test_net=True)
     for solver in (cpu, gpu):
@@ -187,11 +188,15 @@ def test_a_test_pass_sums_its_outputs_on_the_device():
     expected = cpu.test(0)
     mode.set_mode_gpu()
     try:
+        copies_by_array.clear()
         got = gpu.test(0)
     finally:
         mode.set_mode_cpu()
-    assert got.keys() == expected.keys() == {"loss"}
-    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    accuracy = gpu.test_nets[0].blobs["accuracy"]
+    assert id(accuracy._synced("data")) not in copies_by_array, "the accuracy was copied at every iteration"
+    assert got.keys() == expected.keys() == {"loss", "accuracy"}
+    for name in got:
+        assert got[name] == pytest.approx(expected[name], rel=1e-5)
     assert gpu.test_nets[0].last_loss == pytest.approx(cpu.test_nets[0].last_loss, rel=1e-5)
 
 
