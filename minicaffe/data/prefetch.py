@@ -12,6 +12,10 @@ there: under numba's default workqueue threading layer, parallel kernels
 entered from two threads at once abort the process. The transformation
 kernel runs on the consumer's thread for that reason (and so random draws
 follow the consumer's order).
+
+GPU: in GPU mode ``produce`` also copies the batch to the device, on a CUDA
+stream of the prefetch thread's own (see :func:`minicaffe.data.layer_base.upload_batch`):
+copies, not kernels, so they overlap the consumer's kernels safely.
 """
 
 from __future__ import annotations
