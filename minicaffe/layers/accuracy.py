@@ -153,7 +153,7 @@ class AccuracyLayer(Layer):
                 label = int(bottom[1].read_data().reshape(-1)[position])
                 raise GraphError(f"label {label} is outside [0, {self.classes})", layer=self.name)
             gpu.accumulate[gpu.blocks_for(locations), gpu.THREADS](hits, counted, totals)
-        accuracy = top[0].mutable_gpu_data
-        class_accuracy = top[1].mutable_gpu_data if with_per_class else accuracy
+        accuracy = top[0].gpu_data_to_overwrite()
+        class_accuracy = top[1].gpu_data_to_overwrite() if with_per_class else accuracy
         _accuracy_finish_gpu[gpu.blocks_for(max(self.classes, 1)), gpu.THREADS](
             totals, per_class, self.classes, accuracy, class_accuracy, with_per_class)

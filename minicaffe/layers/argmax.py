@@ -126,5 +126,5 @@ class ArgMaxLayer(Layer):
         if bottom[0].count:
             outer, dim, inner = self.view
             _argmax_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
-                bottom[0].gpu_data, top[0].mutable_gpu_data, dim, inner, self.top_k, bool(self.out_max_val),
+                bottom[0].gpu_data, top[0].gpu_data_to_overwrite(), dim, inner, self.top_k, bool(self.out_max_val),
                 self.has_axis)

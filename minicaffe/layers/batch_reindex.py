@@ -104,7 +104,7 @@ class BatchReindexLayer(Layer):
                                  layer=self.name)
         if top[0].count:
             _gather_gpu[gpu.blocks_for(top[0].count), gpu.THREADS](
-                bottom[0].gpu_data, indices, top[0].mutable_gpu_data, top[0].count_axes(1))
+                bottom[0].gpu_data, indices, top[0].gpu_data_to_overwrite(), top[0].count_axes(1))
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[1]:

@@ -106,7 +106,7 @@ class ConcatLayer(Layer):
     def forward_gpu(self, bottom, top):
         if len(bottom) == 1:
             return  # the top is a view of the bottom
-        out = top[0].mutable_gpu_data
+        out = top[0].gpu_data_to_overwrite()
         top_axis = top[0].shape[self.axis]
         for blob, (start, _) in zip(bottom, self.bounds):
             if blob.count:

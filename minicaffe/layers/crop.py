@@ -110,7 +110,7 @@ class CropLayer(Layer):
     def forward_gpu(self, bottom, top):
         if top[0].count:
             _crop_gpu[gpu.blocks_for(top[0].count), gpu.THREADS](
-                bottom[0].gpu_data, top[0].mutable_gpu_data, True, *self._geometry(bottom, top))
+                bottom[0].gpu_data, top[0].gpu_data_to_overwrite(), True, *self._geometry(bottom, top))
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0] and bottom[0].count:

@@ -15,7 +15,7 @@ device memory: one host->device copy per refilled top and Forward, and none
 back, however the layers after it wrote the top.
 """
 
-from ..blob import Blob, SyncedArray, check_shape
+from ..blob import Blob, check_shape
 from ..errors import GraphError
 from ..fillers import FILLER_TYPES, check_filler, fill
 from ..layer import Layer
@@ -97,5 +97,4 @@ class DummyDataLayer(Layer):
             if drawn is None or drawn.shape != blob.shape or drawn.dtype != blob.dtype:
                 drawn = self._drawn[index] = Blob(blob.shape, dtype=blob.dtype)
             fill(drawn, filler, self.name)
-            blob.mutable_gpu_data.copy_to_device(drawn.data.reshape(-1))
-            SyncedArray.copies["to_device"] += 1     # a copy past the SyncedArray: counted as its own are
+            blob.upload_data(drawn.data)       # straight to the device: whatever the host copy held is stale

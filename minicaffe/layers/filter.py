@@ -95,7 +95,7 @@ class FilterLayer(Layer):
             out.reshape((self.selected.size,) + blob.shape[1:])
             if out.count:
                 _filter_gpu[gpu.blocks_for(out.count), gpu.THREADS](
-                    blob.gpu_data, self.gpu_selected, out.mutable_gpu_data, out.count_axes(1), True)
+                    blob.gpu_data, self.gpu_selected, out.gpu_data_to_overwrite(), out.count_axes(1), True)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[-1]:

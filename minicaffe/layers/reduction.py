@@ -135,7 +135,7 @@ class ReductionLayer(Layer):
     def forward_gpu(self, bottom, top):
         rows, length = self.view
         if rows:
-            _reduce_rows_gpu[rows, _THREADS](bottom[0].gpu_data, top[0].mutable_gpu_data,
+            _reduce_rows_gpu[rows, _THREADS](bottom[0].gpu_data, top[0].gpu_data_to_overwrite(),
                                              _OPERATION_CODES[self.operation], length, float(self.coeff))
 
     def backward_gpu(self, top, propagate_down, bottom):

@@ -124,7 +124,7 @@ class SliceLayer(Layer):
         length = bottom[0].shape[self.axis]
         for blob, (start, _) in zip(top, self.bounds):
             if blob.count:
-                self._launch(data, blob.mutable_gpu_data, True, blob, length, start)
+                self._launch(data, blob.gpu_data_to_overwrite(), True, blob, length, start)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if not propagate_down[0] or len(top) == 1:

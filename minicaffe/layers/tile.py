@@ -69,7 +69,7 @@ class TileLayer(Layer):
     def forward_gpu(self, bottom, top):
         if top[0].count:
             _tile_forward_gpu[gpu.blocks_for(top[0].count), gpu.THREADS](
-                bottom[0].gpu_data, top[0].mutable_gpu_data, self.tiles, self.inner)
+                bottom[0].gpu_data, top[0].gpu_data_to_overwrite(), self.tiles, self.inner)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[0] and bottom[0].count:

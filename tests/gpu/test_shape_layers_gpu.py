@@ -63,6 +63,23 @@ def test_concat_some_bottoms_and_one_bottom():
     compare_devices(text, [normal(2, 3)], propagate_down=[True])
 
 
+def test_a_top_read_on_the_host_is_not_copied_back_before_it_is_overwritten():
+    layer = layer_from_text('name: "c" type: "Concat"', dtype=np.float32)
+    bottom = make_blobs(normal(2, 1), normal(2, 2), dtype=np.float32)
+    top = empty_blobs(1, dtype=np.float32)
+    layer.set_up(bottom, top)
+    mode.set_mode_gpu()
+    try:
+        layer.run_forward(bottom, top)
+        first = top[0].data.copy()           # pycaffe reads the output: the host copy is the one to trust
+        before = dict(SyncedArray.copies)
+        layer.run_forward(bottom, top)
+        assert SyncedArray.copies == before
+    finally:
+        mode.set_mode_cpu()
+    np.testing.assert_array_equal(top[0].data, first)
+
+
 def test_concat_gradient():
     gradient_check_gpu('name: "c" type: "Concat" concat_param { axis: 1 }', [normal(2, 1, 2), normal(2, 2, 2)])
 
