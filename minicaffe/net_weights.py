@@ -94,7 +94,7 @@ class NetWeights:
                 entry.top.extend(kept)
             del entry.blobs[:]
             for blob in layer.blobs:
-                entry.blobs.append(array_to_blobproto(blob.data, blob.diff if write_diff else None))
+                entry.blobs.append(array_to_blobproto(blob.read_data(), blob.read_diff() if write_diff else None))
         return net
 
     def save(self, path):
