@@ -13,7 +13,7 @@ from minicaffe import fillers, mode
 from minicaffe.blob import SyncedArray
 from minicaffe.testing.layers import empty_blobs, layer_from_text, make_blobs
 
-from .test_shape_layers_gpu import gradient_check_gpu
+from .helpers import gradient_check_gpu
 
 rng = np.random.default_rng(2025)
 FILLERS = 'weight_filler { type: "uniform" min: -1 max: 1 } bias_filler { type: "uniform" min: -1 max: 1 }'

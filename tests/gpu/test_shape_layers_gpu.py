@@ -8,41 +8,14 @@ pass Caffe's gradient check in GPU mode. Tiny float32 blobs: the simulator runs 
 import numpy as np
 import pytest
 
-from minicaffe import fillers, mode
+from minicaffe import mode
 from minicaffe.blob import SyncedArray
 from minicaffe.errors import GraphError
-from minicaffe.testing import GradientChecker
 from minicaffe.testing.layers import empty_blobs, layer_from_text, make_blobs
 
-from .helpers import compare_devices
+from .helpers import compare_devices, gradient_check_gpu
 
 rng = np.random.default_rng(25)
-
-
-class DeviceGradientChecker(GradientChecker):
-    """A GradientChecker whose perturbations reach the device: it writes them into the host array it fetched
-    once, which a GPU Forward left "synced" (so the device copy would not follow, and every numeric
-    gradient would be 0); reading ``blob.data`` before each Forward makes the host copy the current one."""
-
-    def _forward(self, layer, bottom, top):
-        for blob in list(bottom) + list(layer.blobs):
-            blob.data
-        super()._forward(layer, bottom, top)
-
-
-def gradient_check_gpu(text, bottom_arrays, num_tops=1, seed=7, check_bottom=None):
-    """helpers.gradient_check_gpu with the checker above (float64, GPU mode)."""
-    fillers.set_random_seed(seed)
-    layer = layer_from_text(text, dtype=np.float64, num_tops=num_tops)
-    assert getattr(layer, "backward_gpu", None) is not None, f"{layer.type} has no backward_gpu"
-    bottom = make_blobs(*bottom_arrays, dtype=np.float64)
-    top = empty_blobs(num_tops, dtype=np.float64)
-    mode.set_mode_gpu()
-    try:
-        return DeviceGradientChecker(stepsize=1e-3, threshold=1e-6).check_layer(layer, bottom, top,
-                                                                                check_bottom=check_bottom)
-    finally:
-        mode.set_mode_cpu()
 
 
 def normal(*shape):
