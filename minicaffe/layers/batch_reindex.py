@@ -17,7 +17,7 @@ order of additions, so no atomics and the same rounding).
 
 import numpy as np
 
-from .. import gpu
+from .. import gpu, gpu_blas
 from ..errors import GraphError
 from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
@@ -95,7 +95,10 @@ class BatchReindexLayer(Layer):
         indices = bottom[1].gpu_data
         count = bottom[0].shape[0]
         if bottom[1].count:
-            bad = gpu.to_device(np.array([bottom[1].count], dtype=np.int64))
+            if getattr(self, "_gpu_bad", None) is None:
+                self._gpu_bad = gpu.device_empty(1, np.int64)
+            bad = self._gpu_bad
+            gpu_blas.fill(bad, bottom[1].count)
             _check_indices_gpu[gpu.blocks_for(bottom[1].count), gpu.THREADS](indices, count, bad)
             position = int(bad.copy_to_host()[0])
             if position < bottom[1].count:
