@@ -15,11 +15,15 @@ Ranked from the largest; among equal values the larger index comes first
 floats in the top. Caffe gives ArgMax no Backward: a gradient asked of it is an
 error.
 
-GPU: one thread per bottom entry counts the entries of its row that rank
-above it (larger value, or equal value and larger index; NaN below every
-number, as numpy's sort puts it last) and, when that rank is below
-``top_k``, writes its index (and value) into that place of the top: the ranks of
-a row are distinct, so each top place is written once.
+GPU: entries are ranked in one total order (larger value first, equal values
+by larger index, NaN below every number, as numpy's sort puts it last). Rows of
+at most 128 entries: one thread per bottom entry counts the entries of its row
+that rank above it and, when that rank is below ``top_k``, writes its index (and
+value) into that place of the top (the ranks of a row are distinct, so each
+place is written once). Longer rows (ArgMax over a whole image, say) would make
+that quadratic: there each row gets a block of threads, which finds its
+``top_k`` entries in ``top_k`` rounds, each a block-wide maximum (strided scan,
+then a shared-memory tree) over the entries ranked below the previous round's.
 """
 
 import numpy as np
@@ -29,6 +33,8 @@ from ..errors import GraphError
 from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..registry import register
+
+_THREADS = gpu.THREADS      # a global of this module: numba needs the shared array size as a constant
 
 
 @gpu.device
@@ -41,9 +47,22 @@ def _ranks_above(a, i, b, j):
     return a > b or (a == b and i > j)
 
 
+@gpu.device
+def _write(y, o, s, inner, top_k, rank, index, value, out_max_val, has_axis):
+    """Put the entry of ``rank`` (its index, or its value) where Caffe's top shape wants it."""
+    if has_axis:
+        y[(o * top_k + rank) * inner + s] = value if out_max_val else index
+    else:
+        row = o * (2 if out_max_val else 1) * top_k
+        y[row + rank] = index
+        if out_max_val:
+            y[row + top_k + rank] = value
+
+
 @gpu.jit
-def _argmax_gpu(x, y, dim, inner, top_k, out_max_val, has_axis):
-    """x: outer x dim x inner; y: outer x top_k x inner (an axis) or outer x (1 or 2) x top_k (no axis)."""
+def _argmax_by_rank_gpu(x, y, dim, inner, top_k, out_max_val, has_axis):
+    """Short rows: one thread per entry of x (outer x dim x inner); y: outer x top_k x inner (an axis) or
+    outer x (1 or 2) x top_k (no axis)."""
     e = cuda.grid(1)
     if e < x.size:
         o = e // (dim * inner)
@@ -56,13 +75,50 @@ def _argmax_gpu(x, y, dim, inner, top_k, out_max_val, has_axis):
             if c != j and _ranks_above(x[base + c * inner], c, value, j):
                 rank += 1
         if rank < top_k:
-            if has_axis:
-                y[(o * top_k + rank) * inner + s] = value if out_max_val else j
-            else:
-                row = o * (2 if out_max_val else 1) * top_k
-                y[row + rank] = j
-                if out_max_val:
-                    y[row + top_k + rank] = value
+            _write(y, o, s, inner, top_k, rank, j, value, out_max_val, has_axis)
+
+
+@gpu.jit
+def _argmax_by_rounds_gpu(x, y, dim, inner, top_k, out_max_val, has_axis):
+    """Long rows: block b handles row (o, s) = (b // inner, b % inner); round r finds the entry ranked r."""
+    best_values = cuda.shared.array(_THREADS, dtype=np.float64)
+    best_indices = cuda.shared.array(_THREADS, dtype=np.int64)
+    block = cuda.blockIdx.x
+    thread = cuda.threadIdx.x
+    o = block // inner
+    s = block % inner
+    base = o * dim * inner + s
+    previous_value = 0.0
+    previous_index = -1         # none yet: every entry is a candidate
+    for rank in range(top_k):
+        best_value = 0.0
+        best_index = -1
+        for c in range(thread, dim, _THREADS):
+            value = x[base + c * inner] * 1.0
+            if previous_index >= 0 and not _ranks_above(previous_value, previous_index, value, c):
+                continue        # picked in an earlier round
+            if best_index < 0 or _ranks_above(value, c, best_value, best_index):
+                best_value = value
+                best_index = c
+        best_values[thread] = best_value
+        best_indices[thread] = best_index
+        cuda.syncthreads()
+        stride = _THREADS // 2
+        while stride > 0:
+            if thread < stride:
+                other = best_indices[thread + stride]
+                mine = best_indices[thread]
+                if other >= 0 and (mine < 0 or _ranks_above(best_values[thread + stride], other,
+                                                             best_values[thread], mine)):
+                    best_values[thread] = best_values[thread + stride]
+                    best_indices[thread] = other
+            cuda.syncthreads()
+            stride //= 2
+        previous_value = best_values[0]
+        previous_index = best_indices[0]
+        if thread == 0:
+            _write(y, o, s, inner, top_k, rank, previous_index, previous_value, out_max_val, has_axis)
+        cuda.syncthreads()      # every thread has read this round's winner before the next round writes
 
 
 @register("ArgMax")
@@ -123,8 +179,12 @@ class ArgMaxLayer(Layer):
         pass  # run_backward refuses any gradient request first; with none asked there is nothing to do
 
     def forward_gpu(self, bottom, top):
-        if bottom[0].count:
-            outer, dim, inner = self.view
-            _argmax_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
-                bottom[0].gpu_data, top[0].gpu_data_to_overwrite(), dim, inner, self.top_k, bool(self.out_max_val),
-                self.has_axis)
+        if not bottom[0].count:
+            return
+        outer, dim, inner = self.view
+        arguments = (bottom[0].gpu_data, top[0].gpu_data_to_overwrite(), dim, inner, self.top_k,
+                     bool(self.out_max_val), self.has_axis)
+        if dim <= _THREADS:
+            _argmax_by_rank_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](*arguments)
+        else:
+            _argmax_by_rounds_gpu[outer * inner, _THREADS](*arguments)

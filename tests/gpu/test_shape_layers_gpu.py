@@ -207,6 +207,16 @@ def test_argmax_nan_ranks_last():
     compare_devices('name: "a" type: "ArgMax" argmax_param { top_k: 5 out_max_val: true }', [x])
 
 
+@pytest.mark.parametrize("param, shape", [("top_k: 3 out_max_val: true", (2, 3, 50)),
+                                          ("axis: 1 top_k: 2 out_max_val: true", (1, 130, 2)),
+                                          ("axis: 1 top_k: 2", (1, 130, 2))])
+def test_argmax_long_rows(param, shape):
+    # more entries than a block has threads: a block per row, top_k rounds of a block-wide maximum
+    x = scores_with_ties(*shape)
+    x.reshape(-1)[::7] = np.nan
+    compare_devices(f'name: "a" type: "ArgMax" argmax_param {{ {param} }}', [x])
+
+
 def accuracy_case(outer, classes, inner, ignore=None):
     scores = scores_with_ties(outer, classes, inner) if inner > 1 else scores_with_ties(outer, classes)
     labels = rng.integers(0, classes, size=(outer, inner) if inner > 1 else (outer,)).astype(float)
