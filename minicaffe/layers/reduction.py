@@ -10,10 +10,11 @@ bottom as M x D (D: the product of the reduced axes)::
     SUMSQ: y = coeff * sum_d x^2        dx = 2 * coeff * x * dy
     MEAN:  y = coeff * sum_d x / D      dx = coeff / D * dy
 
-GPU: Forward gives each of the M rows a block of threads, which strides over
-the row's D values and sums them (x, |x| or x^2) in float64 in a shared-memory
-tree; the block's first thread scales the sum into the top. Backward is one
-thread per bottom element, with the CPU's order of operations.
+GPU: Forward gives each of the M rows a block of threads (128, or the power of
+two that covers a shorter row), which strides over the row's D values and sums
+them (x, |x| or x^2) in float64 in a shared-memory tree; the block's first
+thread scales the sum into the top. Backward is one thread per bottom element,
+with the CPU's order of operations.
 """
 
 import math
@@ -35,12 +36,13 @@ _THREADS = gpu.THREADS      # a global of this module: numba needs the shared ar
 @gpu.jit
 def _reduce_rows_gpu(x, y, operation, length, coeff):
     """y[row] = coeff * the sum over the row's ``length`` values (operation: SUM, ASUM, SUMSQ, MEAN = 0..3);
-    one block per row."""
+    one block per row, its size a power of two up to _THREADS."""
     partial = cuda.shared.array(_THREADS, dtype=np.float64)
     row = cuda.blockIdx.x
     thread = cuda.threadIdx.x
+    threads = cuda.blockDim.x
     total = 0.0
-    for d in range(thread, length, _THREADS):
+    for d in range(thread, length, threads):
         value = x[row * length + d]
         if operation == 1:
             total += abs(value)
@@ -50,7 +52,7 @@ def _reduce_rows_gpu(x, y, operation, length, coeff):
             total += value
     partial[thread] = total
     cuda.syncthreads()
-    stride = _THREADS // 2
+    stride = threads // 2
     while stride > 0:
         if thread < stride:
             partial[thread] += partial[thread + stride]
@@ -135,8 +137,10 @@ class ReductionLayer(Layer):
     def forward_gpu(self, bottom, top):
         rows, length = self.view
         if rows:
-            _reduce_rows_gpu[rows, _THREADS](bottom[0].gpu_data, top[0].gpu_data_to_overwrite(),
-                                             _OPERATION_CODES[self.operation], length, float(self.coeff))
+            # short rows get a smaller block: a power of two at least the row's length
+            threads = min(_THREADS, 1 << max(length - 1, 0).bit_length())
+            _reduce_rows_gpu[rows, threads](bottom[0].gpu_data, top[0].gpu_data_to_overwrite(),
+                                            _OPERATION_CODES[self.operation], length, float(self.coeff))
 
     def backward_gpu(self, top, propagate_down, bottom):
         if not propagate_down[0] or not bottom[0].count:

@@ -268,7 +268,7 @@ def test_reduction(operation, axis, coeff):
 @pytest.mark.parametrize("operation", ["SUM", "ASUM", "SUMSQ", "MEAN"])
 def test_reduction_gradient(operation):
     text = f'name: "r" type: "Reduction" reduction_param {{ operation: {operation} axis: 1 coeff: 0.7 }}'
-    gradient_check_gpu(text, [normal(1, 2, 2)])      # one row: a block of threads per Forward
+    gradient_check_gpu(text, [normal(2, 3)])
 
 
 def test_reduction_long_rows():
