@@ -222,9 +222,24 @@ def class_label(labels, location, channels, has_ignore, ignore_label, bad):
     if has_ignore and label == ignore_label:
         return -1
     if label < 0 or label >= channels:
-        cuda.atomic.max(bad, 0, location)
+        cuda.atomic.min(bad, 0, location)       # the first bad location, as the CPU kernels report
         return -1
     return label
+
+
+#: What a bad-location flag holds while no location was bad (the kernels keep the smallest bad one).
+NO_BAD_LOCATION = np.iinfo(np.int64).max
+
+
+def bad_location_flag():
+    """A one-element device array for kernels to record the first bad location in (``atomic.min``)."""
+    return to_device(np.array([NO_BAD_LOCATION], dtype=np.int64))
+
+
+def bad_location(flag) -> int:
+    """The first bad location a kernel recorded in ``flag``, or -1 (one number crosses to the host)."""
+    value = int(flag.copy_to_host()[0])
+    return -1 if value == NO_BAD_LOCATION else value
 
 
 def reduce_loss(values, valid, mode, outer, inner, top_data):

@@ -117,3 +117,14 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "label" top: "l
     after_read = dict(SyncedArray.copies)
     np.testing.assert_array_equal(net.blobs["x"].diff, grad)
     assert SyncedArray.copies == after_read
+
+
+@pytest.mark.parametrize("text", ['name: "swl" type: "SoftmaxWithLoss"',
+                                  'name: "mll" type: "MultinomialLogisticLoss"',
+                                  'name: "hinge" type: "HingeLoss"'])
+def test_the_first_bad_label_is_named_as_on_the_cpu(gpu_mode, text):
+    from minicaffe.errors import MinicaffeError
+    x = np.full((5, 3), 1 / 3)
+    labels = np.array([0, 7, 1, 9, 2], dtype=np.float64)        # bad at rows 1 and 3: row 1 is reported
+    with pytest.raises(MinicaffeError, match=r"\b7\b"):
+        run_loss(text, [x, labels])

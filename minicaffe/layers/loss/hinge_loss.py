@@ -148,7 +148,7 @@ def _class_hinge_gpu(x, labels, dim, margin, squared, has_ignore, ignore_label, 
         return
     if label < 0 or label >= dim:
         if d == 0:
-            cuda.atomic.max(bad, 0, o)
+            cuda.atomic.min(bad, 0, o)
         return
     value = margin - x[i] if d == label else margin + x[i]
     t = max(value, 0.0)
@@ -185,7 +185,7 @@ def _binary_hinge_gpu(x, y, margin, squared, losses, bad):
         return
     label = y[i]
     if label != 1.0 and label != -1.0:
-        cuda.atomic.max(bad, 0, i)
+        cuda.atomic.min(bad, 0, i)
     t = max(margin - x[i] * label, 0.0)
     losses[i] = t * t if squared else t
 
@@ -277,12 +277,12 @@ class HingeLossLayer(LossLayer):
     def forward_gpu(self, bottom, top):
         count = bottom[0].count
         losses = gpu.device_empty(count, np.float64)
-        bad = gpu.to_device(np.array([-1], dtype=np.int64))
+        bad = gpu.bad_location_flag()
         blocks = gpu.blocks_for(count)
         if self.binary:
             _binary_hinge_gpu[blocks, gpu.THREADS](bottom[0].gpu_data, bottom[1].gpu_data, self.margin,
                                                    self.squared, losses, bad)
-            if int(bad.copy_to_host()[0]) >= 0:
+            if gpu.bad_location(bad) >= 0:
                 self._bad_binary_label(bottom)
             self.gpu_totals = gpu.reduce_loss(losses, losses, gpu.FIXED_DIVISOR, self.outer, 1,
                                               top[0].mutable_gpu_data)
@@ -291,7 +291,7 @@ class HingeLossLayer(LossLayer):
         _class_hinge_gpu[blocks, gpu.THREADS](bottom[0].gpu_data, bottom[1].gpu_data, self.dim, self.margin,
                                               self.squared, self.has_ignore_label, int(self.ignore_label),
                                               losses, valid, bad)
-        bad_row = int(bad.copy_to_host()[0])
+        bad_row = gpu.bad_location(bad)
         if bad_row >= 0:
             self._bad_class_label(bottom, bad_row)
         self.gpu_totals = gpu.reduce_loss(losses, valid, self.normalization, self.outer, 1,

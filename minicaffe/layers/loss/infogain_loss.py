@@ -367,11 +367,11 @@ class InfogainLossLayer(LossLayer):
         prob = top[1].mutable_gpu_data if len(top) > 1 else gpu.device_empty(bottom[0].count, bottom[0].dtype)
         losses = gpu.device_empty(locations, np.float64)
         valid = gpu.device_empty(locations, np.float64)
-        bad = gpu.to_device(np.array([-1], dtype=np.int64))
+        bad = gpu.bad_location_flag()
         _infogain_forward_gpu[gpu.blocks_for(locations), gpu.THREADS](
             bottom[0].gpu_data, bottom[1].gpu_data, self._gpu_matrix(bottom), prob, losses, valid, self.channels,
             self.inner, self.has_ignore_label, int(self.ignore_label), LOG_FLOOR, bad)
-        bad_index = int(bad.copy_to_host()[0])
+        bad_index = gpu.bad_location(bad)
         if bad_index >= 0:
             self._bad_label(bottom, bad_index)
         self.gpu_probabilities = prob

@@ -200,7 +200,7 @@ class MultinomialLogisticLossLayer(LossLayer):
         locations = self.outer * self.inner
         losses = gpu.device_empty(locations, np.float64)
         valid = gpu.device_empty(locations, np.float64)
-        bad = gpu.to_device(np.array([-1], dtype=np.int64))
+        bad = gpu.bad_location_flag()
         weighted = self.class_weights.weighted
         weights = (self.class_weights.location_weights_gpu(bottom, bottom[1].gpu_data, self.has_ignore_label,
                                                            self.ignore_label) if weighted else valid)
@@ -208,7 +208,7 @@ class MultinomialLogisticLossLayer(LossLayer):
         _multinomial_logistic_gpu[gpu.blocks_for(locations), gpu.THREADS](
             bottom[0].gpu_data, bottom[1].gpu_data, self.dim, self.inner, LOG_THRESHOLD, self.has_ignore_label,
             int(self.ignore_label), losses, valid, bad, weights, weighted)
-        bad_location = int(bad.copy_to_host()[0])
+        bad_location = gpu.bad_location(bad)
         if bad_location >= 0:
             self._bad_label(bottom, bad_location)
         self.gpu_totals = gpu.reduce_loss(losses, valid, self.normalization, self.outer, self.inner,

@@ -274,7 +274,7 @@ class SoftmaxWithLossLayer(LossLayer):
         prob = top[1].mutable_gpu_data if len(top) > 1 else gpu.device_empty(bottom[0].count, bottom[0].dtype)
         losses = gpu.device_empty(locations, np.float64)
         valid = gpu.device_empty(locations, np.float64)
-        bad = gpu.to_device(np.array([-1], dtype=np.int64))
+        bad = gpu.bad_location_flag()
         weighted = self.class_weights.weighted
         weights = (self.class_weights.location_weights_gpu(bottom, bottom[1].gpu_data, self.has_ignore_label,
                                                            self.ignore_label) if weighted else valid)
@@ -282,7 +282,7 @@ class SoftmaxWithLossLayer(LossLayer):
         _softmax_forward_gpu[gpu.blocks_for(locations), gpu.THREADS](
             bottom[0].gpu_data, bottom[1].gpu_data, prob, losses, valid, self.channels, self.inner,
             self.has_ignore_label, int(self.ignore_label), bad, weights, weighted)
-        bad_index = int(bad.copy_to_host()[0])
+        bad_index = gpu.bad_location(bad)
         if bad_index >= 0:
             value = bottom[1].data.reshape(-1)[bad_index]
             raise MinicaffeError(f"layer '{self.name}': label {value:g} at position {bad_index} is outside "
