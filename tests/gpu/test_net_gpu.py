@@ -164,8 +164,6 @@ def small_solver(solver_mode, source, tmp_path):
     return solver
 
 
-@pytest.mark.xfail(strict=False, reason="InnerProduct's GPU kernels (another part of issue 25) are not committed yet: "
-                                       "it runs on the host and its blobs cross at every layer")
 @pytest.mark.parametrize("source", ["MemoryData", "HDF5Data"])
 def test_a_training_iteration_moves_only_the_loss_and_the_next_batch(source, tmp_path):
     cpu = small_solver("CPU", source, tmp_path)
@@ -188,7 +186,7 @@ def test_a_training_iteration_moves_only_the_loss_and_the_next_batch(source, tmp
 DIGITS = os.path.join(EXAMPLES, "digits")
 
 
-def digits_solver(tmp_path, solver_mode, batch=4):
+def digits_solver(tmp_path, solver_mode, batch=2):
     """examples/digits' net and solver on the first 24 digits, the given batch, no test net."""
     h5py = pytest.importorskip("h5py")
     data = tmp_path / "train.h5"
@@ -214,20 +212,22 @@ def digits_solver(tmp_path, solver_mode, batch=4):
 
 
 def loss_curve(tmp_path, solver_mode, iterations):
+    """The losses of the first iterations, the parameters after them, and what the last iteration copied."""
     solver = digits_solver(tmp_path, solver_mode)
     try:
         losses = []
         for _ in range(iterations):
-            solver.step(1)
-            losses.append(float(solver.net.blobs["loss"].data))
-        return losses, [blob.data.copy() for blob in solver.net.learnable_params]
+            moved = copies_during(lambda: solver.step(1))
+            losses.append(float(solver.net.blobs["loss"].read_data()))
+        return losses, [blob.data.copy() for blob in solver.net.learnable_params], moved
     finally:
         caffe.set_mode_cpu()
 
 
 def test_training_the_digits_lenet_on_the_gpu_gives_the_cpu_loss_curve(tmp_path):
-    cpu_losses, cpu_params = loss_curve(tmp_path, "CPU", 3)
-    gpu_losses, gpu_params = loss_curve(tmp_path, "GPU", 3)
+    cpu_losses, cpu_params, _ = loss_curve(tmp_path, "CPU", 3)
+    gpu_losses, gpu_params, moved = loss_curve(tmp_path, "GPU", 3)
+    assert moved == {"to_device": 2, "to_host": 1}, moved     # HDF5Data's batch in, the loss out
     np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=1e-5)
     for gpu_param, cpu_param in zip(gpu_params, cpu_params):
         np.testing.assert_allclose(gpu_param, cpu_param, rtol=1e-4, atol=1e-6)
