@@ -140,6 +140,26 @@ def to_device(array):
     return require().to_device(np.ascontiguousarray(array))
 
 
+def scratch(owner, name: str, count: int, dtype):
+    """A device buffer kept on ``owner`` (a layer) under ``name``: allocated again only when its size or
+    dtype changes, so a Forward does not allocate device memory at every iteration. Contents are whatever
+    the last use left."""
+    buffers = owner.__dict__.setdefault("_gpu_scratch", {})
+    dtype = np.dtype(dtype)
+    buffer = buffers.get(name)
+    if buffer is None or buffer.size != count or buffer.dtype != dtype:
+        buffer = buffers[name] = require().device_array(count, dtype=dtype)
+    return buffer
+
+
+def scratch_filled(owner, name: str, count: int, dtype, value):
+    """:func:`scratch` set to ``value`` on the device (a kernel: no copy from the host)."""
+    from . import gpu_blas
+    buffer = scratch(owner, name, count, dtype)
+    gpu_blas.fill(buffer, value)
+    return buffer
+
+
 def device_zeros(count: int, dtype):
     return require().to_device(np.zeros(count, dtype=dtype))
 
@@ -231,9 +251,10 @@ def class_label(labels, location, channels, has_ignore, ignore_label, bad):
 NO_BAD_LOCATION = np.iinfo(np.int64).max
 
 
-def bad_location_flag():
-    """A one-element device array for kernels to record the first bad location in (``atomic.min``)."""
-    return to_device(np.array([NO_BAD_LOCATION], dtype=np.int64))
+def bad_location_flag(owner):
+    """A one-element device array (kept on ``owner``) for kernels to record the first bad location in
+    (``atomic.min``), reset to :data:`NO_BAD_LOCATION`."""
+    return scratch_filled(owner, "bad_location", 1, np.int64, NO_BAD_LOCATION)
 
 
 def bad_location(flag) -> int:
@@ -242,13 +263,13 @@ def bad_location(flag) -> int:
     return -1 if value == NO_BAD_LOCATION else value
 
 
-def reduce_loss(values, valid, mode, outer, inner, top_data):
+def reduce_loss(owner, values, valid, mode, outer, inner, top_data):
     """Sum per-element losses on the device and write the normalized loss into ``top_data`` (device).
 
-    Returns the device array ``totals`` = [loss sum, valid count, normalizer]:
-    Backward reads the normalizer from it, so nothing returns to the host.
+    Returns the device array ``totals`` = [loss sum, valid count, normalizer], kept on ``owner`` (the
+    layer): Backward reads the normalizer from it, so nothing returns to the host.
     """
-    totals = device_zeros(3, np.float64)
+    totals = scratch_filled(owner, "loss_totals", 3, np.float64, 0.0)
     accumulate[blocks_for(values.size), THREADS](values, valid, totals)
     finish_loss[1, 1](totals, mode, float(outer), float(inner), top_data)
     return totals

@@ -97,10 +97,10 @@ class BinaryCrossEntropyLossLayer(LossLayer):
 
     def forward_gpu(self, bottom, top):
         count = bottom[0].count
-        terms = gpu.device_empty(count, np.float64)
-        ones = gpu.device_empty(count, np.float64)
+        terms = gpu.scratch(self, "terms", count, np.float64)
+        ones = gpu.scratch(self, "ones", count, np.float64)
         _bce_terms_gpu[gpu.blocks_for(count), gpu.THREADS](bottom[0].gpu_data, bottom[1].gpu_data, terms, ones)
-        gpu.reduce_loss(terms, ones, gpu.FIXED_DIVISOR, bottom[0].shape[0], 1, top[0].mutable_gpu_data)
+        gpu.reduce_loss(self, terms, ones, gpu.FIXED_DIVISOR, bottom[0].shape[0], 1, top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if not (propagate_down[0] or propagate_down[1]):

@@ -201,15 +201,15 @@ class ClassWeights:
                 self._device_vector = gpu.to_device(self.vector.astype(bottom[0].dtype))
             weights = self._device_vector
         if self.mode == LOCAL:
-            sums = gpu.device_empty(rows * width, np.float64)
+            sums = gpu.scratch(self, "sums", rows * width, np.float64)
             _local_sums_gpu[gpu.blocks_for(sums.size), gpu.THREADS](weights, channels, width, sums)
         elif self.mode == GLOBAL:
-            sums = gpu.device_zeros(max(rows // self.group_rows, 1), np.float64)
+            sums = gpu.scratch_filled(self, "sums", max(rows // self.group_rows, 1), np.float64, 0.0)
             _group_sums_gpu[gpu.blocks_for(rows * channels * width), gpu.THREADS](
                 weights, self.group_rows * channels * width, sums)
         else:
-            sums = gpu.device_empty(1, np.float64)
-        out = gpu.device_empty(self.outer * self.inner, np.float64)
+            sums = gpu.scratch(self, "sums", 1, np.float64)
+        out = gpu.scratch(self, "out", self.outer * self.inner, np.float64)
         _location_weights_gpu[gpu.blocks_for(out.size), gpu.THREADS](
             weights, labels, sums, self.mode, rows, channels, width, self.inner, self.group_rows, has_ignore,
             int(ignore_label), out)

@@ -174,13 +174,13 @@ class ContrastiveLossLayer(LossLayer):
                                       bottom[index].diff.reshape(self.pairs, self.dim))
 
     def forward_gpu(self, bottom, top):
-        self.gpu_difference = gpu.device_empty(bottom[0].count, bottom[0].dtype)
-        self.gpu_distances = gpu.device_empty(self.pairs, np.float64)
-        losses = gpu.device_empty(self.pairs, np.float64)
+        self.gpu_difference = gpu.scratch(self, "gpu_difference", bottom[0].count, bottom[0].dtype)
+        self.gpu_distances = gpu.scratch(self, "gpu_distances", self.pairs, np.float64)
+        losses = gpu.scratch(self, "losses", self.pairs, np.float64)
         _contrastive_gpu[gpu.blocks_for(self.pairs), gpu.THREADS](
             bottom[0].gpu_data, bottom[1].gpu_data, bottom[2].gpu_data, self.dim, self.margin, self.legacy,
             self.gpu_difference, self.gpu_distances, losses)
-        gpu.reduce_loss(losses, losses, gpu.FIXED_DIVISOR, 2 * self.pairs, 1, top[0].mutable_gpu_data)
+        gpu.reduce_loss(self, losses, losses, gpu.FIXED_DIVISOR, 2 * self.pairs, 1, top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[2]:

@@ -75,12 +75,12 @@ class EuclideanLossLayer(LossLayer):
 
     def forward_gpu(self, bottom, top):
         count = bottom[0].count
-        self.gpu_difference = gpu.device_empty(count, bottom[0].dtype)
-        squares = gpu.device_empty(count, np.float64)
-        ones = gpu.device_empty(count, np.float64)
+        self.gpu_difference = gpu.scratch(self, "gpu_difference", count, bottom[0].dtype)
+        squares = gpu.scratch(self, "squares", count, np.float64)
+        ones = gpu.scratch(self, "ones", count, np.float64)
         _difference_gpu[gpu.blocks_for(count), gpu.THREADS](
             bottom[0].gpu_data, bottom[1].gpu_data, self.gpu_difference, squares, ones)
-        gpu.reduce_loss(squares, ones, gpu.FIXED_DIVISOR, 2 * bottom[0].shape[0], 1, top[0].mutable_gpu_data)
+        gpu.reduce_loss(self, squares, ones, gpu.FIXED_DIVISOR, 2 * bottom[0].shape[0], 1, top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):
         num = bottom[0].shape[0]

@@ -276,25 +276,25 @@ class HingeLossLayer(LossLayer):
     # ------------------------------------------------------------ GPU
     def forward_gpu(self, bottom, top):
         count = bottom[0].count
-        losses = gpu.device_empty(count, np.float64)
-        bad = gpu.bad_location_flag()
+        losses = gpu.scratch(self, "losses", count, np.float64)
+        bad = gpu.bad_location_flag(self)
         blocks = gpu.blocks_for(count)
         if self.binary:
             _binary_hinge_gpu[blocks, gpu.THREADS](bottom[0].gpu_data, bottom[1].gpu_data, self.margin,
                                                    self.squared, losses, bad)
             if gpu.bad_location(bad) >= 0:
                 self._bad_binary_label(bottom)
-            self.gpu_totals = gpu.reduce_loss(losses, losses, gpu.FIXED_DIVISOR, self.outer, 1,
+            self.gpu_totals = gpu.reduce_loss(self, losses, losses, gpu.FIXED_DIVISOR, self.outer, 1,
                                               top[0].mutable_gpu_data)
             return
-        valid = gpu.device_empty(count, np.float64)
+        valid = gpu.scratch(self, "valid", count, np.float64)
         _class_hinge_gpu[blocks, gpu.THREADS](bottom[0].gpu_data, bottom[1].gpu_data, self.dim, self.margin,
                                               self.squared, self.has_ignore_label, int(self.ignore_label),
                                               losses, valid, bad)
         bad_row = gpu.bad_location(bad)
         if bad_row >= 0:
             self._bad_class_label(bottom, bad_row)
-        self.gpu_totals = gpu.reduce_loss(losses, valid, self.normalization, self.outer, 1,
+        self.gpu_totals = gpu.reduce_loss(self, losses, valid, self.normalization, self.outer, 1,
                                           top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):

@@ -364,10 +364,11 @@ class InfogainLossLayer(LossLayer):
 
     def forward_gpu(self, bottom, top):
         locations = self.outer * self.inner
-        prob = top[1].mutable_gpu_data if len(top) > 1 else gpu.device_empty(bottom[0].count, bottom[0].dtype)
-        losses = gpu.device_empty(locations, np.float64)
-        valid = gpu.device_empty(locations, np.float64)
-        bad = gpu.bad_location_flag()
+        prob = (top[1].mutable_gpu_data if len(top) > 1
+                else gpu.scratch(self, "probabilities", bottom[0].count, bottom[0].dtype))
+        losses = gpu.scratch(self, "losses", locations, np.float64)
+        valid = gpu.scratch(self, "valid", locations, np.float64)
+        bad = gpu.bad_location_flag(self)
         _infogain_forward_gpu[gpu.blocks_for(locations), gpu.THREADS](
             bottom[0].gpu_data, bottom[1].gpu_data, self._gpu_matrix(bottom), prob, losses, valid, self.channels,
             self.inner, self.has_ignore_label, int(self.ignore_label), LOG_FLOOR, bad)
@@ -375,7 +376,7 @@ class InfogainLossLayer(LossLayer):
         if bad_index >= 0:
             self._bad_label(bottom, bad_index)
         self.gpu_probabilities = prob
-        self.gpu_totals = gpu.reduce_loss(losses, valid, self.normalization, self.outer, self.inner,
+        self.gpu_totals = gpu.reduce_loss(self, losses, valid, self.normalization, self.outer, self.inner,
                                           top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):
@@ -383,7 +384,7 @@ class InfogainLossLayer(LossLayer):
         if not propagate_down[0]:
             return
         matrix = self._gpu_matrix(bottom)
-        row_sums = gpu.device_empty(self.channels, np.float64)
+        row_sums = gpu.scratch(self, "row_sums", self.channels, np.float64)
         _row_sums_gpu[gpu.blocks_for(self.channels), gpu.THREADS](matrix, self.channels, row_sums)
         _infogain_backward_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
             self.gpu_probabilities, bottom[1].gpu_data, matrix, row_sums, self.gpu_totals, top[0].gpu_diff,

@@ -103,9 +103,9 @@ class L1LossLayer(LossLayer):
 
     def forward_gpu(self, bottom, top):
         count = bottom[0].count
-        values = gpu.device_empty(count, np.float64)
+        values = gpu.scratch(self, "values", count, np.float64)
         _absolute_gpu[gpu.blocks_for(count), gpu.THREADS](bottom[0].gpu_data, bottom[1].gpu_data, values)
-        gpu.reduce_loss(values, values, gpu.FIXED_DIVISOR, self.num, 1, top[0].mutable_gpu_data)
+        gpu.reduce_loss(self, values, values, gpu.FIXED_DIVISOR, self.num, 1, top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):
         for index, sign in ((0, 1.0), (1, -1.0)):

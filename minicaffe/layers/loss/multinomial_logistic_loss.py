@@ -198,9 +198,9 @@ class MultinomialLogisticLossLayer(LossLayer):
 
     def forward_gpu(self, bottom, top):
         locations = self.outer * self.inner
-        losses = gpu.device_empty(locations, np.float64)
-        valid = gpu.device_empty(locations, np.float64)
-        bad = gpu.bad_location_flag()
+        losses = gpu.scratch(self, "losses", locations, np.float64)
+        valid = gpu.scratch(self, "valid", locations, np.float64)
+        bad = gpu.bad_location_flag(self)
         weighted = self.class_weights.weighted
         weights = (self.class_weights.location_weights_gpu(bottom, bottom[1].gpu_data, self.has_ignore_label,
                                                            self.ignore_label) if weighted else valid)
@@ -211,7 +211,7 @@ class MultinomialLogisticLossLayer(LossLayer):
         bad_location = gpu.bad_location(bad)
         if bad_location >= 0:
             self._bad_label(bottom, bad_location)
-        self.gpu_totals = gpu.reduce_loss(losses, valid, self.normalization, self.outer, self.inner,
+        self.gpu_totals = gpu.reduce_loss(self, losses, valid, self.normalization, self.outer, self.inner,
                                           top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):

@@ -116,11 +116,11 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
 
     def forward_gpu(self, bottom, top):
         count = bottom[0].count
-        losses = gpu.device_empty(count, np.float64)
-        valid = gpu.device_empty(count, np.float64)
+        losses = gpu.scratch(self, "losses", count, np.float64)
+        valid = gpu.scratch(self, "valid", count, np.float64)
         _sigmoid_cross_entropy_gpu[gpu.blocks_for(count), gpu.THREADS](
             bottom[0].gpu_data, bottom[1].gpu_data, losses, valid, self.has_ignore_label, int(self.ignore_label))
-        self.gpu_totals = gpu.reduce_loss(losses, valid, self.normalization, self.outer, self.inner,
+        self.gpu_totals = gpu.reduce_loss(self, losses, valid, self.normalization, self.outer, self.inner,
                                           top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):

@@ -171,11 +171,11 @@ class SmoothL1LossLayer(LossLayer):
 
     def forward_gpu(self, bottom, top):
         count = bottom[0].count
-        errors = gpu.device_empty(count, np.float64)
+        errors = gpu.scratch(self, "errors", count, np.float64)
         weights = (bottom[2].gpu_data, bottom[3].gpu_data) if self.weighted else (bottom[0].gpu_data,) * 2
         _smooth_l1_gpu[gpu.blocks_for(count), gpu.THREADS](bottom[0].gpu_data, bottom[1].gpu_data, *weights,
                                                            self.weighted, self.sigma2, errors)
-        gpu.reduce_loss(errors, errors, gpu.FIXED_DIVISOR, self.num, 1, top[0].mutable_gpu_data)
+        gpu.reduce_loss(self, errors, errors, gpu.FIXED_DIVISOR, self.num, 1, top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if any(propagate_down[2:]):

@@ -133,12 +133,12 @@ class SoftlabelSoftmaxLossLayer(LossLayer):
 
     def forward_gpu(self, bottom, top):
         locations = self.outer * self.inner
-        self.gpu_probabilities = gpu.device_empty(bottom[0].count, bottom[0].dtype)
-        losses = gpu.device_empty(locations, np.float64)
-        ones = gpu.device_empty(locations, np.float64)
+        self.gpu_probabilities = gpu.scratch(self, "gpu_probabilities", bottom[0].count, bottom[0].dtype)
+        losses = gpu.scratch(self, "losses", locations, np.float64)
+        ones = gpu.scratch(self, "ones", locations, np.float64)
         _softlabel_forward_gpu[gpu.blocks_for(locations), gpu.THREADS](
             bottom[0].gpu_data, bottom[1].gpu_data, self.gpu_probabilities, losses, ones, self.channels, self.inner)
-        gpu.reduce_loss(losses, ones, gpu.FIXED_DIVISOR, locations, 1, top[0].mutable_gpu_data)
+        gpu.reduce_loss(self, losses, ones, gpu.FIXED_DIVISOR, locations, 1, top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:

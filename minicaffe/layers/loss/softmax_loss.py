@@ -271,10 +271,11 @@ class SoftmaxWithLossLayer(LossLayer):
 
     def forward_gpu(self, bottom, top):
         locations = self.outer * self.inner
-        prob = top[1].mutable_gpu_data if len(top) > 1 else gpu.device_empty(bottom[0].count, bottom[0].dtype)
-        losses = gpu.device_empty(locations, np.float64)
-        valid = gpu.device_empty(locations, np.float64)
-        bad = gpu.bad_location_flag()
+        prob = (top[1].mutable_gpu_data if len(top) > 1
+                else gpu.scratch(self, "probabilities", bottom[0].count, bottom[0].dtype))
+        losses = gpu.scratch(self, "losses", locations, np.float64)
+        valid = gpu.scratch(self, "valid", locations, np.float64)
+        bad = gpu.bad_location_flag(self)
         weighted = self.class_weights.weighted
         weights = (self.class_weights.location_weights_gpu(bottom, bottom[1].gpu_data, self.has_ignore_label,
                                                            self.ignore_label) if weighted else valid)
@@ -288,7 +289,7 @@ class SoftmaxWithLossLayer(LossLayer):
             raise MinicaffeError(f"layer '{self.name}': label {value:g} at position {bad_index} is outside "
                                  f"[0, {self.channels}) (the {self.channels} classes of axis {self.axis})")
         self.gpu_probabilities = prob
-        self.gpu_totals = gpu.reduce_loss(losses, valid, self.normalization, self.outer, self.inner,
+        self.gpu_totals = gpu.reduce_loss(self, losses, valid, self.normalization, self.outer, self.inner,
                                           top[0].mutable_gpu_data)
 
     def backward_gpu(self, top, propagate_down, bottom):
