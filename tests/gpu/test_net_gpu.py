@@ -106,12 +106,15 @@ def debug_lines(use_gpu, caplog):
     net.blobs["t"].data[...] = rng.standard_normal((3, 2))
     net.debug_info = True
     (caffe.set_mode_gpu if use_gpu else caffe.set_mode_cpu)()
-    caplog.clear()
     try:
+        net.forward_backward()          # warm-up: the blobs reach the device
+        caplog.clear()
         with caplog.at_level(logging.INFO, logger="minicaffe"):
-            net.forward_backward()
+            moved = copies_during(net.forward_backward)
     finally:
         caffe.set_mode_cpu()
+    if use_gpu:
+        assert moved == {"to_device": 0, "to_host": 1}, moved     # the magnitudes are reduced on the device
     return [record.getMessage() for record in caplog.records if "Layer" in record.getMessage()]
 
 
