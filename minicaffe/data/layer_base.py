@@ -36,8 +36,8 @@ from .. import gpu
 from ..blob import SyncedArray
 from ..errors import GraphError
 from ..layer import Layer
-from ..mode import device, mode
 from ..memory import ShapeUnknown, shape_inference_active
+from ..mode import device, mode
 from .common import MissingDependency, require_path
 from .prefetch import Prefetcher
 from .transform import DataTransformer
@@ -169,7 +169,6 @@ def upload_batch(batch, dtype, staging):
     Uploads the tops (in the net's dtype) of a batch that has them, else the stacked raw items (in their own
     dtype: the transformation kernel converts them as the CPU kernel does) and the labels. Items of
     different shapes are not uploaded: Forward transforms them on the host."""
-    from .. import gpu
     if batch.tops is not None:
         arrays = [np.asarray(values, dtype=dtype) for values in batch.tops]
     elif batch.stacked is not None:

@@ -30,8 +30,8 @@ from numba import njit
 
 from .. import gpu
 from ..errors import MinicaffeError
-from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..fillers import rng
+from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..graph import TRAIN
 from . import images
 from .common import DataError, require_path
@@ -203,7 +203,6 @@ class DataTransformer:
         for index, item in enumerate(items):
             _crop_mirror_normalize(_writable(item[None]), self._mean_for(shapes[index]), top[index:index + 1],
                                    left[index:index + 1], mirror[index:index + 1], scale, out[index:index + 1])
-
 
     def apply_gpu(self, raw, shape, count, out, out_shape):
         """Transform ``count`` items of ``shape`` (C, H, W), stacked flat in the device array ``raw``, into the
