@@ -228,9 +228,13 @@ def loss_curve(tmp_path, solver_mode, iterations):
 
 
 def test_training_the_digits_lenet_on_the_gpu_gives_the_cpu_loss_curve(tmp_path):
-    cpu_losses, cpu_params, _ = loss_curve(tmp_path, "CPU", 3)
-    gpu_losses, gpu_params, moved = loss_curve(tmp_path, "GPU", 3)
+    # Two iterations: the second step adds momentum to the first's history, so the parameters after it check
+    # the whole SGD rule (weight decay, inv policy, momentum). Each iteration costs ~15 s under the simulator,
+    # mostly in the kernels over the 14k parameters (one Python thread per element).
+    cpu_losses, cpu_params, _ = loss_curve(tmp_path, "CPU", 2)
+    gpu_losses, gpu_params, moved = loss_curve(tmp_path, "GPU", 2)
     assert moved == {"to_device": 2, "to_host": 1}, moved     # HDF5Data's batch in, the loss out
+    assert cpu_losses[0] != cpu_losses[1]
     np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=1e-5)
     for gpu_param, cpu_param in zip(gpu_params, cpu_params):
         np.testing.assert_allclose(gpu_param, cpu_param, rtol=1e-4, atol=1e-6)
