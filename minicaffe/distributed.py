@@ -126,15 +126,13 @@ def shard(phase) -> tuple:
 
 @gpu.jit
 def _pack_gpu(source, flat, offset):
-    i = cuda.grid(1)
-    if i < source.size:
+    for i in range(cuda.grid(1), source.size, cuda.gridsize(1)):
         flat[offset + i] = source[i]
 
 
 @gpu.jit
 def _unpack_gpu(flat, offset, scale, target):
-    i = cuda.grid(1)
-    if i < target.size:
+    for i in range(cuda.grid(1), target.size, cuda.gridsize(1)):
         target[i] = scale * flat[offset + i]
 
 
@@ -167,7 +165,7 @@ class World:
         offset = 0
         for array in device_arrays:
             if array.size:
-                _pack_gpu[gpu.blocks_for(array.size), gpu.THREADS](array, flat, offset)
+                _pack_gpu[gpu.strided(array.size)](array, flat, offset)
             offset += array.size
         flat.copy_to_host(host)
         self.allreduce_sum([host, *host_arrays], what)
@@ -175,7 +173,7 @@ class World:
         scale, offset = dtype.type(1.0 / self.size), 0
         for array in device_arrays:
             if array.size:
-                _unpack_gpu[gpu.blocks_for(array.size), gpu.THREADS](flat, offset, scale, array)
+                _unpack_gpu[gpu.strided(array.size)](flat, offset, scale, array)
             offset += array.size
 
     def broadcast(self, arrays, what):

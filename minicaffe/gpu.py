@@ -132,6 +132,20 @@ def blocks_for(count: int) -> int:
     return max(1, math.ceil(count / THREADS))
 
 
+#: Threads a grid-stride kernel gets under the simulator, where each CUDA thread is a Python thread
+#: (about 0.2 ms to start): a few threads looping over the elements there, a full grid on a GPU.
+SIMULATOR_THREADS = 16
+
+
+def strided(count: int) -> tuple:
+    """(blocks, threads) for a kernel written as a grid-stride loop over ``count`` elements
+    (``for i in range(cuda.grid(1), n, cuda.gridsize(1))``): one thread per element on a GPU, a handful
+    of threads under the simulator. Launch as ``kernel[gpu.strided(n)](...)``."""
+    if simulated():
+        return 1, max(1, min(count, SIMULATOR_THREADS))
+    return blocks_for(count), THREADS
+
+
 def device_empty(count: int, dtype):
     return require().device_array(count, dtype=dtype)
 

@@ -87,16 +87,14 @@ def gemv(a, x, out, trans_a=False, alpha=1.0, beta=0.0):
 
 @gpu.jit
 def _fill(target, value):
-    i = cuda.grid(1)
-    if i < target.size:
+    for i in range(cuda.grid(1), target.size, cuda.gridsize(1)):
         target[i] = value
 
 
 @gpu.jit
 def _axpby(alpha, x, beta, y):
     """y = alpha * x + beta * y (beta 0: y is only written)."""
-    i = cuda.grid(1)
-    if i < y.size:
+    for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         if beta == 0:
             y[i] = alpha * x[i]
         else:
@@ -105,16 +103,14 @@ def _axpby(alpha, x, beta, y):
 
 @gpu.jit
 def _scale(target, alpha):
-    i = cuda.grid(1)
-    if i < target.size:
+    for i in range(cuda.grid(1), target.size, cuda.gridsize(1)):
         target[i] = alpha * target[i]
 
 
 def _launch(kernel, count, *arguments):
-    # A small array gets one block of just enough threads: the simulator runs every thread of a block
-    # (a 128-thread block for 12 elements costs 10x), and a real GPU loses nothing.
+    """The element-wise kernels here are grid-stride loops (:func:`minicaffe.gpu.strided`)."""
     if count:
-        kernel[gpu.blocks_for(count), min(gpu.THREADS, count)](*arguments)
+        kernel[gpu.strided(count)](*arguments)
 
 
 def _number(array, value):
@@ -153,22 +149,21 @@ _THREADS = gpu.THREADS      # a global of this module: numba needs the shared ar
 
 @gpu.jit
 def _reduce(kind, x, y, total):
-    """total[0] += sum over the block of x (kind 0), |x| (1) or x * y (2): a shared-memory tree, then one
-    atomic per block, in float64."""
+    """total[0] += sum of x (kind 0), |x| (1) or x * y (2): each thread sums its grid-stride share, the
+    block adds them up in a shared-memory tree (blockDim a power of two), one atomic per block; float64."""
     partial = cuda.shared.array(_THREADS, dtype=np.float64)
     thread = cuda.threadIdx.x
-    index = cuda.grid(1)
     value = 0.0
-    if index < x.size:
+    for index in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         if kind == 0:
-            value = x[index]
+            value += x[index]
         elif kind == 1:
-            value = abs(x[index])
+            value += abs(x[index])
         else:
-            value = x[index] * y[index]
+            value += x[index] * y[index]
     partial[thread] = value
     cuda.syncthreads()
-    stride = _THREADS // 2
+    stride = cuda.blockDim.x // 2
     while stride > 0:
         if thread < stride:
             partial[thread] += partial[thread + stride]
@@ -178,11 +173,19 @@ def _reduce(kind, x, y, total):
         cuda.atomic.add(total, 0, partial[0])
 
 
+#: Blocks a reduction uses at most on a GPU: each thread sums several elements before the tree.
+_MAX_REDUCTION_BLOCKS = 1024
+
+
 def _reduction(kind, x, y):
     if x.size == 0:
         return 0.0
     total = gpu.device_zeros(1, np.float64)
-    _reduce[gpu.blocks_for(x.size), gpu.THREADS](np.int32(kind), x, y, total)
+    if gpu.simulated():     # a power of two of Python threads (see gpu.strided)
+        launch = 1, gpu.SIMULATOR_THREADS
+    else:
+        launch = min(gpu.blocks_for(x.size), _MAX_REDUCTION_BLOCKS), gpu.THREADS
+    _reduce[launch](np.int32(kind), x, y, total)
     return float(total.copy_to_host()[0])
 
 

@@ -73,8 +73,7 @@ log = logging.getLogger("minicaffe")
 @gpu.jit
 def _add_sign_gpu(decay, data, diff):
     """diff += decay * sign(data): L1 weight decay (Caffe's caffe_gpu_sign then axpy, fused)."""
-    i = cuda.grid(1)
-    if i < diff.size:
+    for i in range(cuda.grid(1), diff.size, cuda.gridsize(1)):
         value = data[i]
         if value > 0:
             diff[i] += decay
@@ -84,22 +83,21 @@ def _add_sign_gpu(decay, data, diff):
 
 @gpu.jit
 def _flag_non_finite_gpu(values, flag):
-    i = cuda.grid(1)
-    if i < values.size and not math.isfinite(values[i]):
-        flag[0] = 1
+    for i in range(cuda.grid(1), values.size, cuda.gridsize(1)):
+        if not math.isfinite(values[i]):
+            flag[0] = 1
 
 
 @gpu.jit
 def _accumulate_gpu(values, totals):
     """totals += values, in float64 (a test pass sums each output's values over its iterations)."""
-    i = cuda.grid(1)
-    if i < totals.size:
+    for i in range(cuda.grid(1), totals.size, cuda.gridsize(1)):
         totals[i] += values[i]
 
 
 def _launch(kernel, count, *arguments):
     if count:
-        kernel[gpu.blocks_for(count), gpu.THREADS](*arguments)
+        kernel[gpu.strided(count)](*arguments)
 
 
 class HistoryArrays:

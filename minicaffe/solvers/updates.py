@@ -38,8 +38,7 @@ from .solver import Solver
 
 @gpu.jit
 def _sgd_gpu(gradient, history, momentum, local_rate):
-    i = cuda.grid(1)
-    if i < gradient.size:
+    for i in range(cuda.grid(1), gradient.size, cuda.gridsize(1)):
         value = momentum * history[i] + local_rate * gradient[i]
         history[i] = value
         gradient[i] = value
@@ -47,8 +46,7 @@ def _sgd_gpu(gradient, history, momentum, local_rate):
 
 @gpu.jit
 def _nesterov_gpu(gradient, history, momentum, one_plus_momentum, local_rate):
-    i = cuda.grid(1)
-    if i < gradient.size:
+    for i in range(cuda.grid(1), gradient.size, cuda.gridsize(1)):
         previous = history[i]
         current = momentum * previous + local_rate * gradient[i]
         history[i] = current
@@ -57,8 +55,7 @@ def _nesterov_gpu(gradient, history, momentum, one_plus_momentum, local_rate):
 
 @gpu.jit
 def _adagrad_gpu(gradient, history, delta, local_rate):
-    i = cuda.grid(1)
-    if i < gradient.size:
+    for i in range(cuda.grid(1), gradient.size, cuda.gridsize(1)):
         g = gradient[i]
         h = history[i] + g * g
         history[i] = h
@@ -67,8 +64,7 @@ def _adagrad_gpu(gradient, history, delta, local_rate):
 
 @gpu.jit
 def _rmsprop_gpu(gradient, history, decay, one_minus_decay, delta, local_rate):
-    i = cuda.grid(1)
-    if i < gradient.size:
+    for i in range(cuda.grid(1), gradient.size, cuda.gridsize(1)):
         g = gradient[i]
         h = decay * history[i] + one_minus_decay * g * g
         history[i] = h
@@ -77,8 +73,7 @@ def _rmsprop_gpu(gradient, history, decay, one_minus_decay, delta, local_rate):
 
 @gpu.jit
 def _adadelta_gpu(gradient, gradient_history, update_history, momentum, one_minus_momentum, delta, local_rate):
-    i = cuda.grid(1)
-    if i < gradient.size:
+    for i in range(cuda.grid(1), gradient.size, cuda.gridsize(1)):
         g = gradient[i]
         h = momentum * gradient_history[i] + one_minus_momentum * g * g
         gradient_history[i] = h
@@ -89,8 +84,7 @@ def _adadelta_gpu(gradient, gradient_history, update_history, momentum, one_minu
 
 @gpu.jit
 def _adam_gpu(gradient, first, second, beta1, one_minus_beta1, beta2, one_minus_beta2, delta, corrected_rate):
-    i = cuda.grid(1)
-    if i < gradient.size:
+    for i in range(cuda.grid(1), gradient.size, cuda.gridsize(1)):
         g = gradient[i]
         m = beta1 * first[i] + one_minus_beta1 * g
         v = beta2 * second[i] + one_minus_beta2 * g * g
@@ -101,7 +95,7 @@ def _adam_gpu(gradient, first, second, beta1, one_minus_beta1, beta2, one_minus_
 
 def _launch(kernel, gradient, *arguments):
     if gradient.size:
-        kernel[gpu.blocks_for(gradient.size), gpu.THREADS](gradient, *arguments)
+        kernel[gpu.strided(gradient.size)](gradient, *arguments)
 
 
 class SGDSolver(Solver):
