@@ -34,3 +34,32 @@ def pytest_sessionfinish(session):
             recorded.setdefault(key, set()).update(signatures)
         with open(path, "w") as handle:
             json.dump({key: sorted(value) for key, value in sorted(recorded.items())}, handle, indent=0)
+
+
+# What a real numba DeviceNDArray offers (its class's public methods and the attributes its constructor sets).
+# The simulator's FakeCUDAArray hands every other attribute to the numpy array it wraps, so code calling
+# numpy methods on device arrays (.fill, .sum, .astype, ...) would pass here and fail on a GPU.
+REAL_DEVICE_ARRAY_ATTRIBUTES = {
+    "T", "bind", "copy_to_device", "copy_to_host", "device_ctypes_pointer", "flags", "get_ipc_handle", "getitem",
+    "is_c_contiguous", "is_f_contiguous", "nbytes", "ravel", "reshape", "setitem", "split", "squeeze",
+    "transpose", "view", "shape", "strides", "ndim", "size", "dtype", "stream", "gpu_data", "alloc_size",
+    "_numba_type_", "__cuda_array_interface__", "__cuda_memory__", "__cuda_ndarray__", "__array__", "__len__",
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _device_arrays_as_strict_as_on_a_gpu():
+    if not gpu.simulated():
+        yield
+        return
+    from numba.cuda.simulator.cudadrv import devicearray
+    original = devicearray.FakeCUDAArray.__getattr__
+
+    def strict(self, name):
+        if name not in REAL_DEVICE_ARRAY_ATTRIBUTES:
+            raise AttributeError(f"a device array has no attribute '{name}' on a real GPU (only the simulator's "
+                                 "numpy stand-in has it)")
+        return original(self, name)
+    devicearray.FakeCUDAArray.__getattr__ = strict
+    yield
+    devicearray.FakeCUDAArray.__getattr__ = original
