@@ -75,6 +75,8 @@ class Kernel:
 
         def recorded(*arguments):
             launched_signatures.setdefault(self.key, set()).add(tuple(type_name(a) for a in arguments))
+            if any(isinstance(a, np.ndarray) for a in arguments):
+                host_array_launches.add(self.key)
             return launch(*arguments)
         return recorded
 
@@ -86,6 +88,9 @@ class Kernel:
 KERNELS = {}
 #: Under the simulator: "module:qualname" -> the set of argument-type tuples it was launched with.
 launched_signatures = {}
+#: Under the simulator: the kernels launched with a host (numpy) array, which a GPU copies there and back at
+#: every launch; the GPU tests fail on any (tests/gpu/conftest.py).
+host_array_launches = set()
 
 
 def type_name(argument) -> str:

@@ -63,3 +63,12 @@ def _device_arrays_as_strict_as_on_a_gpu():
     devicearray.FakeCUDAArray.__getattr__ = strict
     yield
     devicearray.FakeCUDAArray.__getattr__ = original
+
+
+@pytest.fixture(autouse=True)
+def _kernels_get_device_arrays():
+    """A kernel launched with a numpy array would copy it to the GPU and back at every launch, unseen by the
+    blobs' copy counters: every kernel argument must already be on the device."""
+    gpu.host_array_launches.clear()
+    yield
+    assert not gpu.host_array_launches, f"kernels launched with host arrays: {sorted(gpu.host_array_launches)}"
