@@ -28,7 +28,7 @@ then a shared-memory tree) over the entries ranked below the previous round's.
 
 import numpy as np
 
-from .. import gpu
+from .. import gpu, gpu_blas
 from ..errors import GraphError
 from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
@@ -182,7 +182,11 @@ class ArgMaxLayer(Layer):
         if not bottom[0].count:
             return
         outer, dim, inner = self.view
-        arguments = (bottom[0].gpu_data, top[0].gpu_data_to_overwrite(), dim, inner, self.top_k,
+        x = bottom[0].gpu_data
+        if top[0] is bottom[0]:     # in place (top_k = dim): threads read entries other threads write
+            x = gpu.scratch(self, "in-place input", x.size, x.dtype)
+            gpu_blas.copy(bottom[0].gpu_data, x)
+        arguments = (x, top[0].gpu_data_to_overwrite(), dim, inner, self.top_k,
                      bool(self.out_max_val), self.has_axis)
         if dim <= _THREADS:
             _argmax_by_rank_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](*arguments)

@@ -106,14 +106,28 @@ class BatchReindexLayer(Layer):
                 raise GraphError(f"index {value:g} is outside [0, {count}) (the items of bottom 0)",
                                  layer=self.name)
         if top[0].count:
+            x = bottom[0].gpu_data
+            if top[0] is bottom[0]:     # in place: a thread would read an item another one has overwritten
+                x = _private_copy(self, "in-place input", x)
             _gather_gpu[gpu.blocks_for(top[0].count), gpu.THREADS](
-                bottom[0].gpu_data, indices, top[0].gpu_data_to_overwrite(), top[0].count_axes(1))
+                x, indices, top[0].gpu_data_to_overwrite(), top[0].count_axes(1))
 
     def backward_gpu(self, top, propagate_down, bottom):
         if propagate_down[1]:
             raise GraphError("BatchReindex cannot propagate a gradient to its indices (bottom 1)",
                              layer=self.name)
         if propagate_down[0] and bottom[0].count:
+            dy = top[0].gpu_diff
+            if top[0] is bottom[0]:     # in place: dx is dy, whose items other threads read
+                dy = _private_copy(self, "in-place top diff", dy)
             _scatter_add_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](
-                top[0].gpu_diff, bottom[1].gpu_data, bottom[0].mutable_gpu_diff, bottom[0].count_axes(1),
+                dy, bottom[1].gpu_data, bottom[0].mutable_gpu_diff, bottom[0].count_axes(1),
                 bottom[0].dtype.type(0))
+
+
+def _private_copy(owner, name, array):
+    """A copy of the device array ``array`` in a buffer kept on ``owner``: the kernels here read items other
+    than their own, so in place they must read a copy (on a GPU the threads run concurrently)."""
+    copy = gpu.scratch(owner, name, array.size, array.dtype)
+    gpu_blas.copy(array, copy)
+    return copy

@@ -395,6 +395,14 @@ class BaseConvolution(Layer):
                 gpu_blas.fill(buffer, 1)
         return buffer[:size]
 
+    def _gpu_in_place_copy(self, name, array):
+        """A copy of the device array ``array`` in the work array ``name``, for a layer run in place (top =
+        bottom): the output (or bottom diff) is then the very memory the kernels read, and a GPU thread, or
+        cuBLAS, would read values other threads have already overwritten."""
+        copy = self._gpu_buffer(name, array.size)
+        gpu_blas.copy(array, copy)
+        return copy
+
     def _channel_sums_gpu(self, data, channels, locations, sums):
         """sums[c] += the sum over images and locations of data[n, c, p] (device): two GEMVs with ones."""
         images = self.num

@@ -87,14 +87,20 @@ class ConvolutionLayer(BaseConvolution):
         path = self.gpu_conv_path()
         bias = self.blobs[1].gpu_data if self.bias_term else None
         for x_blob, y_blob in zip(bottom, top):
-            path.apply(x_blob.gpu_data, y_blob.mutable_gpu_data, bias)
+            x = x_blob.gpu_data
+            if x_blob is y_blob:
+                x = self._gpu_in_place_copy("in-place input", x)
+            path.apply(x, y_blob.mutable_gpu_data, bias)
 
     def backward_gpu(self, top, propagate_down, bottom):
         path = self.gpu_conv_path()
         weight_diff, bias_diff = self._gpu_param_diffs()
         for y_blob, x_blob, need_input in zip(top, bottom, propagate_down):
             input_diff = x_blob.mutable_gpu_diff if need_input else None
-            path.backward(y_blob.gpu_diff, x_blob.gpu_data, input_diff, weight_diff, bias_diff)
+            dy = y_blob.gpu_diff
+            if x_blob is y_blob and input_diff is not None:
+                dy = self._gpu_in_place_copy("in-place top diff", dy)
+            path.backward(dy, x_blob.gpu_data, input_diff, weight_diff, bias_diff)
 
 
 @register("Deconvolution")
@@ -134,8 +140,11 @@ class DeconvolutionLayer(BaseConvolution):
     def forward_gpu(self, bottom, top):
         path = self.gpu_conv_path()
         for x_blob, y_blob in zip(bottom, top):
+            x = x_blob.gpu_data
+            if x_blob is y_blob:
+                x = self._gpu_in_place_copy("in-place input", x)
             output = y_blob.mutable_gpu_data
-            path.transpose(x_blob.gpu_data, output)
+            path.transpose(x, output)
             if self.bias_term:
                 _launch(_add_channel_bias_gpu, output.size, output, int(self.num_output),
                         int(self.conv_in_size // self.num_output), self.blobs[1].gpu_data)
@@ -145,6 +154,8 @@ class DeconvolutionLayer(BaseConvolution):
         weight_diff, bias_diff = self._gpu_param_diffs()
         for y_blob, x_blob, need_input in zip(top, bottom, propagate_down):
             top_diff = y_blob.gpu_diff
+            if x_blob is y_blob and need_input:
+                top_diff = self._gpu_in_place_copy("in-place top diff", top_diff)
             if bias_diff is not None:
                 self._channel_sums_gpu(top_diff, self.num_output, self.conv_in_size // self.num_output, bias_diff)
             output_diff = x_blob.mutable_gpu_diff if need_input else None

@@ -153,6 +153,41 @@ def test_depthwise_gradient():
     gradient_check_gpu(conv_text("num_output: 2 kernel_size: 2 stride: 2 pad: 1 group: 2"), [data(1, 2, 3, 3)])
 
 
+def forward_backward(text, x, dy, use_gpu, in_place):
+    """(top data, bottom diff) after a Forward and a Backward of top diff ``dy``, top = bottom with ``in_place``."""
+    fillers.set_random_seed(7)
+    layer = layer_from_text(text, dtype=np.float32)
+    bottom = make_blobs(x, dtype=np.float32)
+    top = bottom if in_place else empty_blobs(1, dtype=np.float32)
+    layer.set_up(bottom, top)
+    (mode.set_mode_gpu if use_gpu else mode.set_mode_cpu)()
+    try:
+        layer.run_forward(bottom, top)
+        out = top[0].data.copy()
+        top[0].diff[...] = dy
+        layer.run_backward(top, [True], bottom)
+        return out, bottom[0].diff.copy()
+    finally:
+        mode.set_mode_cpu()
+
+
+@pytest.mark.parametrize("kind, options", [
+    ("Convolution", "num_output: 2 kernel_size: 3 pad: 1 group: 2"),             # direct
+    ("Deconvolution", "num_output: 2 kernel_size: 3 pad: 1 group: 2"),           # direct
+    ("Convolution", "num_output: 2 kernel_size: 3 pad: 1"),                      # im2col
+    ("Convolution", "num_output: 2 kernel_size: 1"),                             # 1x1
+])
+def test_in_place(kind, options):
+    # Issue 25: a top computed in place is the memory the kernels read; the direct kernels' threads read
+    # neighbours other threads had already overwritten (Forward: the input; Backward: the top diff).
+    x, dy = data(2, 2, 4, 4), data(2, 2, 4, 4)
+    text = conv_text(options, kind)
+    expected_out, expected_dx = forward_backward(text, x, dy, False, False)
+    out, dx = forward_backward(text, x, dy, True, True)
+    np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-5, atol=1e-6)
+
+
 def parameter_diffs_after_backwards(text, arrays, use_gpu, backwards):
     """The layer's parameter diffs after ``backwards`` Backwards of one Forward (diffs zeroed once)."""
     fillers.set_random_seed(7)

@@ -159,6 +159,41 @@ def test_batch_reindex_refuses_an_index_out_of_range(index):
         mode.set_mode_cpu()
 
 
+def run_in_place(text, arrays, use_gpu, top_diff=None):
+    """Forward (and Backward with ``top_diff``) with top 0 = bottom 0; returns (top data, bottom 0's diff)."""
+    layer = layer_from_text(text, dtype=np.float32)
+    bottom = make_blobs(*arrays, dtype=np.float32)
+    top = [bottom[0]]
+    layer.set_up(bottom, top)
+    (mode.set_mode_gpu if use_gpu else mode.set_mode_cpu)()
+    try:
+        layer.run_forward(bottom, top)
+        out = top[0].data.copy()
+        if top_diff is None:
+            return out, None
+        top[0].diff[...] = top_diff
+        layer.run_backward(top, [True] + [False] * (len(bottom) - 1), bottom)
+        return out, bottom[0].diff.copy()
+    finally:
+        mode.set_mode_cpu()
+
+
+@pytest.mark.parametrize("indices", [[3.0, 2.0, 1.0, 0.0], [1.0, 1.0, 3.0, 0.0]])
+def test_batch_reindex_in_place(indices):
+    # Issue 25: in place, a GPU thread gathering item k read an item another thread had already overwritten
+    # (Forward), or a top diff another thread had replaced by its sum (Backward); the simulator shows it too.
+    x = normal(4, 2, 3).astype(np.float32)
+    dy = normal(4, 2, 3).astype(np.float32)
+    picked = np.array(indices).astype(np.int64)
+    out, dx = run_in_place('name: "b" type: "BatchReindex"', [x, np.array(indices)], True, dy)
+    np.testing.assert_array_equal(out, x[picked])
+    np.testing.assert_array_equal(out, run_in_place('name: "b" type: "BatchReindex"', [x, np.array(indices)],
+                                                    False)[0])
+    expected = np.zeros_like(x)
+    np.add.at(expected, picked, dy)
+    np.testing.assert_allclose(dx, expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("selector", [[1, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 0]])
 def test_filter(selector):
     compare_devices('name: "f" type: "Filter"', [normal(4, 2, 2), normal(4, 3), np.array(selector, float)],
@@ -215,6 +250,16 @@ def test_argmax_long_rows(param, shape):
     x = scores_with_ties(*shape)
     x.reshape(-1)[::7] = np.nan
     compare_devices(f'name: "a" type: "ArgMax" argmax_param {{ {param} }}', [x])
+
+
+@pytest.mark.parametrize("param, shape", [("axis: 1 top_k: 3", (2, 3, 2)), ("top_k: 4", (2, 1, 4)),
+                                          ("axis: 1 top_k: 130", (1, 130, 1))])
+def test_argmax_in_place(param, shape):
+    # Issue 25: with top_k = the axis's size the top has the bottom's shape and may be computed in place; a
+    # GPU thread then ranked its entry against entries other threads had already overwritten.
+    x = rng.permutation(int(np.prod(shape))).reshape(shape).astype(float)
+    text = f'name: "a" type: "ArgMax" argmax_param {{ {param} }}'
+    np.testing.assert_array_equal(run_in_place(text, [x], True)[0], run_in_place(text, [x], False)[0])
 
 
 def accuracy_case(outer, classes, inner, ignore=None):
