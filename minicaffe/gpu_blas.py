@@ -65,8 +65,15 @@ def gemm(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
     left, right, target = cupy.asarray(a), cupy.asarray(b), cupy.asarray(out)
     left = left.T if trans_a else left
     right = right.T if trans_b else right
-    if beta == 0 and alpha == 1:
+    # cuBLAS reads the operands while it writes ``out``: an ``out`` that overlaps one (a layer run in place,
+    # e.g. an InnerProduct with num_output = its input size whose top is its bottom) would be read after
+    # other threads overwrote it. The product then goes to a fresh array first, as numpy's matmul (and so
+    # the simulator's branch above) does on the host.
+    overlaps = cupy.may_share_memory(target, left) or cupy.may_share_memory(target, right)
+    if beta == 0 and alpha == 1 and not overlaps:
         cupy.matmul(left, right, out=target)
+    elif beta == 0 and alpha == 1:
+        target[...] = cupy.matmul(left, right)
     else:
         product = cupy.matmul(left, right)
         if beta == 0:
