@@ -35,6 +35,8 @@ from ..layer import Layer
 from ..registry import register
 
 _THREADS = gpu.THREADS      # a global of this module: numba needs the shared array size as a constant
+#: Rows up to this long are ranked one thread per entry; longer ones by a block per row, in top_k rounds.
+SHORT_ROW = _THREADS
 
 
 @gpu.device
@@ -188,7 +190,7 @@ class ArgMaxLayer(Layer):
             gpu_blas.copy(bottom[0].gpu_data, x)
         arguments = (x, top[0].gpu_data_to_overwrite(), dim, inner, self.top_k,
                      bool(self.out_max_val), self.has_axis)
-        if dim <= _THREADS:
+        if dim <= SHORT_ROW:
             _argmax_by_rank_gpu[gpu.blocks_for(bottom[0].count), gpu.THREADS](*arguments)
         else:
             _argmax_by_rounds_gpu[outer * inner, _THREADS](*arguments)
