@@ -142,6 +142,18 @@ def blocks_for(count: int) -> int:
 SIMULATOR_THREADS = 16
 
 
+#: Blocks a grid-stride reduction uses at most on a GPU: each thread sums several elements before the tree.
+MAX_REDUCTION_BLOCKS = 1024
+
+
+def reduction_launch(count: int) -> tuple:
+    """(blocks, threads) for a grid-stride reduction with a shared-memory tree: threads a power of two
+    (THREADS on a GPU, SIMULATOR_THREADS under the simulator)."""
+    if simulated():
+        return 1, SIMULATOR_THREADS
+    return min(blocks_for(count), MAX_REDUCTION_BLOCKS), THREADS
+
+
 def strided(count: int) -> tuple:
     """(blocks, threads) for a kernel written as a grid-stride loop over ``count`` elements
     (``for i in range(cuda.grid(1), n, cuda.gridsize(1))``): one thread per element on a GPU, a handful
@@ -188,15 +200,20 @@ def device_zeros(count: int, dtype):
 if cuda is not None:  # pragma: no branch
     @jit
     def accumulate(values, valid, totals):
-        """totals[0] += sum(values), totals[1] += sum(valid): a shared-memory tree per block, then atomics."""
+        """totals[0] += sum(values), totals[1] += sum(valid): each thread sums its grid-stride share, the
+        block a shared-memory tree (blockDim a power of two, at most THREADS), then one atomic per block."""
         partial_sum = cuda.shared.array(THREADS, dtype=np.float64)
         partial_count = cuda.shared.array(THREADS, dtype=np.float64)
         thread = cuda.threadIdx.x
-        index = cuda.grid(1)
-        partial_sum[thread] = values[index] if index < values.size else 0.0
-        partial_count[thread] = valid[index] if index < valid.size else 0.0
+        value_sum = 0.0
+        count_sum = 0.0
+        for index in range(cuda.grid(1), values.size, cuda.gridsize(1)):
+            value_sum += values[index]
+            count_sum += valid[index]
+        partial_sum[thread] = value_sum
+        partial_count[thread] = count_sum
         cuda.syncthreads()
-        stride = THREADS // 2
+        stride = cuda.blockDim.x // 2
         while stride > 0:
             if thread < stride:
                 partial_sum[thread] += partial_sum[thread + stride]
@@ -289,6 +306,6 @@ def reduce_loss(owner, values, valid, mode, outer, inner, top_data):
     layer): Backward reads the normalizer from it, so nothing returns to the host.
     """
     totals = scratch_filled(owner, "loss_totals", 3, np.float64, 0.0)
-    accumulate[blocks_for(values.size), THREADS](values, valid, totals)
+    accumulate[reduction_launch(values.size)](values, valid, totals)
     finish_loss[1, 1](totals, mode, float(outer), float(inner), top_data)
     return totals

@@ -180,19 +180,11 @@ def _reduce(kind, x, y, total):
         cuda.atomic.add(total, 0, partial[0])
 
 
-#: Blocks a reduction uses at most on a GPU: each thread sums several elements before the tree.
-_MAX_REDUCTION_BLOCKS = 1024
-
-
 def _reduction(kind, x, y):
     if x.size == 0:
         return 0.0
     total = gpu.device_zeros(1, np.float64)
-    if gpu.simulated():     # a power of two of Python threads (see gpu.strided)
-        launch = 1, gpu.SIMULATOR_THREADS
-    else:
-        launch = min(gpu.blocks_for(x.size), _MAX_REDUCTION_BLOCKS), gpu.THREADS
-    _reduce[launch](np.int32(kind), x, y, total)
+    _reduce[gpu.reduction_launch(x.size)](np.int32(kind), x, y, total)
     return float(total.copy_to_host()[0])
 
 

@@ -228,7 +228,7 @@ def _normalize_block_sums_gpu(x, dy, scale, shared, norm, across, kind, channels
             value = float64(scale[0 if shared else e // spatial]) * float64(dy[i]) * float64(x[i])
     partial[thread] = value
     cuda.syncthreads()
-    stride = _THREADS // 2
+    stride = cuda.blockDim.x // 2       # a power of two, at most _THREADS
     while stride > 0:
         if thread < stride:
             partial[thread] += partial[thread + stride]
@@ -390,7 +390,9 @@ class NormalizeLayer(Layer):
     def _group_sums_gpu(self, x, dy, scale, kind, groups, per_group, sums):
         gpu_blas.fill(sums, 0)
         if per_group:
-            _normalize_block_sums_gpu[(gpu.blocks_for(per_group), groups), gpu.THREADS](
+            # Under the simulator a block of gpu.SIMULATOR_THREADS (each thread is a Python thread).
+            threads = gpu.SIMULATOR_THREADS if gpu.simulated() else gpu.THREADS
+            _normalize_block_sums_gpu[(-(-per_group // threads), groups), threads](
                 x, dy, scale, self.channel_shared, self._norm_gpu, self.across_spatial, int(kind),
                 int(self.view[1]), int(self.view[2]), sums)
 
