@@ -115,12 +115,8 @@ def product_gpu(a, b, mode, out):
 
 
 def gpu_scratch(owner, name, count, dtype):
-    """A device buffer kept on ``owner`` between iterations, reallocated only when its size or type changes."""
-    buffers = owner.__dict__.setdefault("_gpu_scratch", {})
-    array = buffers.get(name)
-    if array is None or array.size != count or array.dtype != np.dtype(dtype):
-        array = buffers[name] = gpu.device_empty(count, dtype)
-    return array
+    """A device buffer kept on ``owner`` between iterations (:func:`minicaffe.gpu.scratch`)."""
+    return gpu.scratch(owner, name, count, dtype)
 
 
 def gpu_ones(owner, count, dtype):
