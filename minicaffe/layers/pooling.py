@@ -546,6 +546,17 @@ def _window(index, size, kernel, stride, pad):
 
 
 @gpu.device
+def _output_window(i, height, width, pooled_h, pooled_w, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w):
+    """Output ``i``'s (N*C, pooled_h, pooled_w) position: the offset of its input map and its window
+    (hstart, hend, wstart, wend) clipped to the input."""
+    pw = i % pooled_w
+    ph = (i // pooled_w) % pooled_h
+    hstart, hend = _window(ph, height, kernel_h, stride_h, pad_h)
+    wstart, wend = _window(pw, width, kernel_w, stride_w, pad_w)
+    return (i // (pooled_w * pooled_h)) * height * width, hstart, hend, wstart, wend
+
+
+@gpu.device
 def _covering(cell, pooled, kernel, stride, pad):
     """The outputs [first, last) whose windows hold input ``cell`` along one axis."""
     padded = cell + pad
@@ -559,11 +570,8 @@ def _max_pool_gpu(x, top, mask, height, width, pooled_h, pooled_w, kernel_h, ker
     """top = the window's maximum (the first wins; NaN never does; -FLT_MAX when none), mask = its cell."""
     i = cuda.grid(1)
     if i < top.size:
-        pw = i % pooled_w
-        ph = (i // pooled_w) % pooled_h
-        base = (i // (pooled_w * pooled_h)) * height * width
-        hstart, hend = _window(ph, height, kernel_h, stride_h, pad_h)
-        wstart, wend = _window(pw, width, kernel_w, stride_w, pad_w)
+        base, hstart, hend, wstart, wend = _output_window(i, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                                                         stride_h, stride_w, pad_h, pad_w)
         best = lowest
         index = -1
         for h in range(hstart, hend):
@@ -583,17 +591,14 @@ def _ave_pool_gpu(x, top, divisors, height, width, pooled_h, pooled_w, kernel_h,
     output position); 0 for a window that holds no input cell."""
     i = cuda.grid(1)
     if i < top.size:
-        pw = i % pooled_w
-        ph = (i // pooled_w) % pooled_h
-        base = (i // (pooled_w * pooled_h)) * height * width
-        hstart, hend = _window(ph, height, kernel_h, stride_h, pad_h)
-        wstart, wend = _window(pw, width, kernel_w, stride_w, pad_w)
+        base, hstart, hend, wstart, wend = _output_window(i, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                                                         stride_h, stride_w, pad_h, pad_w)
         total = zero
         for h in range(hstart, hend):
             for w in range(wstart, wend):
                 total += x[base + h * width + w]
         if hend > hstart and wend > wstart:
-            top[i] = total / divisors[ph * pooled_w + pw]
+            top[i] = total / divisors[i % (pooled_h * pooled_w)]
         else:
             top[i] = zero
 
@@ -604,11 +609,8 @@ def _stochastic_train_gpu(x, top, mask, uniform, height, width, pooled_h, pooled
     """Draw the first cell whose running sum reaches uniform * the window's sum (the last when none does)."""
     i = cuda.grid(1)
     if i < top.size:
-        pw = i % pooled_w
-        ph = (i // pooled_w) % pooled_h
-        base = (i // (pooled_w * pooled_h)) * height * width
-        hstart, hend = _window(ph, height, kernel_h, stride_h, pad_h)
-        wstart, wend = _window(pw, width, kernel_w, stride_w, pad_w)
+        base, hstart, hend, wstart, wend = _output_window(i, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                                                         stride_h, stride_w, pad_h, pad_w)
         total = zero
         for h in range(hstart, hend):
             for w in range(wstart, wend):
@@ -636,11 +638,8 @@ def _stochastic_test_gpu(x, top, height, width, pooled_h, pooled_w, kernel_h, ke
     """top = sum(x^2) / sum(x) over the window, 0 when sum(x) <= 0."""
     i = cuda.grid(1)
     if i < top.size:
-        pw = i % pooled_w
-        ph = (i // pooled_w) % pooled_h
-        base = (i // (pooled_w * pooled_h)) * height * width
-        hstart, hend = _window(ph, height, kernel_h, stride_h, pad_h)
-        wstart, wend = _window(pw, width, kernel_w, stride_w, pad_w)
+        base, hstart, hend, wstart, wend = _output_window(i, height, width, pooled_h, pooled_w, kernel_h, kernel_w,
+                                                         stride_h, stride_w, pad_h, pad_w)
         total = zero
         squares = zero
         for h in range(hstart, hend):
