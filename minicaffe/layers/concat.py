@@ -22,18 +22,19 @@ from ..registry import register
 
 
 @gpu.jit
-def _concat_gpu(bottom, top, forward, slab, top_axis, bottom_axis, offset):
-    """Between a bottom (outer x bottom_axis x slab) and its place at ``offset`` along the top's axis
-    (outer x top_axis x slab): forward copies the bottom in, otherwise the top's part out."""
+def part_copy_gpu(part, whole, into_whole, slab, whole_axis, part_axis, offset):
+    """Between a part (outer x part_axis x slab) and its place at ``offset`` along the whole's axis
+    (outer x whole_axis x slab): copy the part into the whole (``into_whole``) or the whole's slab out into
+    the part. Concat's Forward and Slice's Backward copy in, the other two out."""
     i = cuda.grid(1)
-    if i < bottom.size:
-        bottom_run = bottom_axis * slab
-        outer = i // bottom_run
-        t = (outer * top_axis + offset) * slab + i % bottom_run
-        if forward:
-            top[t] = bottom[i]
+    if i < part.size:
+        part_run = part_axis * slab
+        outer = i // part_run
+        w = (outer * whole_axis + offset) * slab + i % part_run
+        if into_whole:
+            whole[w] = part[i]
         else:
-            bottom[i] = top[t]
+            part[i] = whole[w]
 
 
 @register("Concat")
@@ -100,7 +101,7 @@ class ConcatLayer(Layer):
 
     def _launch(self, bottom_array, top_array, forward, blob, top_axis, start):
         slab = blob.count_axes(self.axis + 1)
-        _concat_gpu[gpu.blocks_for(blob.count), gpu.THREADS](
+        part_copy_gpu[gpu.blocks_for(blob.count), gpu.THREADS](
             bottom_array, top_array, forward, slab, top_axis, blob.shape[self.axis], start)
 
     def forward_gpu(self, bottom, top):

@@ -8,7 +8,7 @@ end of the axis). Without points the axis is split into equal parts, which the
 number of tops must divide. Backward writes each top's diff back into its slab.
 With a single top, the top shares the bottom's data and diff.
 
-GPU: Caffe's slice kernel, one thread per element of a top: Forward copies the
+GPU: Concat's part-copy kernel, one thread per element of a top: Forward copies the
 top's slab of the bottom out, Backward copies the top's diff into that slab of
 the bottom's diff (every element of it belongs to exactly one top). A single
 top is shared, so neither direction launches anything.
@@ -19,21 +19,7 @@ from ..errors import GraphError
 from ..gpu import cuda  # the name kernels use: the simulator swaps it
 from ..layer import Layer
 from ..registry import register
-
-
-@gpu.jit
-def _slice_gpu(bottom, top, forward, slab, bottom_axis, top_axis, offset):
-    """Between a top (outer x top_axis x slab) and its slab at ``offset`` along the bottom's axis
-    (outer x bottom_axis x slab): forward copies the slab out, otherwise the top's diff in."""
-    i = cuda.grid(1)
-    if i < top.size:
-        top_run = top_axis * slab
-        outer = i // top_run
-        b = (outer * bottom_axis + offset) * slab + i % top_run
-        if forward:
-            top[i] = bottom[b]
-        else:
-            bottom[b] = top[i]
+from .concat import part_copy_gpu
 
 
 @register("Slice")
@@ -114,8 +100,8 @@ class SliceLayer(Layer):
 
     def _launch(self, bottom_array, top_array, forward, blob, bottom_axis, start):
         slab = blob.count_axes(self.axis + 1)
-        _slice_gpu[gpu.blocks_for(blob.count), gpu.THREADS](
-            bottom_array, top_array, forward, slab, bottom_axis, blob.shape[self.axis], start)
+        part_copy_gpu[gpu.blocks_for(blob.count), gpu.THREADS](     # the top is the part, the bottom the whole
+            top_array, bottom_array, not forward, slab, bottom_axis, blob.shape[self.axis], start)
 
     def forward_gpu(self, bottom, top):
         if len(top) == 1:
